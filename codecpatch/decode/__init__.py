@@ -1,0 +1,22 @@
+"""The decode layer: the only place codecpatch talks to PyAV/FFmpeg.
+
+``VideoReader`` / ``read_frames`` yield one ``CodecFrame`` per decoded frame with picture type, motion
+vectors, a block motion field, a residual-energy map and (on request) RGB pixels.
+"""
+
+from ._reader import VideoReader, probe, read_frames
+from ._transcode import TranscodeResult, transcode_for_vectors
+from ._types import CODECS_WITH_VECTORS, CodecFrame, DecodeOptions, DecodeReport, StreamInfo
+
+__all__ = [
+    "CODECS_WITH_VECTORS",
+    "CodecFrame",
+    "DecodeOptions",
+    "DecodeReport",
+    "StreamInfo",
+    "TranscodeResult",
+    "VideoReader",
+    "probe",
+    "read_frames",
+    "transcode_for_vectors",
+]

@@ -1,0 +1,337 @@
+"""VideoReader: decode a source with PyAV into CodecFrames (types, vectors, motion field, residual, RGB)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from typing import Any, Iterator
+
+import av
+import cv2
+import numpy as np
+
+from ..errors import CorruptVideoError, SourceTimeoutError
+from ..motion import (
+    MOTION_VECTOR_DTYPE,
+    BlockMotion,
+    OpticalFlowEstimator,
+    ResidualEstimator,
+    block_motion_from_vectors,
+    grid_shape_for,
+)
+from ._source import open_container
+from ._types import CODECS_WITH_VECTORS, CodecFrame, DecodeOptions, DecodeReport, MotionSource, StreamInfo
+
+_PICT_TYPE_NAMES = {1: "I", 2: "P", 3: "B", 4: "S", 5: "SI", 6: "SP", 7: "BI"}
+# Pixel formats whose first plane is 8-bit luma that can be read in place.
+_PLANAR_8BIT_LUMA = frozenset(
+    {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv410p", "yuv411p", "yuv440p",
+     "yuvj440p", "nv12", "nv21", "gray", "yuva420p"}
+)
+_PLAUSIBLE_FPS = (1.0, 480.0)
+_EMPTY_VECTORS = np.zeros(0, MOTION_VECTOR_DTYPE)
+_B_FRAME = 3  # av.video.frame.PictureType.B
+_MAX_PENDING_B_FRAMES = 16
+
+
+def read_frames(source: str | os.PathLike, options: DecodeOptions | None = None, **overrides: Any) -> Iterator[CodecFrame]:
+    """Open ``source``, yield its CodecFrames, and close it (also when the caller stops early)."""
+    with VideoReader(source, options, **overrides) as reader:
+        yield from reader
+
+
+def probe(source: str | os.PathLike, **overrides: Any) -> StreamInfo:
+    """Open ``source`` only to read its StreamInfo (header values; nothing is decoded)."""
+    with VideoReader(source, None, **overrides) as reader:
+        return reader.info
+
+
+@dataclass
+class _DecodeState:
+    """Mutable per-stream state carried from one frame to the next."""
+
+    count: int = 0
+    previous_luma: np.ndarray | None = None
+    previous_size: tuple[int, int] | None = None
+    last_pts: int | None = None
+    last_time: float = 0.0
+    last_timed_index: int = 0
+    frame_indexed: bool = False
+    last_anchor: int | None = None  # index of the latest I/P frame: the past reference of what follows
+    pending: list = field(default_factory=list)  # B-frames waiting for their future anchor
+
+
+class VideoReader:
+    """Decode one video source into CodecFrames.
+
+    Use as a context manager (or call ``close``); iterating it once yields every decoded frame in
+    presentation order, then ``report`` says how far decoding got. The container is always closed, on
+    exhaustion, on error, or when the caller stops early.
+
+    Args:
+        source: local path, URL (rtsp/rtmp/http/tcp/udp/...) or capture device (``/dev/videoN``).
+        options: DecodeOptions; keyword ``overrides`` replace single fields (``VideoReader(p, rgb=True)``).
+
+    Raises:
+        VideoError subclasses on open (see ``codecpatch.errors``); CorruptVideoError while iterating under
+        ``on_error="raise"``; SourceTimeoutError when a read blocks longer than ``read_timeout``.
+    """
+
+    def __init__(self, source: str | os.PathLike, options: DecodeOptions | None = None, **overrides: Any) -> None:
+        self.options = replace(options or DecodeOptions(), **overrides)
+        self.source = os.fspath(source)
+        self.report = DecodeReport()
+        self._iterated = False
+        self._container = open_container(
+            self.source,
+            input_format=self.options.input_format,
+            open_timeout=self.options.open_timeout,
+            read_timeout=self.options.read_timeout,
+            options=dict(self.options.container_options),
+        )
+        self._stream = self._container.streams.video[0]
+        codec_name = self._stream.codec_context.name
+        self._export_vectors = self.options.motion in ("auto", "codec") and codec_name in CODECS_WITH_VECTORS
+        self._use_flow = self.options.motion == "flow" or (self.options.motion == "auto" and not self._export_vectors)
+        self._configure_decoder()
+        self.info = self._stream_info(codec_name)
+        self._fps = self.info.header_fps if self._plausible(self.info.header_fps) else None
+        self._flow = OpticalFlowEstimator() if self._use_flow else None
+        self._residuals = ResidualEstimator()
+
+    # -- public -------------------------------------------------------------------------------------
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the container (idempotent)."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __iter__(self) -> Iterator[CodecFrame]:
+        if self._iterated:
+            raise RuntimeError(f"{self.source}: a VideoReader can be iterated only once; open a new one")
+        self._iterated = True
+        return self._frames()
+
+    # -- decoding -----------------------------------------------------------------------------------
+
+    def _frames(self) -> Iterator[CodecFrame]:
+        state = _DecodeState()
+        try:
+            if self._container is None:
+                raise RuntimeError(f"{self.source}: reader is closed")
+            packets = self._container.demux(self._stream)
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except av.error.ExitError as error:
+                    raise SourceTimeoutError(self.source, f"no data for {self.options.read_timeout:g} s") from error
+                except av.error.FFmpegError as error:
+                    # The demuxer cannot go on: end the stream cleanly with what we have.
+                    yield from self._flush_pending(state, future_anchor_known=False)
+                    self._stop_on_error(f"reading the container failed: {error.strerror or error}", error)
+                    return
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as error:
+                    if self.options.on_error == "raise":
+                        raise CorruptVideoError(self.source, f"undecodable packet ({error.strerror or error})", state.count) from error
+                    self.report.packets_skipped += 1
+                    self.report.errors.append(f"packet at dts={packet.dts}: {error.strerror or error}")
+                    continue
+                for av_frame in decoded:
+                    yield from self._in_display_order(av_frame, state)
+            yield from self._flush_pending(state, future_anchor_known=False)
+            self.report.complete = True
+            self._check_header_count()
+        finally:
+            self.close()
+
+    def _in_display_order(self, av_frame: av.VideoFrame, state: _DecodeState) -> Iterator[CodecFrame]:
+        """Hold B-frames back until the next anchor (I/P) arrives, so that their future reference distance
+        is known; frames still come out in presentation order."""
+        if self._export_vectors and int(av_frame.pict_type) == _B_FRAME:
+            state.pending.append(av_frame)
+            if len(state.pending) > _MAX_PENDING_B_FRAMES:  # all-B oddities: keep memory bounded
+                yield from self._flush_pending(state, future_anchor_known=False)
+            return
+        yield from self._flush_pending(state, future_anchor_known=True)
+        yield self._codec_frame(av_frame, state, future_distance=1)
+
+    def _flush_pending(self, state: _DecodeState, future_anchor_known: bool) -> Iterator[CodecFrame]:
+        pending, state.pending = state.pending, []
+        for position, av_frame in enumerate(pending):
+            distance = len(pending) - position if future_anchor_known else 1
+            yield self._codec_frame(av_frame, state, future_distance=distance)
+
+    def _stop_on_error(self, message: str, error: Exception) -> None:
+        self.report.errors.append(message)
+        if self.options.on_error == "raise":
+            raise CorruptVideoError(self.source, message, self.report.frames_decoded) from error
+
+    def _check_header_count(self) -> None:
+        announced, decoded = self.info.header_frames, self.report.frames_decoded
+        if announced and decoded < announced:
+            self.report.warnings.append(
+                f"decoded {decoded} frames but the header announces {announced}: the file may be truncated"
+            )
+
+    def _codec_frame(self, av_frame: av.VideoFrame, state: _DecodeState, future_distance: int) -> CodecFrame:
+        options = self.options
+        width, height = av_frame.width, av_frame.height
+        if state.previous_size != (width, height):
+            if state.previous_size is not None:
+                self.report.warnings.append(
+                    f"frame size changed at frame {state.count}: {state.previous_size[0]}x{state.previous_size[1]}"
+                    f" -> {width}x{height}"
+                )
+            self.report.sizes_seen.append((width, height))
+            state.previous_luma = None  # nothing to predict from across a size change
+            state.previous_size = (width, height)
+        if av_frame.is_corrupt:
+            self.report.corrupt_frames += 1
+
+        grid = grid_shape_for(height, width, options.block_size)
+        factor = self._analysis_factor(width, height)
+        need_luma = options.residual != "none" or self._use_flow
+        luma = _luma(av_frame, factor) if need_luma else None
+
+        vectors: np.ndarray | None = None
+        block_motion: BlockMotion | None = None
+        motion_source: MotionSource = "none"
+        if self._export_vectors:
+            side_data = av_frame.side_data.get("MOTION_VECTORS")
+            vectors = side_data.to_ndarray() if side_data is not None else _EMPTY_VECTORS
+            past_distance = state.count - state.last_anchor if state.last_anchor is not None else 1
+            block_motion = block_motion_from_vectors(vectors, height, width, options.block_size, past_distance, future_distance)
+            motion_source = "codec"
+        elif self._flow is not None:
+            if luma is not None and state.previous_luma is not None:
+                flow_field = self._flow.block_field(luma, state.previous_luma, grid, float(factor))
+                everywhere, nowhere = np.ones(grid, bool), np.zeros(grid, bool)
+                block_motion = BlockMotion(options.block_size, flow_field, everywhere, np.zeros_like(flow_field), nowhere)
+                motion_source = "flow"
+            else:
+                block_motion = BlockMotion.zeros(height, width, options.block_size)
+
+        residual = None
+        if luma is not None and state.previous_luma is not None and options.residual != "none":
+            if options.residual == "mc" and block_motion is not None:
+                field_in_analysis_pixels = block_motion.toward_previous() / factor
+                residual = self._residuals.motion_compensated(luma, state.previous_luma, field_in_analysis_pixels, grid)
+            else:
+                residual = self._residuals.frame_difference(luma, state.previous_luma, grid)
+
+        rgb = None
+        if options.rgb:
+            if options.rgb_size is None:
+                rgb = av_frame.to_ndarray(format="rgb24")
+            else:
+                rgb = av_frame.to_ndarray(format="rgb24", width=options.rgb_size[0], height=options.rgb_size[1])
+
+        frame = CodecFrame(
+            index=state.count,
+            pts=av_frame.pts,
+            time=self._frame_time(av_frame, state),
+            pict_type=_PICT_TYPE_NAMES.get(int(av_frame.pict_type), "?"),
+            key_frame=bool(av_frame.key_frame),
+            width=width,
+            height=height,
+            motion_source=motion_source,
+            n_vectors=0 if vectors is None else len(vectors),
+            motion_vectors=vectors if options.keep_vectors else None,
+            block_motion=block_motion,
+            residual_energy=residual,
+            rgb=rgb,
+        )
+        state.previous_luma = luma
+        if frame.pict_type != "B":
+            state.last_anchor = state.count
+        state.count += 1
+        self.report.frames_decoded = state.count
+        return frame
+
+    def _frame_time(self, av_frame: av.VideoFrame, state: _DecodeState) -> float:
+        """Seconds from the stream start. Falls back to counting frames once timestamps are missing or stop
+        increasing (raw streams, IVF with all-zero pts)."""
+        pts, index = av_frame.pts, state.count
+        usable = pts is not None and av_frame.time_base is not None and (state.last_pts is None or pts > state.last_pts)
+        if usable and not state.frame_indexed:
+            state.last_pts, state.last_timed_index = pts, index
+            state.last_time = float(pts * av_frame.time_base)
+            return state.last_time
+        if not state.frame_indexed:
+            state.frame_indexed = True
+            self.report.timestamps = "frame_index"
+            why = "no timestamps" if pts is None else "timestamps stop increasing"
+            rate = f"{self._fps:g} fps" if self._fps else "1 frame per second (no usable frame rate)"
+            self.report.warnings.append(f"{why} from frame {index}: times are frame-indexed at {rate}")
+        seconds_per_frame = 1.0 / self._fps if self._fps else 1.0
+        return state.last_time + (index - state.last_timed_index) * seconds_per_frame
+
+    # -- setup ----------------------------------------------------------------------------------------
+
+    def _configure_decoder(self) -> None:
+        context = self._stream.codec_context
+        if self._export_vectors:
+            context.options = {"flags2": "+export_mvs"}
+        thread_type = self.options.thread_type
+        if thread_type == "auto":
+            # Frame threading drops or alters exported H.264 B-frame vectors from run to run.
+            thread_type = "slice" if self._export_vectors else "auto"
+        if thread_type == "none":
+            context.thread_count = 1
+        else:
+            context.thread_type = thread_type.upper()
+            context.thread_count = self.options.threads
+
+    def _stream_info(self, codec_name: str) -> StreamInfo:
+        stream = self._stream
+        rate: Fraction | None = stream.average_rate
+        return StreamInfo(
+            source=self.source,
+            container=self._container.format.name,
+            codec=codec_name,
+            width=int(stream.codec_context.width or 0),
+            height=int(stream.codec_context.height or 0),
+            header_fps=float(rate) if rate else None,
+            header_frames=int(stream.frames or 0),
+            time_base=float(stream.time_base) if stream.time_base else None,
+            exports_vectors=codec_name in CODECS_WITH_VECTORS,
+        )
+
+    def _analysis_factor(self, width: int, height: int) -> int:
+        """Integer downscale for residual/flow: longer side <= analysis_max_side, >= 2 px per block."""
+        factor = 1
+        while max(width, height) / factor > self.options.analysis_max_side and factor * 2 <= self.options.block_size // 2:
+            factor *= 2
+        return factor
+
+    @staticmethod
+    def _plausible(fps: float | None) -> bool:
+        return fps is not None and _PLAUSIBLE_FPS[0] <= fps <= _PLAUSIBLE_FPS[1]
+
+
+def _luma(av_frame: av.VideoFrame, factor: int) -> np.ndarray:
+    """(~height / factor, ~width / factor) uint8 luma (factor a power of two), read from the Y plane in place."""
+    width, height = av_frame.width, av_frame.height
+    if av_frame.format.name in _PLANAR_8BIT_LUMA:
+        plane = av_frame.planes[0]
+        luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:height, :width]
+    else:
+        luma = av_frame.to_ndarray(format="gray")
+    if factor == 1:
+        return np.ascontiguousarray(luma)
+    while factor > 1:  # OpenCV's area resize has a fast path for exactly 2x; 4x direct is ~8x slower
+        luma = cv2.resize(luma, (luma.shape[1] // 2, luma.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        factor //= 2
+    return luma

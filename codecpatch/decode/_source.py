@@ -1,0 +1,94 @@
+"""Opening a source (file, URL, capture device) with PyAV, mapping every failure to a typed error."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import av
+
+from ..errors import (
+    EmptyVideoError,
+    InvalidVideoError,
+    NoVideoStreamError,
+    SourceTimeoutError,
+    UnsupportedCodecError,
+    VideoNotFoundError,
+    VideoOpenError,
+)
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def is_url(source: str) -> bool:
+    """True for ``scheme://...`` sources (rtsp, rtmp, http(s), tcp, udp, srt, file, ...)."""
+    return bool(_URL.match(source))
+
+
+def default_input_format(source: str) -> str | None:
+    """The demuxer to force for a source, or None to let FFmpeg probe. Capture devices need one."""
+    if source.startswith("/dev/video"):
+        return "v4l2"
+    return None
+
+
+def open_container(
+    source: str | os.PathLike,
+    *,
+    input_format: str | None,
+    open_timeout: float,
+    read_timeout: float,
+    options: dict[str, str],
+) -> av.container.InputContainer:
+    """Open ``source`` and check it has a decodable video stream.
+
+    Raises:
+        VideoNotFoundError, EmptyVideoError: local file missing or 0 bytes.
+        InvalidVideoError: FFmpeg does not recognise the data.
+        NoVideoStreamError: no video stream (e.g. audio-only).
+        UnsupportedCodecError: no decoder for the video codec.
+        SourceTimeoutError: opening took longer than ``open_timeout`` seconds.
+        VideoOpenError: any other failure to open.
+    """
+    source_str = os.fspath(source)
+    local = not is_url(source_str) and not source_str.startswith("/dev/")
+    if local:
+        path = Path(source_str)
+        if not path.exists():
+            raise VideoNotFoundError(source_str, "no such file")
+        if path.is_dir():
+            raise VideoOpenError(source_str, "is a directory, not a video file")
+        if path.stat().st_size == 0:
+            raise EmptyVideoError(source_str, "file is empty (0 bytes)")
+    try:
+        container = av.open(
+            source_str,
+            mode="r",
+            format=input_format or default_input_format(source_str),
+            options=options,
+            timeout=(open_timeout, read_timeout),
+        )
+    except av.error.ExitError as error:  # raised when the interrupt callback fires (timeout)
+        raise SourceTimeoutError(source_str, f"no answer within {open_timeout:g} s ({error.strerror})") from error
+    except av.error.InvalidDataError as error:
+        raise InvalidVideoError(source_str, f"not a recognised video file or stream ({error.strerror})") from error
+    except av.error.FileNotFoundError as error:
+        raise VideoNotFoundError(source_str, f"not found ({error.strerror})") from error
+    except (av.error.FFmpegError, OSError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        if "timed out" in str(reason).lower():
+            raise SourceTimeoutError(source_str, f"no answer within {open_timeout:g} s") from error
+        raise VideoOpenError(source_str, f"could not open ({reason})") from error
+
+    try:
+        if not container.streams.video:
+            kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
+            raise NoVideoStreamError(source_str, f"no video stream (streams present: {kinds})")
+        stream = container.streams.video[0]
+        if stream.codec_context is None or stream.codec_context.codec is None:
+            raise UnsupportedCodecError(source_str, "no decoder for the video stream's codec")
+    except BaseException:
+        container.close()
+        raise
+    return container

@@ -1,0 +1,82 @@
+"""Re-encode any video to the H.264 layout codec patchification expects: fixed GOP, P-frames only, one
+reference frame (what OneVision-Encoder's authors do before extracting vectors). Then every P-frame's
+vectors point exactly one frame back, and codecs without exported vectors (HEVC, VP9, AV1) get real ones.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from ._source import open_container
+
+
+@dataclass(frozen=True)
+class TranscodeResult:
+    """What ``transcode_for_vectors`` wrote.
+
+    Attributes:
+        path: the output file.
+        frames: frames encoded.
+        width, height: encoded size in pixels (even; every frame is scaled to it).
+    """
+
+    path: Path
+    frames: int
+    width: int
+    height: int
+
+
+def transcode_for_vectors(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    *,
+    gop: int = 16,
+    crf: int = 18,
+    preset: str = "veryfast",
+    fps: int = 25,
+    max_side: int | None = None,
+    timeout: float = 10.0,
+) -> TranscodeResult:
+    """Write ``source`` as H.264 (libx264) with a fixed GOP of ``gop`` frames, no B-frames and ref=1.
+
+    Frames are taken in decoded order and re-timed at ``fps`` (headers lie; decoded frames do not). A
+    mid-stream size change is scaled to the first frame's size (rounded down to even, and to ``max_side``).
+    """
+    if gop < 1:
+        raise ValueError(f"gop must be >= 1, got {gop}")
+    destination = Path(destination)
+    x264_params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:ref=1:threads=1"
+    frames = 0
+    with open_container(source, input_format=None, open_timeout=timeout, read_timeout=timeout, options={}) as source_container, \
+            av.open(str(destination), mode="w") as output:
+        in_stream = source_container.streams.video[0]
+        out_stream = None
+        for frame in source_container.decode(in_stream):
+            if out_stream is None:
+                width, height = _even_size(frame.width, frame.height, max_side)
+                out_stream = output.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": preset, "x264-params": x264_params})
+                out_stream.width, out_stream.height, out_stream.pix_fmt = width, height, "yuv420p"
+            scaled = frame.reformat(width=out_stream.width, height=out_stream.height, format="yuv420p")
+            scaled.pts, scaled.time_base = frames, Fraction(1, fps)
+            # Decoded frames carry their source picture type, which x264 would obey as a forced type.
+            scaled.pict_type = av.video.frame.PictureType.NONE
+            for packet in out_stream.encode(scaled):
+                output.mux(packet)
+            frames += 1
+        if out_stream is None:
+            raise ValueError(f"{source}: no frame could be decoded, nothing to transcode")
+        for packet in out_stream.encode(None):
+            output.mux(packet)
+    return TranscodeResult(destination, frames, out_stream.width, out_stream.height)
+
+
+def _even_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    if max_side is not None and max(width, height) > max_side:
+        ratio = max_side / max(width, height)
+        width, height = round(width * ratio), round(height * ratio)
+    return max(2, width - width % 2), max(2, height - height % 2)

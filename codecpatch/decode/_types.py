@@ -1,0 +1,190 @@
+"""The decode layer's data types: options in, frames and reports out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import numpy as np
+
+from ..motion import BlockMotion, motion_magnitude
+
+MotionMode = Literal["auto", "codec", "flow", "none"]
+ResidualMode = Literal["mc", "diff", "none"]
+ErrorPolicy = Literal["raise", "skip"]
+ThreadType = Literal["auto", "slice", "frame", "none"]
+MotionSource = Literal["codec", "flow", "none"]
+
+#: Decoders for which FFmpeg exports motion vectors with ``flags2=+export_mvs`` (H.264 and the
+#: mpegvideo family). Everything else gets pixel-based motion when motion is asked for.
+CODECS_WITH_VECTORS = frozenset(
+    {"h264", "mpeg1video", "mpeg2video", "mpeg4", "h263", "h263p", "h261", "flv1", "msmpeg4v1", "msmpeg4v2",
+     "msmpeg4v3", "wmv1", "wmv2"}
+)
+
+
+def _check_choice(name: str, value: object, literal: object) -> None:
+    allowed = get_args(literal)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What to compute per frame and how to open and decode the source.
+
+    Attributes:
+        motion: "auto" uses codec vectors when the codec exports them and optical flow otherwise;
+            "codec" uses codec vectors only (frames of other codecs get none); "flow" always estimates from
+            pixels; "none" skips motion.
+        block_size: side in pixels of the motion/residual grid cells (4, 8 or 16).
+        residual: "mc" = |frame - motion-compensated previous frame|, "diff" = |frame - previous frame|,
+            "none" = skip.
+        analysis_max_side: residual and optical flow run on luma downscaled by an integer factor until its
+            longer side is at most this many pixels (the factor never exceeds block_size / 2).
+        rgb: return the RGB picture per frame (costs more than decoding: leave off unless needed).
+        rgb_size: (width, height) to resize RGB to; None keeps each frame's own size.
+        keep_vectors: keep the raw structured motion-vector array on each frame.
+        thread_type: decoder threading. "auto" picks slice threading when vectors are exported (frame
+            threading corrupts exported H.264 B-frame vectors) and FFmpeg's default otherwise.
+        threads: decoder thread count (0 = FFmpeg chooses).
+        open_timeout, read_timeout: seconds before opening / a blocking read gives up (network sources).
+        on_error: "raise" raises CorruptVideoError at the first undecodable packet; "skip" drops the packet,
+            counts it in the report and goes on (a demuxer failure still ends the stream, cleanly).
+        input_format: force a demuxer (e.g. "v4l2", "mpegts"); None lets FFmpeg probe (``/dev/video*`` sources
+            default to "v4l2").
+        container_options: extra FFmpeg format options (e.g. {"probesize": "32768"}).
+    """
+
+    motion: MotionMode = "auto"
+    block_size: int = 8
+    residual: ResidualMode = "mc"
+    analysis_max_side: int = 640
+    rgb: bool = False
+    rgb_size: tuple[int, int] | None = None
+    keep_vectors: bool = True
+    thread_type: ThreadType = "auto"
+    threads: int = 0
+    open_timeout: float = 10.0
+    read_timeout: float = 10.0
+    on_error: ErrorPolicy = "raise"
+    input_format: str | None = None
+    container_options: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_choice("motion", self.motion, MotionMode)
+        _check_choice("residual", self.residual, ResidualMode)
+        _check_choice("on_error", self.on_error, ErrorPolicy)
+        _check_choice("thread_type", self.thread_type, ThreadType)
+        if self.block_size not in (4, 8, 16):
+            raise ValueError(f"block_size must be 4, 8 or 16, got {self.block_size}")
+        if self.analysis_max_side < 16:
+            raise ValueError(f"analysis_max_side must be >= 16, got {self.analysis_max_side}")
+        if self.rgb_size is not None and (len(self.rgb_size) != 2 or min(self.rgb_size) <= 0):
+            raise ValueError(f"rgb_size must be (width, height) > 0, got {self.rgb_size}")
+        if self.open_timeout <= 0 or self.read_timeout <= 0:
+            raise ValueError("open_timeout and read_timeout must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the container says about the video stream. Header values can lie: trust decoded frames.
+
+    Attributes:
+        source: the path or URL.
+        container: FFmpeg demuxer name.
+        codec: FFmpeg decoder name ("h264", "hevc", ...).
+        width, height: size in the header (0 when unknown).
+        header_fps: average frame rate the header claims, or None.
+        header_frames: frame count the header claims (0 when it does not say).
+        time_base: seconds per pts tick, or None.
+        exports_vectors: whether FFmpeg can export motion vectors for this codec.
+    """
+
+    source: str
+    container: str
+    codec: str
+    width: int
+    height: int
+    header_fps: float | None
+    header_frames: int
+    time_base: float | None
+    exports_vectors: bool
+
+
+@dataclass(frozen=True)
+class CodecFrame:
+    """One decoded video frame with what the codec knows about it.
+
+    Grids have shape (gh, gw) = (ceil(height / block_size), ceil(width / block_size)).
+
+    Attributes:
+        index: position in presentation (output) order, from 0.
+        pts: presentation timestamp in stream time-base ticks, None when the stream has none.
+        time: seconds from the stream start; ``index / fps`` when the stream has no usable timestamps.
+        pict_type: "I", "P", "B" (or "S", "SI", "SP", "BI", "?" for rarer kinds).
+        key_frame: the decoder flagged the frame as a key frame.
+        width, height: decoded size in pixels (may change mid-stream).
+        motion_source: "codec" (exported vectors), "flow" (estimated from pixels) or "none".
+        n_vectors: number of codec motion vectors exported for this frame (0 for I-frames and non-codec).
+        motion_vectors: (n_vectors,) structured array (``MOTION_VECTOR_DTYPE``) or None when not kept.
+        block_motion: per-direction block motion, or None when motion is off.
+        residual_energy: (gh, gw) float32 mean absolute luma residual (0..255) against the previous frame,
+            or None for the first frame of a run of equal-sized frames or when residual is off.
+        rgb: (H, W, 3) uint8 RGB when asked for, else None.
+    """
+
+    index: int
+    pts: int | None
+    time: float
+    pict_type: str
+    key_frame: bool
+    width: int
+    height: int
+    motion_source: MotionSource
+    n_vectors: int
+    motion_vectors: np.ndarray | None
+    block_motion: BlockMotion | None
+    residual_energy: np.ndarray | None
+    rgb: np.ndarray | None
+
+    @property
+    def motion_field(self) -> np.ndarray | None:
+        """(gh, gw, 2) float32 displacement into the previous frame, pixels (see BlockMotion)."""
+        return None if self.block_motion is None else self.block_motion.toward_previous()
+
+    @property
+    def motion_energy(self) -> float:
+        """Mean block motion magnitude in pixels (0.0 when motion is off)."""
+        field_ = self.motion_field
+        return 0.0 if field_ is None else float(motion_magnitude(field_).mean())
+
+    @property
+    def mean_residual(self) -> float | None:
+        """Mean residual energy in luma levels, or None when there was no previous frame."""
+        return None if self.residual_energy is None else float(self.residual_energy.mean())
+
+
+@dataclass
+class DecodeReport:
+    """How far decoding got. Filled in while iterating; final once the reader is exhausted or closed.
+
+    Attributes:
+        frames_decoded: frames yielded so far.
+        complete: True once the stream was read to its end without a fatal error.
+        packets_skipped: undecodable packets dropped under ``on_error="skip"``.
+        corrupt_frames: frames the decoder returned but flagged as corrupt (concealed errors).
+        errors: messages of the errors met (skipped packets, or the one that ended decoding).
+        timestamps: "pts" when frame times come from the stream, "frame_index" when they are index / fps.
+        warnings: oddities worth telling a user (header frame count disagreeing, size changes, ...).
+        sizes_seen: distinct (width, height) decoded, in order of appearance.
+    """
+
+    frames_decoded: int = 0
+    complete: bool = False
+    packets_skipped: int = 0
+    corrupt_frames: int = 0
+    errors: list[str] = field(default_factory=list)
+    timestamps: Literal["pts", "frame_index"] = "pts"
+    warnings: list[str] = field(default_factory=list)
+    sizes_seen: list[tuple[int, int]] = field(default_factory=list)

@@ -1,0 +1,167 @@
+"""Codec motion vectors -> a dense block motion field on a regular grid.
+
+Conventions (the codec's, kept throughout codecpatch):
+    A motion vector says where the content of a block of the *current* frame came from in a reference
+    frame: ``src = dst + motion / motion_scale`` (pixels). So the field stores ``src - dst``, the
+    displacement from the current frame *to* the reference. An object moving right by +3 px per frame has
+    a past-direction vector of -3 px.
+
+Pure numpy; no PyAV import. Vectorised: no Python loop over vectors or blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: The structured dtype FFmpeg's AVMotionVector has once exported through PyAV.
+MOTION_VECTOR_DTYPE = np.dtype(
+    {
+        "names": ["source", "w", "h", "src_x", "src_y", "dst_x", "dst_y", "flags", "motion_x", "motion_y", "motion_scale"],
+        "formats": ["<i4", "u1", "u1", "<i2", "<i2", "<i2", "<i2", "<u8", "<i4", "<i4", "<u2"],
+    }
+)
+
+#: The smallest partition any supported codec uses (H.264 4x4); grid cells are multiples of it.
+_RASTER_UNIT = 4
+
+
+@dataclass(frozen=True)
+class BlockMotion:
+    """Per-block motion of one frame, split by prediction direction.
+
+    Codec vectors point to a reference frame, which is not always the adjacent one: a P-frame after two
+    B-frames references the anchor three frames back. ``past_distance``/``future_distance`` record how many
+    frames away the references are (assuming the nearest I/P anchor, exact for one-reference encodes), so
+    ``toward_previous`` can express motion per one frame.
+
+    Shapes use ``gh = ceil(height / block_size)``, ``gw = ceil(width / block_size)``.
+
+    Attributes:
+        block_size: grid cell side in pixels.
+        to_past: (gh, gw, 2) float32, (dx, dy) pixels from the current block to its source in the past
+            reference (``source == -1``); zero where ``has_past`` is False.
+        has_past: (gh, gw) bool, the cell had at least one past-referencing vector.
+        to_future: (gh, gw, 2) float32, likewise for future references (B-frames, ``source == +1``).
+        has_future: (gh, gw) bool.
+        past_distance, future_distance: frames between this frame and its past / future reference (>= 1).
+    """
+
+    block_size: int
+    to_past: np.ndarray
+    has_past: np.ndarray
+    to_future: np.ndarray
+    has_future: np.ndarray
+    past_distance: int = 1
+    future_distance: int = 1
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return self.has_past.shape  # type: ignore[return-value]
+
+    def toward_previous(self) -> np.ndarray:
+        """(gh, gw, 2) float32 displacement into the immediately previous frame, pixels per frame.
+
+        Past vectors divided by ``past_distance`` where a cell has one; a cell predicted only from the future
+        uses the negated future vector divided by ``future_distance`` (constant-velocity assumption); cells
+        with neither (intra or uncoded) are zero.
+        """
+        field = np.where(self.has_past[..., None], self.to_past / np.float32(self.past_distance), np.float32(0))
+        future_only = self.has_future & ~self.has_past
+        field = np.where(future_only[..., None], self.to_future / np.float32(-self.future_distance), field)
+        return field.astype(np.float32, copy=False)
+
+    @staticmethod
+    def zeros(height: int, width: int, block_size: int) -> "BlockMotion":
+        gh, gw = grid_shape_for(height, width, block_size)
+        zero_field = np.zeros((gh, gw, 2), np.float32)
+        no_vectors = np.zeros((gh, gw), bool)
+        return BlockMotion(block_size, zero_field, no_vectors, zero_field, no_vectors)
+
+
+def grid_shape_for(height: int, width: int, block_size: int) -> tuple[int, int]:
+    """(rows, cols) of the block grid covering a ``height`` x ``width`` frame (partial cells included)."""
+    return -(-height // block_size), -(-width // block_size)
+
+
+def block_motion_from_vectors(
+    vectors: np.ndarray, height: int, width: int, block_size: int = 8, past_distance: int = 1, future_distance: int = 1
+) -> BlockMotion:
+    """Rasterise codec motion vectors onto a regular block grid.
+
+    Args:
+        vectors: (N,) structured array with at least the fields of ``MOTION_VECTOR_DTYPE`` (any order).
+            Blocks may be 4x4 .. 16x16 (or larger); ``motion_scale`` handles quarter/half-pel precision.
+        height, width: frame size in pixels.
+        block_size: grid cell side in pixels, a multiple of 4 (4, 8, 16).
+        past_distance, future_distance: frames to the past / future reference (see BlockMotion).
+
+    Returns:
+        BlockMotion whose cells hold the mean vector (pixels) of the codec blocks covering them, per
+        direction. Cells no vector covers (intra or skipped without a vector) are zero with a False mask.
+    """
+    if block_size % _RASTER_UNIT or block_size <= 0:
+        raise ValueError(f"block_size must be a positive multiple of {_RASTER_UNIT}, got {block_size}")
+    grid_h, grid_w = grid_shape_for(height, width, block_size)
+    if len(vectors) == 0:
+        return BlockMotion.zeros(height, width, block_size)
+    if past_distance < 1 or future_distance < 1:
+        raise ValueError(f"reference distances must be >= 1 frame, got {past_distance}, {future_distance}")
+
+    scale = np.maximum(vectors["motion_scale"].astype(np.float32), 1.0)
+    dx = vectors["motion_x"].astype(np.float32) / scale
+    dy = vectors["motion_y"].astype(np.float32) / scale
+    block_w = vectors["w"].astype(np.int64)
+    block_h = vectors["h"].astype(np.int64)
+    # dst_x/dst_y are block centres. Codec blocks are aligned to their own size, so a block either spans
+    # whole grid cells or lies inside one; in the latter case cells average their blocks weighted by area.
+    left_cell = (vectors["dst_x"].astype(np.int64) - block_w // 2) // block_size
+    top_cell = (vectors["dst_y"].astype(np.int64) - block_h // 2) // block_size
+    n_cells = grid_h * grid_w
+    # Both directions in one pass: past cells are [0, n_cells), future cells [n_cells, 2 n_cells).
+    first_cell = top_cell * grid_w + left_cell + np.where(vectors["source"] > 0, n_cells, 0)
+    weighted_x = np.zeros(2 * n_cells, np.float32)
+    weighted_y = np.zeros(2 * n_cells, np.float32)
+    weight = np.zeros(2 * n_cells, np.float32)
+
+    size_code = block_w * 256 + block_h  # w, h <= 255 (uint8 fields)
+    # np.unique sorts; a bincount finds the few partition sizes present far faster.
+    for code in np.flatnonzero(np.bincount(size_code)):  # a handful of sizes, never one loop per vector
+        chosen = np.flatnonzero(size_code == code)
+        w, h = int(code) // 256, int(code) % 256
+        cols, rows = -(-w // block_size), -(-h // block_size)
+        offset_y, offset_x = np.divmod(np.arange(rows * cols), cols)
+        cell = first_cell[chosen, None] + (offset_y * grid_w + offset_x)[None, :]
+        values_x = np.broadcast_to(dx[chosen, None], cell.shape)
+        values_y = np.broadcast_to(dy[chosen, None], cell.shape)
+        left, top = left_cell[chosen], top_cell[chosen]
+        if left.min() < 0 or top.min() < 0 or left.max() + cols > grid_w or top.max() + rows > grid_h:
+            # Blocks hanging over the frame edge (e.g. the last macroblock row of a 360-line frame).
+            cell_x, cell_y = left[:, None] + offset_x[None, :], top[:, None] + offset_y[None, :]
+            inside = (cell_x >= 0) & (cell_x < grid_w) & (cell_y >= 0) & (cell_y < grid_h)
+            cell, values_x, values_y = cell[inside], values_x[inside], values_y[inside]
+        else:
+            cell, values_x, values_y = cell.ravel(), values_x.ravel(), values_y.ravel()
+        area = float(min(w, block_size) * min(h, block_size))
+        if w >= block_size and h >= block_size:
+            # Whole cells: blocks of one direction never overlap, so plain assignment is exact.
+            weighted_x[cell], weighted_y[cell], weight[cell] = values_x * area, values_y * area, area
+        else:
+            weighted_x += np.bincount(cell, weights=values_x * area, minlength=2 * n_cells).astype(np.float32)
+            weighted_y += np.bincount(cell, weights=values_y * area, minlength=2 * n_cells).astype(np.float32)
+            weight += np.bincount(cell, minlength=2 * n_cells).astype(np.float32) * area
+
+    covered = weight > 0
+    field = np.zeros((2, 2 * n_cells), np.float32)  # zero where nothing covers the cell
+    np.divide(weighted_x, weight, out=field[0], where=covered)
+    np.divide(weighted_y, weight, out=field[1], where=covered)
+    field = field.T
+    field = field.reshape(2, grid_h, grid_w, 2)
+    covered = covered.reshape(2, grid_h, grid_w)
+    return BlockMotion(block_size, field[0], covered[0], field[1], covered[1], past_distance, future_distance)
+
+
+def motion_magnitude(field: np.ndarray) -> np.ndarray:
+    """(gh, gw) float32 vector length in pixels of a (gh, gw, 2) field."""
+    return np.hypot(field[..., 0], field[..., 1]).astype(np.float32, copy=False)

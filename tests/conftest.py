@@ -1,0 +1,51 @@
+"""Shared fixtures: the bundled sample clips with their ground truth, the real clips in ../shared/videos,
+and capability checks that skip in a user's clone but fail in CI (CODECPATCH_NO_SKIP=1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "sample_videos"
+SHARED_VIDEOS = REPO.parent / "shared" / "videos"
+NO_SKIP = os.environ.get("CODECPATCH_NO_SKIP") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip where a resource is optional (a user's clone); fail where CI promised it."""
+    if NO_SKIP:
+        pytest.fail(f"{reason} (CODECPATCH_NO_SKIP=1 turns this skip into a failure)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def manifest() -> dict:
+    return json.loads((SAMPLES / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def shared_videos() -> Path:
+    if not SHARED_VIDEOS.is_dir():
+        skip_or_fail(f"{SHARED_VIDEOS} is absent")
+    return SHARED_VIDEOS
+
+
+@pytest.fixture(scope="session")
+def ffprobe() -> str:
+    path = shutil.which("ffprobe")
+    if path is None:
+        skip_or_fail("ffprobe is not installed (apt-get install ffmpeg)")
+    return path
+
+
+def shared_clips() -> list[str]:
+    """Names of the real clips (parametrisation must not fail at collection when the folder is absent)."""
+    names = ["bbb_360p_h264_ipb.264", "bbb_720p_h264_ip.mp4", "bbb_720p_mpeg4part2.mp4", "bear_180p_hevc.h265",
+             "box_handheld_480p_h264_ipb.mp4", "city_pan_405p_mpeg2.mpg", "nasa_jwst_180p_h264_ipb.mp4",
+             "parking_static_432p_h264.mp4", "traffic_reschange_vp9.ivf"]
+    return names

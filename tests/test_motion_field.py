@@ -1,0 +1,136 @@
+"""Pure motion-field and residual algorithms on hand-made inputs (no decoding)."""
+
+import numpy as np
+import pytest
+
+from codecpatch.motion import (
+    MOTION_VECTOR_DTYPE,
+    BlockMotion,
+    ResidualEstimator,
+    block_mean,
+    block_motion_from_vectors,
+    frame_difference,
+    motion_compensated_residual,
+    warp_by_block_field,
+)
+
+
+def vectors(*rows):
+    """rows of (source, w, h, dst_x_centre, dst_y_centre, motion_x, motion_y, motion_scale)."""
+    out = np.zeros(len(rows), MOTION_VECTOR_DTYPE)
+    for i, (source, w, h, cx, cy, mx, my, scale) in enumerate(rows):
+        out[i] = (source, w, h, cx + mx // scale, cy + my // scale, cx, cy, 0, mx, my, scale)
+    return out
+
+
+def test_quarter_pel_16x16_block_fills_four_8x8_cells():
+    motion = block_motion_from_vectors(vectors((-1, 16, 16, 8, 8, -6, 10, 4)), height=32, width=32, block_size=8)
+    assert motion.grid_shape == (4, 4)
+    np.testing.assert_allclose(motion.to_past[:2, :2], np.broadcast_to([-1.5, 2.5], (2, 2, 2)))
+    assert motion.has_past[:2, :2].all() and motion.has_past.sum() == 4
+    assert not motion.has_future.any()
+    assert (motion.to_past[2:, :] == 0).all()
+
+
+def test_half_pel_scale_and_4x4_grid():
+    motion = block_motion_from_vectors(vectors((-1, 8, 8, 4, 4, 3, -2, 2)), height=16, width=16, block_size=4)
+    np.testing.assert_allclose(motion.to_past[:2, :2], np.broadcast_to([1.5, -1.0], (2, 2, 2)))
+    assert motion.has_past.sum() == 4
+
+
+def test_small_blocks_average_into_a_cell_by_area():
+    # Two 8x4 halves of one 8x8 cell with different vectors, plus a 4x4 in the next cell.
+    motion = block_motion_from_vectors(
+        vectors((-1, 8, 4, 4, 2, 8, 0, 4), (-1, 8, 4, 4, 6, 0, 8, 4), (-1, 4, 4, 10, 2, 4, 4, 4)),
+        height=8, width=16, block_size=8,
+    )
+    np.testing.assert_allclose(motion.to_past[0, 0], [1.0, 1.0])
+    np.testing.assert_allclose(motion.to_past[0, 1], [1.0, 1.0])
+
+
+def test_b_frame_directions_are_kept_apart_and_combined():
+    motion = block_motion_from_vectors(
+        vectors((-1, 8, 8, 4, 4, -8, 0, 4), (1, 8, 8, 4, 4, 8, 0, 4), (1, 8, 8, 12, 4, 12, 4, 4)),
+        height=8, width=16, block_size=8,
+    )
+    np.testing.assert_allclose(motion.to_past[0, 0], [-2, 0])
+    np.testing.assert_allclose(motion.to_future[0, 0], [2, 0])
+    assert motion.has_past.tolist() == [[True, False]] and motion.has_future.tolist() == [[True, True]]
+    toward_previous = motion.toward_previous()
+    np.testing.assert_allclose(toward_previous[0, 0], [-2, 0])  # past vector wins
+    np.testing.assert_allclose(toward_previous[0, 1], [-3, -1])  # future only: negated
+
+
+def test_no_vectors_gives_zero_field_and_blocks_over_the_edge_are_clipped():
+    empty = block_motion_from_vectors(np.zeros(0, MOTION_VECTOR_DTYPE), 20, 20, 8)
+    assert empty.grid_shape == (3, 3) and not empty.has_past.any() and (empty.toward_previous() == 0).all()
+    # A 16x16 macroblock whose lower half hangs below a 20-line frame (grid of 3 rows).
+    motion = block_motion_from_vectors(vectors((-1, 16, 16, 8, 24, 4, 4, 4)), 20, 20, 8)
+    assert motion.has_past[2, :2].all() and motion.has_past.sum() == 2
+
+
+def test_block_size_must_be_a_multiple_of_four():
+    with pytest.raises(ValueError, match="block_size"):
+        block_motion_from_vectors(np.zeros(0, MOTION_VECTOR_DTYPE), 16, 16, 6)
+
+
+def test_vectorised_rasteriser_matches_a_naive_loop():
+    rng = np.random.default_rng(0)
+    rows = []
+    for by in range(0, 64, 16):
+        for bx in range(0, 96, 16):
+            if rng.random() < 0.5:  # one 16x16
+                rows.append((int(rng.choice([-1, 1])), 16, 16, bx + 8, by + 8, *rng.integers(-40, 40, 2), 4))
+            else:  # four 8x8, some split into 4x4
+                for oy in (0, 8):
+                    for ox in (0, 8):
+                        rows.append((-1, 8, 8, bx + ox + 4, by + oy + 4, *rng.integers(-40, 40, 2), 4))
+    vecs = vectors(*[tuple(int(v) for v in r) for r in rows])
+    motion = block_motion_from_vectors(vecs, 64, 96, 16)
+    expected = np.zeros((4, 6, 2))
+    counts = np.zeros((4, 6))
+    for v in vecs[vecs["source"] < 0]:
+        cy, cx = (v["dst_y"] - v["h"] // 2) // 16, (v["dst_x"] - v["w"] // 2) // 16
+        area = int(v["w"]) * int(v["h"])
+        expected[cy, cx] += np.array([v["motion_x"], v["motion_y"]]) / 4 * area
+        counts[cy, cx] += area
+    expected = np.divide(expected, counts[..., None], out=np.zeros_like(expected), where=counts[..., None] > 0)
+    np.testing.assert_allclose(motion.to_past, expected, atol=1e-5)
+    np.testing.assert_array_equal(motion.has_past, counts > 0)
+
+
+def textured(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    import cv2
+
+    return cv2.GaussianBlur(rng.integers(0, 256, (h, w), dtype=np.uint8), (0, 0), 1.5)
+
+
+def test_motion_compensation_explains_a_known_shift():
+    previous = textured(64, 96)
+    current = np.roll(previous, shift=(2, 3), axis=(0, 1))  # content moved down 2, right 3
+    field = np.broadcast_to(np.float32([-3, -2]), (8, 12, 2)).copy()  # current -> previous
+    predicted = warp_by_block_field(previous, field)
+    interior = (slice(8, -8), slice(8, -8))
+    np.testing.assert_array_equal(predicted[interior], current[interior])
+    mc = motion_compensated_residual(current, previous, field, (8, 12))
+    diff = frame_difference(current, previous, (8, 12))
+    assert mc[1:-1, 1:-1].max() == 0
+    assert diff[1:-1, 1:-1].mean() > 10
+
+
+def test_block_mean_handles_partial_edge_cells_and_buffer_reuse():
+    values = np.arange(30, dtype=np.float32).reshape(5, 6)
+    means = block_mean(values, (3, 2))  # cells of 2x3, last row partial (replicated)
+    assert means.shape == (3, 2)
+    np.testing.assert_allclose(means[0, 0], values[:2, :3].mean())
+    np.testing.assert_allclose(means[2, 1], values[4, 3:].mean())
+    estimator = ResidualEstimator()
+    first = estimator.block_mean(values, (3, 2)).copy()
+    estimator.block_mean(values * 2, (3, 2))
+    np.testing.assert_allclose(estimator.block_mean(values, (3, 2)), first)
+
+
+def test_zero_block_motion_helper():
+    motion = BlockMotion.zeros(17, 33, 8)
+    assert motion.grid_shape == (3, 5)
