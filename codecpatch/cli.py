@@ -80,7 +80,8 @@ def format_summary(summary: StreamSummary) -> str:
         f"motion energy {summary.mean_motion_energy:.3f} px/block (mean)",
         f"residual      {residual} luma levels/block (mean)",
         f"complete      {'yes' if summary.complete else 'NO'}"
-        + (f" ({summary.packets_skipped} packets skipped)" if summary.packets_skipped else ""),
+        + (f", {summary.packets_skipped} undecodable packets skipped" if summary.packets_skipped else "")
+        + (f", {summary.corrupt_frames} frames concealed by the decoder" if summary.corrupt_frames else ""),
     ]
     lines += [f"warning       {w}" for w in summary.warnings]
     lines += [f"error         {e}" for e in summary.errors[:10]]

@@ -73,7 +73,7 @@ class StreamSummary:
         mean_motion_energy: mean over frames of the mean block motion magnitude (pixels).
         mean_residual_energy: mean over frames that have one (luma levels), or None.
         timestamps: "pts" or "frame_index".
-        complete, packets_skipped, errors, warnings: from the DecodeReport.
+        complete, packets_skipped, corrupt_frames, errors, warnings: from the DecodeReport.
     """
 
     source: str
@@ -95,6 +95,7 @@ class StreamSummary:
     timestamps: str
     complete: bool
     packets_skipped: int
+    corrupt_frames: int
     errors: list[str]
     warnings: list[str]
 
@@ -146,6 +147,7 @@ def summarize(info: StreamInfo, report: DecodeReport, records: list[FrameRecord]
         timestamps=report.timestamps,
         complete=report.complete,
         packets_skipped=report.packets_skipped,
+        corrupt_frames=report.corrupt_frames,
         errors=list(report.errors),
         warnings=list(report.warnings),
     )

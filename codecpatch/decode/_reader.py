@@ -211,8 +211,9 @@ class VideoReader:
         if self._export_vectors:
             side_data = av_frame.side_data.get("MOTION_VECTORS")
             vectors = side_data.to_ndarray() if side_data is not None else _EMPTY_VECTORS
-            past_distance = state.count - state.last_anchor if state.last_anchor is not None else 1
-            block_motion = block_motion_from_vectors(vectors, height, width, options.block_size, past_distance, future_distance)
+            if options.block_motion:
+                past_distance = state.count - state.last_anchor if state.last_anchor is not None else 1
+                block_motion = block_motion_from_vectors(vectors, height, width, options.block_size, past_distance, future_distance)
             motion_source = "codec"
         elif self._flow is not None:
             if luma is not None and state.previous_luma is not None:

@@ -72,7 +72,11 @@ def open_container(
     except av.error.ExitError as error:  # raised when the interrupt callback fires (timeout)
         raise SourceTimeoutError(source_str, f"no answer within {open_timeout:g} s ({error.strerror})") from error
     except av.error.InvalidDataError as error:
-        raise InvalidVideoError(source_str, f"not a recognised video file or stream ({error.strerror})") from error
+        if local and _looks_like_mp4(source_str):
+            reason = "MP4/MOV file without a readable index (moov atom): truncated or still being written"
+        else:
+            reason = "not a recognised video file or stream"
+        raise InvalidVideoError(source_str, f"{reason} ({error.strerror})") from error
     except av.error.FileNotFoundError as error:
         raise VideoNotFoundError(source_str, f"not found ({error.strerror})") from error
     except (av.error.FFmpegError, OSError) as error:
@@ -92,3 +96,10 @@ def open_container(
         container.close()
         raise
     return container
+
+
+def _looks_like_mp4(path: str) -> bool:
+    """True when the file starts with an ISO-BMFF box header (``....ftyp``)."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    return len(head) >= 8 and head[4:8] == b"ftyp"

@@ -38,6 +38,8 @@ class DecodeOptions:
             "codec" uses codec vectors only (frames of other codecs get none); "flow" always estimates from
             pixels; "none" skips motion.
         block_size: side in pixels of the motion/residual grid cells (4, 8 or 16).
+        block_motion: build the block motion field from codec vectors. False keeps only the raw vectors
+            (cheapest; ``residual="mc"`` then needs to be "diff" or "none").
         residual: "mc" = |frame - motion-compensated previous frame|, "diff" = |frame - previous frame|,
             "none" = skip.
         analysis_max_side: residual and optical flow run on luma downscaled by an integer factor until its
@@ -58,8 +60,9 @@ class DecodeOptions:
 
     motion: MotionMode = "auto"
     block_size: int = 8
+    block_motion: bool = True
     residual: ResidualMode = "mc"
-    analysis_max_side: int = 640
+    analysis_max_side: int = 320
     rgb: bool = False
     rgb_size: tuple[int, int] | None = None
     keep_vectors: bool = True
@@ -78,6 +81,8 @@ class DecodeOptions:
         _check_choice("thread_type", self.thread_type, ThreadType)
         if self.block_size not in (4, 8, 16):
             raise ValueError(f"block_size must be 4, 8 or 16, got {self.block_size}")
+        if self.residual == "mc" and not self.block_motion:
+            raise ValueError('residual="mc" needs block_motion=True (use residual="diff" or "none")')
         if self.analysis_max_side < 16:
             raise ValueError(f"analysis_max_side must be >= 16, got {self.analysis_max_side}")
         if self.rgb_size is not None and (len(self.rgb_size) != 2 or min(self.rgb_size) <= 0):

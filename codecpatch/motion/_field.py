@@ -12,6 +12,7 @@ Pure numpy; no PyAV import. Vectorised: no Python loop over vectors or blocks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -60,17 +61,24 @@ class BlockMotion:
     def grid_shape(self) -> tuple[int, int]:
         return self.has_past.shape  # type: ignore[return-value]
 
-    def toward_previous(self) -> np.ndarray:
+    @cached_property
+    def field_toward_previous(self) -> np.ndarray:
         """(gh, gw, 2) float32 displacement into the immediately previous frame, pixels per frame.
 
         Past vectors divided by ``past_distance`` where a cell has one; a cell predicted only from the future
         uses the negated future vector divided by ``future_distance`` (constant-velocity assumption); cells
-        with neither (intra or uncoded) are zero.
+        with neither (intra or uncoded) are zero. Computed once, then cached (treat it as read-only).
         """
-        field = np.where(self.has_past[..., None], self.to_past / np.float32(self.past_distance), np.float32(0))
+        field = self.to_past if self.past_distance == 1 else self.to_past / np.float32(self.past_distance)
+        field = np.where(self.has_past[..., None], field, np.float32(0))
         future_only = self.has_future & ~self.has_past
-        field = np.where(future_only[..., None], self.to_future / np.float32(-self.future_distance), field)
+        if future_only.any():
+            field = np.where(future_only[..., None], self.to_future / np.float32(-self.future_distance), field)
         return field.astype(np.float32, copy=False)
+
+    def toward_previous(self) -> np.ndarray:
+        """The cached ``field_toward_previous`` (see there)."""
+        return self.field_toward_previous
 
     @staticmethod
     def zeros(height: int, width: int, block_size: int) -> "BlockMotion":

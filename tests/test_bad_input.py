@@ -1,0 +1,179 @@
+"""Bad input: every case gives a typed error naming the file, or a clean partial result; nothing hangs or leaks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import av
+import numpy as np
+import pytest
+
+from codecpatch.decode import VideoReader, read_frames
+from codecpatch.errors import (
+    CorruptVideoError,
+    EmptyVideoError,
+    InvalidVideoError,
+    NoVideoStreamError,
+    SourceTimeoutError,
+    VideoError,
+    VideoNotFoundError,
+    VideoOpenError,
+)
+
+from .conftest import SAMPLES
+
+CLIP = SAMPLES / "sprites_h264_p.mp4"
+
+
+def expect_error(path, error_type, *words):
+    with pytest.raises(error_type) as caught:
+        list(read_frames(path))
+    message = str(caught.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message
+    assert isinstance(caught.value, VideoError) and caught.value.kind
+    return caught.value
+
+
+def test_zero_byte_file(tmp_path):
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"")
+    assert expect_error(path, EmptyVideoError, "empty").kind == "empty_file"
+
+
+def test_missing_file_and_directory(tmp_path):
+    error = expect_error(tmp_path / "missing.mp4", VideoNotFoundError, "no such file")
+    assert isinstance(error, FileNotFoundError)
+    expect_error(tmp_path, VideoOpenError, "directory")
+
+
+def test_text_file_renamed_mp4(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n" * 50)
+    expect_error(path, InvalidVideoError, "not a recognised video")
+
+
+def test_audio_only_file(tmp_path):
+    path = tmp_path / "tone.m4a"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    expect_error(path, NoVideoStreamError, "no video stream", "audio")
+
+
+def test_mp4_truncated_before_its_index(tmp_path):
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(CLIP.read_bytes()[: CLIP.stat().st_size // 2])  # PyAV writes the moov index last
+    expect_error(path, InvalidVideoError, "moov", "truncated")
+
+
+def test_mp4_truncated_after_its_index_gives_a_partial_result(tmp_path):
+    faststart = tmp_path / "faststart.mp4"
+    with av.open(str(CLIP)) as source, av.open(str(faststart), "w", options={"movflags": "faststart"}) as output:
+        out_stream = output.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = out_stream
+                output.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(faststart.read_bytes()[: int(faststart.stat().st_size * 0.6)])
+    with VideoReader(cut, on_error="skip") as reader:
+        frames = list(reader)
+    assert 5 < len(frames) < 50
+    assert reader.report.frames_decoded == len(frames)
+    assert any("truncated" in warning for warning in reader.report.warnings)
+
+
+def test_raw_stream_truncated_mid_frame_decodes_what_is_there(tmp_path, shared_videos):
+    path = tmp_path / "cut.264"
+    source = shared_videos / "bbb_360p_h264_ipb.264"
+    path.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    with VideoReader(path) as reader:
+        frames = list(reader)
+    assert 50 < len(frames) < 337 and reader.report.complete
+    assert [f.index for f in frames] == list(range(len(frames)))
+
+
+def corrupt_copy(source, destination, seed=0, hits=200):
+    """Overwrite ``hits`` 64-byte runs of the coded video (the middle of the file: this clip's mdat; its
+    moov index sits in the last 0.5% and stays intact)."""
+    data = bytearray(source.read_bytes())
+    rng = np.random.default_rng(seed)
+    for position in rng.integers(len(data) // 10, int(len(data) * 0.9), hits):
+        data[position : position + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+    destination.write_bytes(bytes(data))
+
+
+def test_corrupted_file_skip_policy_finishes_and_counts(tmp_path, shared_videos):
+    path = tmp_path / "corrupt.mp4"
+    corrupt_copy(shared_videos / "bbb_720p_h264_ip.mp4", path)
+    started = time.monotonic()
+    with VideoReader(path, on_error="skip", residual="none") as reader:
+        frames = list(reader)
+    assert time.monotonic() - started < 60
+    assert len(frames) > 300 and reader.report.complete
+    assert reader.report.packets_skipped > 0 and reader.report.corrupt_frames > 0
+    assert len(reader.report.errors) == reader.report.packets_skipped
+
+
+def test_corrupted_file_raise_policy_names_file_and_progress(tmp_path, shared_videos):
+    path = tmp_path / "corrupt.mp4"
+    corrupt_copy(shared_videos / "bbb_720p_h264_ip.mp4", path)
+    seen = 0
+    with pytest.raises(CorruptVideoError) as caught:
+        for _ in read_frames(path, on_error="raise", residual="none"):
+            seen += 1
+    assert caught.value.frames_decoded == seen
+    assert str(path) in str(caught.value) and "after" in str(caught.value)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_three_hundred_opens_leak_no_file_descriptors():
+    for _ in range(5):  # warm up lazily opened library handles
+        list(read_frames(CLIP, residual="none"))
+    before = open_fds()
+    for i in range(300):
+        if i % 3 == 0:
+            list(read_frames(CLIP, residual="none"))  # read to the end
+        elif i % 3 == 1:
+            frames = read_frames(CLIP)
+            next(frames)
+            frames.close()  # caller stops early
+        else:
+            with VideoReader(CLIP):
+                pass  # opened, never iterated
+    assert open_fds() <= before
+
+
+def test_silent_network_source_times_out_instead_of_hanging():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    accepted = []
+    thread = threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(SourceTimeoutError) as caught:
+            VideoReader(f"tcp://127.0.0.1:{port}", open_timeout=1.0, read_timeout=1.0)
+        assert time.monotonic() - started < 10
+        assert f"127.0.0.1:{port}" in str(caught.value)
+    finally:
+        for connection, _ in accepted:
+            connection.close()
+        server.close()

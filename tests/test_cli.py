@@ -1,0 +1,58 @@
+"""The codecpatch command line, run as a user would (a subprocess of the installed console script's module)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import SAMPLES
+
+
+def codecpatch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "codecpatch.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_inspect_prints_a_summary():
+    result = codecpatch("inspect", str(SAMPLES / "sprites_h264_b.mp4"))
+    assert result.returncode == 0, result.stderr
+    for expected in ("h264", "320x240", "50 decoded", "GOPs", "motion source codec=50", "complete      yes"):
+        assert expected in result.stdout
+
+
+def test_inspect_json_has_one_record_per_frame(manifest):
+    result = codecpatch("inspect", str(SAMPLES / "sprites_h264_p.mp4"), "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    frames, summary = document["frames"], document["summary"]
+    assert len(frames) == summary["frames"] == 50
+    assert {"index", "time", "type", "n_mvs", "motion_energy", "residual_energy", "motion_source"} <= frames[0].keys()
+    assert [f["type"] for f in frames if f["type"] == "I"] == ["I", "I"]
+    assert frames[0]["residual_energy"] is None and frames[1]["residual_energy"] is not None
+    assert summary["gop_lengths"] == [25, 25] and summary["type_counts"] == {"I": 2, "P": 48}
+    assert summary["fps"] == 25.0 and summary["duration_s"] == 2.0
+    # sprites of 48x48 px moving 3, 2 and ~2.2 px/frame over a static background
+    assert 0.1 < summary["mean_motion_energy"] < 1.0
+
+
+def test_inspect_hevc_reports_flow():
+    result = codecpatch("inspect", str(SAMPLES / "sprites_hevc.mp4"), "--json")
+    summary = json.loads(result.stdout)["summary"]
+    assert summary["motion_sources"] == {"none": 1, "flow": 49}
+
+
+def test_inspect_bad_file_exits_2_naming_it(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_text("nope")
+    result = codecpatch("inspect", str(bad))
+    assert result.returncode == 2
+    assert str(bad) in result.stderr and "not a recognised video" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_transcode_command(tmp_path):
+    out = tmp_path / "p_only.mp4"
+    result = codecpatch("transcode", str(SAMPLES / "sprites_h264_b.mp4"), str(out), "--gop", "10")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(codecpatch("inspect", str(out), "--json").stdout)["summary"]
+    assert summary["gop_lengths"] == [10] * 5 and set(summary["type_counts"]) == {"I", "P"}
