@@ -4,6 +4,7 @@
 vectors, a block motion field, a residual-energy map and (on request) RGB pixels.
 """
 
+from ._plan import PacketPlan, plan_packets
 from ._reader import VideoReader, probe, read_frames
 from ._transcode import TranscodeResult, transcode_for_vectors
 from ._types import CODECS_WITH_VECTORS, CodecFrame, DecodeOptions, DecodeReport, StreamInfo
@@ -13,9 +14,11 @@ __all__ = [
     "CodecFrame",
     "DecodeOptions",
     "DecodeReport",
+    "PacketPlan",
     "StreamInfo",
     "TranscodeResult",
     "VideoReader",
+    "plan_packets",
     "probe",
     "read_frames",
     "transcode_for_vectors",

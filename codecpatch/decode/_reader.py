@@ -232,8 +232,9 @@ class VideoReader:
             else:
                 residual = self._residuals.frame_difference(luma, state.previous_luma, grid)
 
+        pict_type = _PICT_TYPE_NAMES.get(int(av_frame.pict_type), "?")
         rgb = None
-        if options.rgb:
+        if options.rgb and (options.rgb_select is None or options.rgb_select(state.count, pict_type)):
             if options.rgb_size is None:
                 rgb = av_frame.to_ndarray(format="rgb24")
             else:
@@ -243,7 +244,7 @@ class VideoReader:
             index=state.count,
             pts=av_frame.pts,
             time=self._frame_time(av_frame, state),
-            pict_type=_PICT_TYPE_NAMES.get(int(av_frame.pict_type), "?"),
+            pict_type=pict_type,
             key_frame=bool(av_frame.key_frame),
             width=width,
             height=height,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Callable, Literal, get_args
 
 import numpy as np
 
@@ -46,6 +46,8 @@ class DecodeOptions:
             longer side is at most this many pixels (the factor never exceeds block_size / 2).
         rgb: return the RGB picture per frame (costs more than decoding: leave off unless needed).
         rgb_size: (width, height) to resize RGB to; None keeps each frame's own size.
+        rgb_select: with ``rgb=True``, a predicate ``(index, pict_type) -> bool`` choosing which frames get
+            RGB (e.g. only the frames a sampler wants); None converts every frame.
         keep_vectors: keep the raw structured motion-vector array on each frame.
         thread_type: decoder threading. "auto" picks slice threading when vectors are exported (frame
             threading corrupts exported H.264 B-frame vectors) and FFmpeg's default otherwise.
@@ -65,6 +67,7 @@ class DecodeOptions:
     analysis_max_side: int = 320
     rgb: bool = False
     rgb_size: tuple[int, int] | None = None
+    rgb_select: Callable[[int, str], bool] | None = None
     keep_vectors: bool = True
     thread_type: ThreadType = "auto"
     threads: int = 0

@@ -1,0 +1,283 @@
+"""Decoding side of patchification: walk a video once and gather, per clip, what the patchifier needs.
+
+Only sampled frames are converted to RGB (at the canvas content size); every other frame contributes only
+its block-level motion and residual, accumulated into the next sample. Memory is bounded by one clip's
+T samples, whatever the video's length.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from ..decode import CodecFrame, DecodeOptions, VideoReader, plan_packets
+from ..errors import InvalidVideoError, VideoNotFoundError
+from ..motion import grid_shape_for
+from ._config import PatchifyConfig
+from ._energy import compose_fields, object_motion_magnitude
+from ._geometry import CanvasGeometry, native_geometry, square_geometry
+from ._sampling import chunk_bounds, plan_clips, uniform_samples
+from ._types import ClipInfo, ClipSamples
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def canvas_geometry(width: int, height: int, config: PatchifyConfig) -> CanvasGeometry:
+    if config.max_side is not None:
+        return native_geometry(width, height, config.max_side, config.patch)
+    return square_geometry(width, height, config.size, config.patch)
+
+
+def iter_clip_samples(source: str | os.PathLike, config: PatchifyConfig, *, timeout: float = 10.0) -> Iterator[ClipSamples]:
+    """Decode ``source`` once and yield one ClipSamples per clip, in order.
+
+    Raises the decode layer's VideoError subclasses for unreadable input. Undecodable packets are skipped
+    (and reported in the samples' warnings); a stream that ends early yields the clips it reached.
+    """
+    source = os.fspath(source)
+    if Path(source).suffix.lower() in IMAGE_SUFFIXES:
+        yield image_samples(source, config)
+        return
+    plan = plan_packets(source, timeout=timeout)
+    if config.mode == "image":
+        clips = [(config.image_frame, config.image_frame + 1)]
+    else:
+        clips = plan_clips(plan.packets, plan.fps, config)
+    collector = _Collector(source, config, clips, plan.fps)
+    options = DecodeOptions(
+        block_size=config.block_size, rgb=True, rgb_select=collector.wants_rgb, keep_vectors=False, on_error="skip",
+        motion="none" if config.mode != "codec" else "auto", residual="none" if config.mode != "codec" else "mc",
+        open_timeout=timeout, read_timeout=timeout,
+    )
+    with VideoReader(source, options) as reader:
+        collector.codec = reader.info.codec
+        for frame in reader:
+            yield from collector.add(frame)
+            if collector.done:
+                break
+        collector.report_problems(reader.report.errors, reader.report.warnings)
+    yield from collector.finish()
+
+
+def image_samples(path: str, config: PatchifyConfig) -> ClipSamples:
+    """A still image as a one-frame clip (t = 0, no motion)."""
+    if not Path(path).exists():
+        raise VideoNotFoundError(path, "no such file")
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InvalidVideoError(path, "not a readable image")
+    height, width = bgr.shape[:2]
+    geometry = canvas_geometry(width, height, config)
+    rgb = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (geometry.content_width, geometry.content_height), interpolation=cv2.INTER_AREA)
+    grid = grid_shape_for(height, width, config.block_size)
+    zeros = np.zeros((1, *grid), np.float32)
+    return ClipSamples(
+        info=ClipInfo(path, 0, 0, 1, 0.0, 0.0, None, width, height, "image"), geometry=geometry,
+        frame_indices=np.zeros(1, np.int64), times=np.zeros(1), picture_types=("I",), rgb=rgb[None],
+        motion_instant=zeros, residual_instant=zeros, motion_accumulated=zeros, residual_accumulated=zeros,
+        field_from_previous=np.zeros((1, *grid, 2), np.float32), motion_sources=("none",), block_size=config.block_size,
+        n_frames=1,
+    )
+
+
+@dataclass
+class _Sample:
+    index: int
+    time: float
+    pict_type: str
+    rgb: np.ndarray
+    motion_instant: np.ndarray
+    residual_instant: np.ndarray
+    motion_accumulated: np.ndarray
+    residual_accumulated: np.ndarray
+    field_from_previous: np.ndarray
+    motion_source: str
+
+
+@dataclass
+class _ClipState:
+    start: int
+    end: int
+    geometry: CanvasGeometry
+    grid: tuple[int, int]
+    first_time: float
+    last_time: float = 0.0
+    frames: int = 0
+    samples: list[_Sample] = field(default_factory=list)
+    chunk_choice: dict[int, _Sample] = field(default_factory=dict)  # chunk -> chosen frame (chunk mode)
+
+
+class _Collector:
+    """Streaming accumulator: fed frames in order, emits ClipSamples as clips complete."""
+
+    def __init__(self, source: str, config: PatchifyConfig, clips: list[tuple[int, int]], fps: float | None) -> None:
+        self.source, self.config, self.clips, self.fps = source, config, clips, fps
+        self.codec = ""
+        self.done = not clips
+        self.warnings: list[str] = []
+        self._clip_number = 0
+        self._clip: _ClipState | None = None
+        self._sample_set = self._plan_samples(0)
+        self._chunks = self._plan_chunks(0)
+        self._chunk_has_i: set[int] = set()
+        self._extra_frames = 0
+        self._reset_gap(None)
+
+    # -- planning ---------------------------------------------------------------------------------
+
+    def _plan_samples(self, clip_number: int) -> set[int]:
+        if not self.clips or self.config.mode != "codec":
+            return set(range(*self.clips[clip_number])) if self.clips and self.config.mode == "image" else set()
+        start, end = self.clips[clip_number]
+        return set(uniform_samples(start, end, self.config.frames).tolist())
+
+    def _plan_chunks(self, clip_number: int) -> np.ndarray | None:
+        if not self.clips or self.config.mode != "chunk":
+            return None
+        return chunk_bounds(*self.clips[clip_number], self.config.frames)
+
+    def _chunk_of(self, index: int) -> int:
+        return int(np.searchsorted(self._chunks, index, side="right")) - 1
+
+    def _chunk_middle(self, chunk: int) -> int:
+        return int((self._chunks[chunk] + self._chunks[chunk + 1] - 1) // 2)
+
+    def wants_rgb(self, index: int, pict_type: str) -> bool:
+        """Decode-time predicate: convert this frame to RGB? Only for frames that may become samples."""
+        if self.done or index >= self.clips[-1][1]:
+            return False
+        clip_number = self._clip_number + (1 if index >= self.clips[self._clip_number][1] else 0)
+        if self.config.mode == "chunk":
+            chunks = self._chunks if clip_number == self._clip_number else self._plan_chunks(clip_number)
+            chunk = int(np.searchsorted(chunks, index, side="right")) - 1
+            middle = int((chunks[chunk] + chunks[chunk + 1] - 1) // 2)
+            has_i = (clip_number, chunk) in self._chunk_has_i
+            return index == middle or (pict_type == "I" and not has_i)
+        samples = self._sample_set if clip_number == self._clip_number else self._plan_samples(clip_number)
+        return index in samples
+
+    # -- streaming ----------------------------------------------------------------------------------
+
+    def add(self, frame: CodecFrame) -> Iterator[ClipSamples]:
+        if frame.index >= self.clips[-1][1]:
+            self._extra_frames += 1
+            return
+        if frame.index >= self.clips[self._clip_number][1]:
+            yield from self._finish_clip()
+            self._clip_number += 1
+            self._sample_set = self._plan_samples(self._clip_number)
+            self._chunks = self._plan_chunks(self._clip_number)
+        if frame.index < self.clips[self._clip_number][0]:
+            return  # before the clip (image mode on a later frame): decode only
+        clip = self._clip
+        if clip is None:
+            start, end = self.clips[self._clip_number]
+            geometry = canvas_geometry(frame.width, frame.height, self.config)
+            clip = self._clip = _ClipState(start, end, geometry, grid_shape_for(frame.height, frame.width, self.config.block_size), frame.time)
+        clip.frames += 1
+        clip.last_time = frame.time
+        if self.config.mode == "codec":
+            self._accumulate(frame, clip)
+        elif self.config.mode == "chunk":
+            self._consider_for_chunk(frame, clip)
+        elif frame.rgb is not None:
+            clip.samples.append(self._sample(frame, clip, *(np.zeros(clip.grid, np.float32),) * 4, np.zeros((*clip.grid, 2), np.float32)))
+            self.done = True
+
+    def _reset_gap(self, grid: tuple[int, int] | None) -> None:
+        self._gap_motion = None if grid is None else np.zeros(grid, np.float32)
+        self._gap_residual = None if grid is None else np.zeros(grid, np.float32)
+        self._gap_field = None if grid is None else np.zeros((*grid, 2), np.float32)
+        self._gap_size: tuple[int, int] | None = None
+
+    def _accumulate(self, frame: CodecFrame, clip: _ClipState) -> None:
+        grid = clip.grid
+        if self._gap_motion is None or self._gap_motion.shape != grid:
+            self._reset_gap(grid)
+        field_now = frame.motion_field
+        if field_now is None:
+            field_now, valid = np.zeros((*grid, 2), np.float32), np.zeros(grid, bool)
+        elif frame.motion_source == "codec":
+            valid = frame.block_motion.has_past | frame.block_motion.has_future
+        else:
+            valid = np.ones(field_now.shape[:2], bool)
+        residual = frame.residual_energy if frame.residual_energy is not None else np.zeros(field_now.shape[:2], np.float32)
+        size = (frame.width, frame.height)
+        if field_now.shape[:2] != grid:  # size changed inside the clip: resample onto the clip's grid
+            ratio = np.float32(clip.geometry.source_width / frame.width)
+            field_now = cv2.resize(field_now, grid[::-1], interpolation=cv2.INTER_LINEAR) * ratio
+            valid = cv2.resize(valid.astype(np.uint8), grid[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+            residual = cv2.resize(residual, grid[::-1], interpolation=cv2.INTER_LINEAR)
+        if self._gap_size is not None and self._gap_size != size:
+            self._gap_field[:] = 0.0  # no motion chain across a size change
+        self._gap_size = size
+        motion = object_motion_magnitude(field_now, valid, self.config.camera)
+        self._gap_motion += motion
+        self._gap_residual += residual
+        self._gap_field = compose_fields(field_now, self._gap_field, self.config.block_size)
+        if frame.index in self._sample_set and frame.rgb is not None:
+            clip.samples.append(self._sample(frame, clip, motion, residual, self._gap_motion, self._gap_residual, self._gap_field))
+            self._reset_gap(grid)
+            self._gap_size = size
+
+    def _consider_for_chunk(self, frame: CodecFrame, clip: _ClipState) -> None:
+        if frame.rgb is None:
+            return
+        chunk = self._chunk_of(frame.index)
+        key = (self._clip_number, chunk)
+        zeros = np.zeros(clip.grid, np.float32)
+        sample = self._sample(frame, clip, zeros, zeros, zeros, zeros, np.zeros((*clip.grid, 2), np.float32))
+        if frame.pict_type == "I" and key not in self._chunk_has_i:
+            self._chunk_has_i.add(key)
+            clip.chunk_choice[chunk] = sample  # the chunk's I-frame wins over its middle
+        elif chunk not in clip.chunk_choice:
+            clip.chunk_choice[chunk] = sample
+
+    def _sample(self, frame: CodecFrame, clip: _ClipState, motion, residual, gap_motion, gap_residual, gap_field) -> _Sample:
+        g = clip.geometry
+        rgb = cv2.resize(frame.rgb, (g.content_width, g.content_height), interpolation=cv2.INTER_AREA)
+        return _Sample(frame.index, frame.time, frame.pict_type, rgb, motion.copy(), residual.copy(), gap_motion.copy(),
+                       gap_residual.copy(), np.asarray(gap_field, np.float32).copy(), frame.motion_source)
+
+    # -- ending ---------------------------------------------------------------------------------------
+
+    def report_problems(self, errors: list[str], warnings: list[str]) -> None:
+        self.warnings += [f"decode: {e}" for e in errors[:5]] + [f"decode: {w}" for w in warnings if "header announces" not in w]
+
+    def finish(self) -> Iterator[ClipSamples]:
+        if self._extra_frames:
+            self.warnings.append(f"{self._extra_frames} decoded frames beyond the {self.clips[-1][1]} packets planned were not sampled")
+        yield from self._finish_clip()
+
+    def _finish_clip(self) -> Iterator[ClipSamples]:
+        clip, self._clip = self._clip, None
+        if clip is None:
+            return
+        samples = clip.samples if self.config.mode != "chunk" else [clip.chunk_choice[c] for c in sorted(clip.chunk_choice)]
+        warnings = list(self.warnings)
+        planned = len(self._sample_set) if self.config.mode == "codec" else (len(self._chunks) - 1 if self._chunks is not None else 1)
+        if len(samples) < planned:
+            warnings.append(f"clip {self._clip_number}: {len(samples)} of {planned} planned samples decoded (the stream ended early)")
+        if not samples:
+            return
+        info = ClipInfo(self.source, self._clip_number, clip.start, clip.start + clip.frames, clip.first_time, clip.last_time,
+                        self.fps, clip.geometry.source_width, clip.geometry.source_height, self.codec)
+        yield ClipSamples(
+            info=info, geometry=clip.geometry,
+            frame_indices=np.array([s.index for s in samples], np.int64),
+            times=np.array([s.time for s in samples]),
+            picture_types=tuple(s.pict_type for s in samples),
+            rgb=np.stack([s.rgb for s in samples]),
+            motion_instant=np.stack([s.motion_instant for s in samples]),
+            residual_instant=np.stack([s.residual_instant for s in samples]),
+            motion_accumulated=np.stack([s.motion_accumulated for s in samples]),
+            residual_accumulated=np.stack([s.residual_accumulated for s in samples]),
+            field_from_previous=np.stack([np.zeros_like(samples[0].field_from_previous)] + [s.field_from_previous for s in samples[1:]]),
+            motion_sources=tuple(s.motion_source for s in samples),
+            block_size=self.config.block_size, n_frames=clip.frames, warnings=tuple(warnings),
+        )

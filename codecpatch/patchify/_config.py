@@ -1,0 +1,146 @@
+"""Configuration of codec patchification: what to sample, how to score, how many patches to keep."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+Mode = Literal["codec", "chunk", "image"]
+EnergyTiming = Literal["accumulated", "instant"]
+Fusion = Literal["mean", "max", "weighted"]
+CameraCompensation = Literal["median", "affine", "none"]
+Normalisation = Literal["frame", "clip"]
+BudgetUnit = Literal["fraction", "frames", "tokens"]
+
+
+def _check_choice(name: str, value: object, literal: object) -> None:
+    allowed = get_args(literal)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many patches to keep: a fraction of the dense count, a number of whole frames' worth, or an
+    absolute token count. ``Budget.parse("0.125")``, ``Budget.parse("8f")``, ``Budget.parse("1500")``."""
+
+    value: float
+    unit: BudgetUnit = "fraction"
+
+    def __post_init__(self) -> None:
+        _check_choice("budget unit", self.unit, BudgetUnit)
+        if self.unit == "fraction" and not 0.0 < self.value <= 1.0:
+            raise ValueError(f"a fractional budget must be in (0, 1], got {self.value}")
+        if self.unit != "fraction" and self.value <= 0:
+            raise ValueError(f"a budget in {self.unit} must be > 0, got {self.value}")
+
+    @staticmethod
+    def parse(text: str | float | int) -> "Budget":
+        """"0.125" or "12.5%" -> fraction; "8f" / "8frames" -> frames' worth; "1500" / "1500t" -> tokens."""
+        if isinstance(text, (int, float)) and not isinstance(text, bool):
+            return Budget(float(text), "fraction" if float(text) <= 1.0 else "tokens")
+        raw = str(text).strip().lower()
+        match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(%|f|frames?|t|tokens?)?", raw)
+        if not match:
+            raise ValueError(f"budget {text!r} is not a fraction (0.125, 12.5%), frames (8f) or tokens (1500)")
+        number, suffix = float(match.group(1)), match.group(2) or ""
+        if suffix == "%":
+            return Budget(number / 100.0, "fraction")
+        if suffix.startswith("f"):
+            return Budget(number, "frames")
+        if suffix.startswith("t") or number > 1.0:
+            return Budget(number, "tokens")
+        return Budget(number, "fraction")
+
+    def tokens(self, n_frames: int, patches_per_frame: int) -> int:
+        """The token count this budget allows for ``n_frames`` x ``patches_per_frame`` dense patches."""
+        dense = n_frames * patches_per_frame
+        if self.unit == "fraction":
+            count = int(round(self.value * dense))
+        elif self.unit == "frames":
+            count = int(round(self.value * patches_per_frame))
+        else:
+            count = int(self.value)
+        return max(1, min(count, dense))
+
+    def __str__(self) -> str:
+        return {"fraction": f"{self.value:g}", "frames": f"{self.value:g}f", "tokens": f"{int(self.value)}t"}[self.unit]
+
+
+@dataclass(frozen=True)
+class PatchifyConfig:
+    """Everything codec patchification needs (see README for the method).
+
+    Attributes:
+        mode: "codec" (dense video-codec selection), "chunk" (one frame per chunk, all patches) or "image"
+            (all patches of one frame).
+        frames: T, frames sampled per clip (codec mode) or chunks per clip (chunk mode).
+        timeline_slots: temporal positions live on a timeline of this many slots (64, as OneVision's),
+            so codec and chunk modes share one positional scale.
+        budget: how many patches the codec mode keeps.
+        size: side of the square canvas (letterboxed) when ``max_side`` is None.
+        max_side: native-aspect canvas whose longer side is at most this (rounded up to whole patches).
+        patch: patch side in canvas pixels (14 or 16 usually).
+        energy: "accumulated" scores each sampled frame by motion and residual summed over every decoded
+            frame since the previous sample; "instant" uses only the sampled frame's own (OneVision-faithful).
+        camera: camera-motion removal before motion energy: median vector, robust affine fit, or none.
+        normalise: divide each energy by its 95th percentile per sampled "frame" or over the whole "clip".
+        fusion: how normalised motion and residual energies combine: mean, max, or weighted.
+        motion_weight: weight of motion in "weighted" fusion (residual gets 1 - weight).
+        keep_first: keep the first sampled frame whole.
+        keep_i_frames: keep sampled I-frames whole (the paper's Eq. 2); they count toward the budget.
+        static_motion_px, static_residual: below these raw energies (99th percentile over the clip:
+            pixels, luma levels) the clip counts as static and the budget goes to uniformly spaced whole
+            frames instead.
+        clip_seconds, clip_frames: split long videos into clips of this length (at most one of them); a
+            tail shorter than half a clip joins the previous clip. None and None: one clip.
+        image_frame: the frame index used by image mode.
+        block_size: motion/residual grid of the decode layer, pixels.
+        seed: seed of the random-patches baseline.
+    """
+
+    mode: Mode = "codec"
+    frames: int = 64
+    timeline_slots: int = 64
+    budget: Budget = Budget(0.125)
+    size: int = 224
+    max_side: int | None = None
+    patch: int = 16
+    energy: EnergyTiming = "accumulated"
+    camera: CameraCompensation = "median"
+    normalise: Normalisation = "clip"
+    fusion: Fusion = "mean"
+    motion_weight: float = 0.5
+    keep_first: bool = True
+    keep_i_frames: bool = False
+    static_motion_px: float = 0.5
+    static_residual: float = 2.0
+    clip_seconds: float | None = None
+    clip_frames: int | None = None
+    image_frame: int = 0
+    block_size: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("mode", self.mode, Mode)
+        _check_choice("energy", self.energy, EnergyTiming)
+        _check_choice("camera", self.camera, CameraCompensation)
+        _check_choice("normalise", self.normalise, Normalisation)
+        _check_choice("fusion", self.fusion, Fusion)
+        if not isinstance(self.budget, Budget):
+            object.__setattr__(self, "budget", Budget.parse(self.budget))
+        if self.frames < 1:
+            raise ValueError(f"frames must be >= 1, got {self.frames}")
+        if self.patch < 2:
+            raise ValueError(f"patch must be >= 2 pixels, got {self.patch}")
+        if self.max_side is None and (self.size < self.patch or self.size % self.patch):
+            raise ValueError(f"size must be a positive multiple of patch ({self.patch}), got {self.size}")
+        if self.max_side is not None and self.max_side < self.patch:
+            raise ValueError(f"max_side must be >= patch ({self.patch}), got {self.max_side}")
+        if self.clip_seconds is not None and self.clip_frames is not None:
+            raise ValueError("give clip_seconds or clip_frames, not both")
+        if (self.clip_seconds is not None and self.clip_seconds <= 0) or (self.clip_frames is not None and self.clip_frames < 1):
+            raise ValueError("clip_seconds and clip_frames must be > 0")
+        if not 0.0 <= self.motion_weight <= 1.0:
+            raise ValueError(f"motion_weight must be in [0, 1], got {self.motion_weight}")

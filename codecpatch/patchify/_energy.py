@@ -1,0 +1,87 @@
+"""Per-block energies from motion fields and residual maps: camera-motion removal, accumulation over
+the frames between samples, normalisation and fusion. Pure numpy/OpenCV over block grids (gh, gw)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ._config import CameraCompensation, Fusion
+
+
+def camera_motion(field: np.ndarray, valid: np.ndarray, method: CameraCompensation) -> np.ndarray:
+    """(gh, gw, 2) float32 estimate of the camera-induced part of a block motion field.
+
+    Args:
+        field: (gh, gw, 2) displacement per block, pixels.
+        valid: (gh, gw) bool, blocks that carry a motion estimate (intra blocks do not).
+        method: "median" (one global translation), "affine" (robust least-squares affine in block
+            coordinates, three trimmed refits) or "none" (zeros).
+    """
+    gh, gw = field.shape[:2]
+    if method == "none" or not valid.any():
+        return np.zeros_like(field, dtype=np.float32)
+    vectors = field[valid]
+    if method == "median":
+        return np.broadcast_to(np.median(vectors, axis=0).astype(np.float32), field.shape)
+    rows, cols = np.nonzero(valid)
+    design = np.stack([cols, rows, np.ones_like(cols)], axis=1).astype(np.float64)
+    keep = np.ones(len(vectors), bool)
+    for _ in range(3):
+        if keep.sum() < 3:
+            break
+        coefficients, *_ = np.linalg.lstsq(design[keep], vectors[keep].astype(np.float64), rcond=None)
+        errors = np.linalg.norm(design @ coefficients - vectors, axis=1)
+        keep = errors <= max(np.percentile(errors, 70), 0.25)  # object motion is the outlier set
+    all_rows, all_cols = np.mgrid[0:gh, 0:gw]
+    grid_design = np.stack([all_cols.ravel(), all_rows.ravel(), np.ones(gh * gw)], axis=1)
+    return (grid_design @ coefficients).reshape(gh, gw, 2).astype(np.float32)
+
+
+def object_motion_magnitude(field: np.ndarray, valid: np.ndarray, method: CameraCompensation) -> np.ndarray:
+    """(gh, gw) float32 |field - camera motion| in pixels; zero where ``valid`` is False."""
+    residual_motion = field - camera_motion(field, valid, method)
+    magnitude = np.hypot(residual_motion[..., 0], residual_motion[..., 1])
+    return np.where(valid, magnitude, 0.0).astype(np.float32)
+
+
+def compose_fields(newer: np.ndarray, older: np.ndarray, block_size: int) -> np.ndarray:
+    """Chain two block fields: ``newer`` maps frame n -> n-1, ``older`` maps n-1 -> k; returns n -> k.
+
+    ``result(x) = newer(x) + older(x + newer(x))`` with ``older`` sampled bilinearly at the displaced block
+    position (edges replicated). Shapes (gh, gw, 2), pixels.
+    """
+    gh, gw = newer.shape[:2]
+    cols, rows = np.meshgrid(np.arange(gw, dtype=np.float32), np.arange(gh, dtype=np.float32))
+    sample_x = cols + newer[..., 0] / block_size
+    sample_y = rows + newer[..., 1] / block_size
+    older_at = cv2.remap(np.ascontiguousarray(older, np.float32), sample_x, sample_y, interpolation=cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+    return (newer + older_at).astype(np.float32)
+
+
+def normalise_by_percentile(maps: np.ndarray, per_frame: bool, percentile: float = 95.0) -> np.ndarray:
+    """Divide by the 95th percentile and clip to [0, 1].
+
+    Args:
+        maps: (T, gh, gw) non-negative energies.
+        per_frame: one percentile per map (True) or one for the whole stack (False).
+    A map whose percentile is zero is divided by its maximum instead (sparse motion), and stays zero when
+    it is all zero.
+    """
+    maps = maps.astype(np.float32, copy=False)
+    axes = (1, 2) if per_frame else None
+    scale = np.percentile(maps, percentile, axis=axes, keepdims=per_frame)
+    peak = maps.max(axis=axes, keepdims=per_frame)
+    scale = np.where(scale > 0, scale, peak)
+    normalised = np.divide(maps, scale, out=np.zeros_like(maps), where=np.broadcast_to(scale > 0, maps.shape))
+    return np.clip(normalised, 0.0, 1.0)
+
+
+def fuse(motion: np.ndarray, residual: np.ndarray, method: Fusion, motion_weight: float = 0.5) -> np.ndarray:
+    """Combine normalised motion and residual energies (same shape, values in [0, 1])."""
+    if method == "mean":
+        return (motion + residual) / 2.0
+    if method == "max":
+        return np.maximum(motion, residual)
+    return motion_weight * motion + (1.0 - motion_weight) * residual
