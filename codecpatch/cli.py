@@ -105,5 +105,148 @@ def transcode(video: str, output: str, gop: int, crf: int, fps: int, max_side: i
     click.echo(f"wrote {result.path}: {result.frames} frames, {result.width}x{result.height}, GOP {gop}, P-only, ref=1")
 
 
+def _patchify_options(command):
+    """Options shared by ``patchify`` and ``viz``."""
+    options = [
+        click.option("--mode", type=click.Choice(["codec", "chunk", "image"]), default="codec", show_default=True,
+                     help="codec: energy-selected patches; chunk: one whole frame per chunk; image: one frame."),
+        click.option("--budget", default="0.125", show_default=True,
+                     help="Patches to keep: fraction (0.125, 12.5%), frames' worth (8f) or tokens (1500)."),
+        click.option("--frames", type=int, default=64, show_default=True, help="Frames sampled per clip (chunks in chunk mode)."),
+        click.option("--size", type=int, default=224, show_default=True, help="Square letterboxed canvas side, px."),
+        click.option("--max-side", type=int, default=None, help="Native-aspect canvas with this longer side instead of --size."),
+        click.option("--patch", type=int, default=16, show_default=True, help="Patch side, px."),
+        click.option("--clip-seconds", type=float, default=None, help="Split the video into clips of this many seconds."),
+        click.option("--clip-frames", type=int, default=None, help="Split the video into clips of this many frames."),
+        click.option("--energy", type=click.Choice(["accumulated", "instant"]), default="accumulated", show_default=True,
+                     help="Score by energy accumulated since the previous sample, or at the sampled frame only."),
+        click.option("--normalise", type=click.Choice(["clip", "frame"]), default="clip", show_default=True,
+                     help="95th-percentile normalisation over the clip or per sampled frame."),
+        click.option("--fusion", type=click.Choice(["mean", "max", "weighted"]), default="mean", show_default=True),
+        click.option("--camera", type=click.Choice(["median", "affine", "none"]), default="median", show_default=True,
+                     help="Camera-motion removal before motion energy."),
+        click.option("--keep-i-frames", is_flag=True, help="Keep sampled I-frames whole (they count toward the budget)."),
+        click.option("--no-keep-first", is_flag=True, help="Do not keep the first sampled frame whole."),
+        click.option("--image-frame", type=int, default=0, show_default=True, help="Frame used by --mode image."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random-patches baseline."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _patchify_config(params: dict):
+    from .patchify import Budget, PatchifyConfig
+
+    return PatchifyConfig(
+        mode=params["mode"], budget=Budget.parse(params["budget"]), frames=params["frames"], size=params["size"],
+        max_side=params["max_side"], patch=params["patch"], clip_seconds=params["clip_seconds"],
+        clip_frames=params["clip_frames"], energy=params["energy"], normalise=params["normalise"],
+        fusion=params["fusion"], camera=params["camera"], keep_i_frames=params["keep_i_frames"],
+        keep_first=not params["no_keep_first"], image_frame=params["image_frame"], seed=params["seed"],
+    )
+
+
+def _clip_record(samples, patches, fidelity: dict | None) -> dict:
+    """The JSON object ``patchify --json`` prints for one clip."""
+    info = patches.info
+    record = {
+        "source": info.source, "clip_index": info.clip_index, "clip_start": round(info.time_start, 6),
+        "clip_end": round(info.time_end, 6), "frame_start": info.frame_start, "frame_end": info.frame_end,
+        "mode": patches.mode, "budget": patches.budget, "n_budget": patches.n_budget,
+        "n_dense": patches.n_dense, "n_kept": patches.n_kept, "keep_ratio": round(patches.n_kept / patches.n_dense, 6),
+        "grid": list(patches.grid), "canvas": [patches.geometry.canvas_height, patches.geometry.canvas_width],
+        "frame_indices": patches.frame_indices.tolist(), "timeline": patches.timeline.tolist(),
+        "picture_types": list(samples.picture_types), "positions": patches.positions.tolist(),
+        "kept_per_frame": patches.kept_per_frame.tolist(),
+        "whole_frames": [{"t": t, "reason": reason} for t, reason in patches.whole_frames],
+        "static_fallback": patches.static_fallback, "motion_sources": sorted(set(samples.motion_sources)),
+        "warnings": list(samples.warnings),
+    }
+    if fidelity is not None:
+        record["psnr"] = {name: f.psnr_or_none() for name, f in fidelity.items()}
+        record["ssim"] = {name: round(f.ssim, 4) for name, f in fidelity.items()}
+    return record
+
+
+def _fidelity(samples, patches, seed: int) -> dict:
+    from .metrics import compare_selections, selection_fidelity
+
+    if patches.mode == "codec":
+        whole = [t for t, reason in patches.whole_frames if reason != "static fallback"]
+        return compare_selections(samples, patches.kept, whole, seed)
+    return {patches.mode: selection_fidelity(samples, patches.kept, "hold")}
+
+
+@main.command()
+@click.argument("video")
+@_patchify_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per clip (an array when there are several).")
+@click.option("--no-fidelity", is_flag=True, help="Skip the rebuild/PSNR measurement (faster).")
+def patchify(video: str, as_json: bool, no_fidelity: bool, **params) -> None:
+    """Choose the patches of VIDEO (or an image) that become tokens, and measure what they carry."""
+    from .patchify import iter_clip_samples, patchify_samples
+
+    config = _patchify_config(params)
+    records = []
+    try:
+        for samples in iter_clip_samples(video, config):
+            patches = patchify_samples(samples, config)
+            fidelity = None if no_fidelity else _fidelity(samples, patches, config.seed)
+            records.append(_clip_record(samples, patches, fidelity))
+    except VideoError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(_EXIT_BAD_INPUT)
+    if not records:
+        click.echo(f"error: {video}: no frame could be decoded", err=True)
+        sys.exit(_EXIT_BAD_INPUT)
+    if as_json:
+        click.echo(json.dumps(records[0] if len(records) == 1 else records))
+        return
+    for record in records:
+        psnr = record.get("psnr")
+        psnr_text = "  ".join(f"{k} {v} dB" for k, v in psnr.items()) if psnr else "not measured"
+        whole = ", ".join(f"t={w['t']} ({w['reason']})" for w in record["whole_frames"][:6])
+        click.echo(
+            f"clip {record['clip_index']}  {record['clip_start']:.2f}-{record['clip_end']:.2f} s  frames {record['frame_start']}-{record['frame_end'] - 1}\n"
+            f"  grid T,H,W     {record['grid']}  ({record['n_dense']} dense tokens)\n"
+            f"  kept           {record['n_kept']} tokens ({100 * record['keep_ratio']:.2f}%), budget {record['budget']}\n"
+            f"  whole frames   {whole or 'none'}{' (static fallback)' if record['static_fallback'] else ''}\n"
+            f"  kept per frame {record['kept_per_frame']}\n"
+            f"  PSNR           {psnr_text}"
+        )
+        for warning in record["warnings"]:
+            click.echo(f"  warning        {warning}")
+
+
+@main.command()
+@click.argument("video")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.png (grid of sampled frames) or FILE.mp4.")
+@_patchify_options
+@click.option("--columns", type=int, default=8, show_default=True, help="Tiles per row in the PNG.")
+@click.option("--max-tiles", type=int, default=16, show_default=True, help="Sampled frames shown in the PNG.")
+def viz(video: str, out: str, columns: int, max_tiles: int, **params) -> None:
+    """Draw the selection: kept patches bright, dropped ones dimmed, motion arrows, budget and PSNR."""
+    from .patchify import iter_clip_samples, patchify_samples
+    from .viz import save_picture
+
+    config = _patchify_config(params)
+    try:
+        samples = next(iter(iter_clip_samples(video, config)), None)
+    except VideoError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(_EXIT_BAD_INPUT)
+    if samples is None:
+        click.echo(f"error: {video}: no frame could be decoded", err=True)
+        sys.exit(_EXIT_BAD_INPUT)
+    patches = patchify_samples(samples, config)
+    psnr = {name: f.psnr_or_none() for name, f in _fidelity(samples, patches, config.seed).items()}
+    try:
+        path = save_picture(samples, patches, psnr, out, columns=columns, max_tiles=max_tiles)
+    except (ValueError, OSError) as error:
+        raise click.UsageError(str(error)) from error
+    click.echo(f"wrote {path} (clip 0: {patches.n_kept}/{patches.n_dense} tokens kept)")
+
+
 if __name__ == "__main__":
     main()

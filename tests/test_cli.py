@@ -56,3 +56,46 @@ def test_transcode_command(tmp_path):
     assert result.returncode == 0, result.stderr
     summary = json.loads(codecpatch("inspect", str(out), "--json").stdout)["summary"]
     assert summary["gop_lengths"] == [10] * 5 and set(summary["type_counts"]) == {"I", "P"}
+
+
+def test_patchify_json_has_the_keys_scripts_rely_on():
+    result = codecpatch("patchify", str(SAMPLES / "sprites_h264_b.mp4"), "--mode", "codec", "--budget", "0.125",
+                        "--frames", "32", "--size", "224", "--patch", "16", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert isinstance(record, dict)
+    for key in ("n_dense", "n_kept", "grid", "frame_indices", "positions", "kept_per_frame", "psnr"):
+        assert key in record
+    assert record["grid"] == [32, 14, 14] and record["n_dense"] == 32 * 196
+    assert record["n_kept"] == len(record["positions"]) == sum(record["kept_per_frame"]) <= round(0.125 * 32 * 196)
+    assert set(record["psnr"]) == {"codec", "uniform", "random"}
+    assert record["psnr"]["codec"] > record["psnr"]["uniform"]
+    assert len(record["frame_indices"]) == 32 and record["frame_indices"][0] == 0 and record["frame_indices"][-1] == 49
+
+
+def test_patchify_prints_an_array_for_several_clips_and_fails_cleanly(tmp_path):
+    result = codecpatch("patchify", str(SAMPLES / "sprites_h264_p.mp4"), "--clip-frames", "25", "--frames", "8",
+                        "--no-fidelity", "--json")
+    records = json.loads(result.stdout)
+    assert [r["frame_start"] for r in records] == [0, 25] and all("psnr" not in r for r in records)
+    text = codecpatch("patchify", str(SAMPLES / "sprites_h264_p.mp4"), "--mode", "chunk", "--frames", "4")
+    assert text.returncode == 0 and "whole frames" in text.stdout
+    bad = tmp_path / "x.mp4"
+    bad.write_bytes(b"")
+    failed = codecpatch("patchify", str(bad))
+    assert failed.returncode == 2 and "empty" in failed.stderr
+
+
+def test_viz_writes_a_png_and_an_mp4(tmp_path):
+    png = tmp_path / "sel.png"
+    result = codecpatch("viz", str(SAMPLES / "sprites_h264_b.mp4"), "--out", str(png), "--frames", "16")
+    assert result.returncode == 0, result.stderr
+    import cv2
+
+    picture = cv2.imread(str(png))
+    assert picture is not None and picture.shape[0] > 224 and picture.shape[1] >= 8 * 224
+    mp4 = tmp_path / "sel.mp4"
+    assert codecpatch("viz", str(SAMPLES / "sprites_h264_b.mp4"), "--out", str(mp4), "--frames", "12").returncode == 0
+    summary = json.loads(codecpatch("inspect", str(mp4), "--json").stdout)["summary"]
+    assert summary["frames"] == 12
+    assert codecpatch("viz", str(SAMPLES / "sprites_h264_b.mp4"), "--out", str(tmp_path / "x.gif")).returncode != 0

@@ -7,6 +7,7 @@ vectors, a block motion field, a residual-energy map and (on request) RGB pixels
 from ._plan import PacketPlan, plan_packets
 from ._reader import VideoReader, probe, read_frames
 from ._transcode import TranscodeResult, transcode_for_vectors
+from ._write import write_rgb_video
 from ._types import CODECS_WITH_VECTORS, CodecFrame, DecodeOptions, DecodeReport, StreamInfo
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "probe",
     "read_frames",
     "transcode_for_vectors",
+    "write_rgb_video",
 ]

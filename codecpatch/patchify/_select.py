@@ -48,13 +48,18 @@ def select_top_k(
 
 
 def uniform_frames(n_samples: int, content: np.ndarray, budget: int) -> tuple[np.ndarray, list[int]]:
-    """Whole frames, evenly spaced from the first, as many as the budget holds (at least one).
+    """Whole frames, evenly spaced from the first, as many as the budget holds.
 
-    Returns (kept mask, the sampled-frame indices kept)."""
+    A budget smaller than one frame keeps the first ``budget`` content patches of the first frame (raster
+    order) instead. Returns (kept mask, the sampled-frame indices kept whole).
+    """
     per_frame = int(content.sum())
-    count = max(1, min(n_samples, budget // max(per_frame, 1)))
-    chosen = sorted({int(round(x)) for x in np.linspace(0, n_samples - 1, count)}) if n_samples > 1 else [0]
     kept = np.zeros((n_samples, *content.shape), bool)
+    count = min(n_samples, budget // max(per_frame, 1))
+    if count == 0:
+        kept[0].ravel()[np.flatnonzero(content.ravel())[:budget]] = True
+        return kept, []
+    chosen = sorted({int(round(x)) for x in np.linspace(0, n_samples - 1, count)}) if count > 1 else [0]
     kept[chosen] = content
     return kept, chosen
 

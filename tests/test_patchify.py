@@ -1,0 +1,188 @@
+"""Codec patchification on the synthetic clips with known motion, plus invariants on every mode."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from codecpatch.errors import InvalidVideoError
+from codecpatch.metrics import compare_selections, rebuild, selection_fidelity
+from codecpatch.patchify import Budget, PatchifyConfig, iter_clip_samples, patchify_samples, patchify_video
+from codecpatch.patchify._sampling import plan_clips, uniform_samples
+
+from .conftest import SAMPLES
+
+CLIPS = ["sprites_h264_p.mp4", "sprites_h264_b.mp4", "sprites_mpeg4.mp4", "sprites_hevc.mp4", "pan_h264_p.mp4",
+         "static_h264_p.mp4", "scenecut_h264_p.mp4"]
+
+
+def one_clip(name: str, **config):
+    cfg = PatchifyConfig(**config)
+    samples = next(iter_clip_samples(SAMPLES / name, cfg))
+    return samples, patchify_samples(samples, cfg), cfg
+
+
+def sprite_boxes_on_canvas(manifest, clip, frame_index, geometry):
+    """Canvas rectangles (x0, y0, x1, y1) of each sprite at a decoded frame."""
+    scale_x, scale_y = geometry.scale
+    boxes = []
+    for sprite in manifest["clips"][clip]["scene"]["sprites"]:
+        x, y = sprite["x0"] + sprite["vx"] * frame_index, sprite["y0"] + sprite["vy"] * frame_index
+        boxes.append((geometry.content_x + x * scale_x, geometry.content_y + y * scale_y,
+                      geometry.content_x + (x + sprite["size"]) * scale_x, geometry.content_y + (y + sprite["size"]) * scale_y))
+    return boxes
+
+
+@pytest.mark.parametrize("clip", ["sprites_h264_p.mp4", "sprites_h264_b.mp4", "sprites_mpeg4.mp4", "sprites_hevc.mp4"])
+def test_codec_mode_puts_kept_patches_on_the_moving_sprites(clip, manifest):
+    samples, patches, _ = one_clip(clip, budget=Budget(0.05), frames=16)
+    patch = patches.geometry.patch
+    on_sprite = total = 0
+    for t, h, w in zip(patches.sample_index, patches.positions[:, 1], patches.positions[:, 2]):
+        if t == 0:
+            continue  # the first frame is kept whole
+        x0, y0 = w * patch, h * patch
+        boxes = sprite_boxes_on_canvas(manifest, clip, samples.frame_indices[t], patches.geometry)
+        boxes += sprite_boxes_on_canvas(manifest, clip, samples.frame_indices[t - 1], patches.geometry)  # where it left
+        hit = any(x0 < bx1 and x0 + patch > bx0 and y0 < by1 and y0 + patch > by0 for bx0, by0, bx1, by1 in boxes)
+        on_sprite += hit
+        total += 1
+    assert total > 0 and on_sprite / total >= 0.9, (on_sprite, total)
+
+
+def test_a_camera_pan_is_mostly_compensated_away():
+    compensated, patches, _ = one_clip("pan_h264_p.mp4", camera="median")
+    raw, _, _ = one_clip("pan_h264_p.mp4", camera="none")
+    assert compensated.motion_accumulated[1:].mean() < 0.05 * raw.motion_accumulated[1:].mean()
+    affine, _, _ = one_clip("pan_h264_p.mp4", camera="affine")
+    assert affine.motion_accumulated[1:].mean() < 0.05 * raw.motion_accumulated[1:].mean()
+    assert not patches.static_fallback
+    # Content moves left/up; what is left to code is the new strip entering at the right edge.
+    per_column = patches.kept[1:].sum(axis=(0, 1))
+    assert int(np.argmax(per_column)) == len(per_column) - 1
+
+
+def test_static_clip_triggers_the_uniform_whole_frame_fallback():
+    samples, patches, _ = one_clip("static_h264_p.mp4")
+    assert patches.static_fallback
+    reasons = {reason for _, reason in patches.whole_frames}
+    assert reasons == {"static fallback"}
+    whole = [t for t, _ in patches.whole_frames]
+    assert whole[0] == 0 and len(whole) >= 2 and len(set(np.diff(whole))) <= 2  # evenly spaced
+    assert patches.n_kept <= patches.n_budget
+
+
+def test_scene_cut_frame_gets_the_most_patches():
+    samples, patches, _ = one_clip("scenecut_h264_p.mp4", frames=25, budget=Budget(0.1))
+    cut = int(np.flatnonzero(samples.frame_indices >= 25)[0])
+    per_frame = patches.kept_per_frame
+    assert per_frame[cut] == per_frame[1:].max() and per_frame[cut] > 5 * np.median(per_frame[1:])
+
+
+@pytest.mark.parametrize("clip", CLIPS)
+@pytest.mark.parametrize("budget", ["0.031", "0.125", "0.25", "3f", "500"])
+def test_invariants_budget_grid_uniqueness_padding(clip, budget):
+    samples, patches, cfg = one_clip(clip, budget=Budget.parse(budget), frames=24)
+    t_max, rows, cols = patches.grid
+    assert patches.n_kept <= patches.n_budget == cfg.budget.tokens(t_max, rows * cols)
+    assert patches.positions.shape == (patches.n_kept, 3) and patches.pixels.shape == (patches.n_kept, 3, 16, 16)
+    assert (patches.positions[:, 1] < rows).all() and (patches.positions[:, 2] < cols).all()
+    assert (patches.positions >= 0).all() and (patches.positions[:, 0] < cfg.timeline_slots).all()
+    assert len({tuple(p) for p in patches.positions.tolist()}) == patches.n_kept
+    padding = patches.geometry.patch_content_fraction() == 0
+    assert padding.any() and not patches.kept[:, padding].any()
+    # order is (t, h, w) and pixels are the canvas patches at those positions
+    keys = patches.sample_index.astype(np.int64) * rows * cols + patches.positions[:, 1] * cols + patches.positions[:, 2]
+    assert (np.diff(keys) > 0).all()
+    frames = samples.canvas_frames()
+    t, h, w = patches.sample_index[-1], patches.positions[-1, 1], patches.positions[-1, 2]
+    np.testing.assert_array_equal(patches.pixels[-1], frames[t, h * 16 : h * 16 + 16, w * 16 : w * 16 + 16].transpose(2, 0, 1))
+
+
+def test_deterministic_across_runs():
+    first = [p.positions for p in patchify_video(SAMPLES / "sprites_h264_b.mp4")]
+    second = [p.positions for p in patchify_video(SAMPLES / "sprites_h264_b.mp4")]
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def test_i_frames_kept_whole_on_request_and_counted():
+    samples, patches, _ = one_clip("sprites_h264_p.mp4", keep_i_frames=True, budget=Budget(0.25))
+    i_samples = [t for t, kind in enumerate(samples.picture_types) if kind == "I"]
+    assert len(i_samples) == 2
+    assert {t for t, reason in patches.whole_frames if reason in ("first", "I-frame")} == set(i_samples)
+    assert patches.n_kept <= patches.n_budget
+
+
+def test_chunk_mode_prefers_the_chunk_i_frame_and_shares_the_timeline():
+    samples, patches, _ = one_clip("sprites_h264_p.mp4", mode="chunk", frames=4)
+    assert samples.frame_indices.tolist() == [0, 18, 25, 43]  # I, middle, I, middle
+    assert patches.timeline.tolist() == [0, 21, 42, 63]
+    content = int((patches.geometry.patch_content_fraction() > 0).sum())
+    assert patches.n_kept == 4 * content and set(patches.positions[:, 0].tolist()) == {0, 21, 42, 63}
+
+
+def test_image_mode_on_a_video_frame_and_on_an_image_file(tmp_path):
+    samples, patches, _ = one_clip("sprites_h264_p.mp4", mode="image", image_frame=7)
+    assert samples.frame_indices.tolist() == [7] and patches.grid == (1, 14, 14)
+    assert (patches.positions[:, 0] == 0).all()
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), np.full((90, 160, 3), 200, np.uint8))
+    [from_image] = list(patchify_video(image, PatchifyConfig(mode="image", max_side=64)))
+    assert from_image.grid == (1, 3, 4) and from_image.n_kept == 12
+    (tmp_path / "broken.png").write_text("no")
+    with pytest.raises(InvalidVideoError, match="broken.png"):
+        list(patchify_video(tmp_path / "broken.png", PatchifyConfig(mode="image")))
+
+
+def test_native_aspect_canvas():
+    samples, patches, _ = one_clip("sprites_h264_p.mp4", max_side=160)
+    g = patches.geometry
+    assert (g.canvas_width, g.canvas_height, g.content_width, g.content_height) == (160, 128, 160, 120)
+    assert patches.grid[1:] == (8, 10)
+
+
+def test_long_video_is_split_into_clips():
+    patchsets = list(patchify_video(SAMPLES / "sprites_h264_p.mp4", PatchifyConfig(clip_frames=20, frames=8)))
+    assert [(p.info.frame_start, p.info.frame_end) for p in patchsets] == [(0, 20), (20, 40), (40, 50)]
+    assert all(p.n_kept <= p.n_budget for p in patchsets)
+    assert plan_clips(100, 25.0, PatchifyConfig(clip_seconds=1.0)) == [(0, 25), (25, 50), (50, 75), (75, 100)]
+    assert plan_clips(110, 25.0, PatchifyConfig(clip_seconds=1.0))[-1] == (75, 110)  # a short tail joins
+    assert uniform_samples(10, 20, 64).tolist() == list(range(10, 20))
+
+
+def test_budget_parsing():
+    assert Budget.parse("0.125") == Budget(0.125, "fraction")
+    assert Budget.parse("12.5%") == Budget(0.125, "fraction")
+    assert Budget.parse("8f") == Budget(8, "frames")
+    assert Budget.parse("1500") == Budget(1500, "tokens")
+    assert Budget(8, "frames").tokens(64, 196) == 1568 == Budget(0.125).tokens(64, 196)
+    with pytest.raises(ValueError, match="budget"):
+        Budget.parse("lots")
+    with pytest.raises(ValueError, match="mode"):
+        PatchifyConfig(mode="dense")
+
+
+def test_rebuild_is_exact_with_everything_kept_and_holds_without():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    everything = np.ones((4, 2, 2), bool)
+    assert np.array_equal(rebuild(frames, everything, 16, None, "hold"), frames)
+    first_only = np.zeros((4, 2, 2), bool)
+    first_only[0] = True
+    held = rebuild(frames, first_only, 16, None, "hold")
+    assert all(np.array_equal(held[t], frames[0]) for t in range(4))
+
+
+def test_codec_selection_beats_uniform_and_random_on_moving_sprites():
+    samples, patches, _ = one_clip("sprites_h264_b.mp4")
+    scores = compare_selections(samples, patches.kept, [0])
+    assert scores["codec"].n_kept == scores["random"].n_kept == patches.n_kept
+    per_frame = int((patches.geometry.patch_content_fraction() > 0).sum())
+    assert patches.n_kept - per_frame < scores["uniform"].n_kept <= patches.n_kept  # whole frames only
+    assert scores["codec"].psnr_db > scores["uniform"].psnr_db + 3
+    assert scores["codec"].psnr_db > scores["random"].psnr_db
+    everything = np.ones_like(patches.kept)
+    assert math.isinf(selection_fidelity(samples, everything).psnr_db)
