@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import av
+from av.sidedata.sidedata import SideDataContainer
 
 from codecpatch.decode import VideoReader
 
@@ -52,7 +53,8 @@ def pyav_export(path: Path) -> int:
         stream.codec_context.thread_count = 1
         frames = 0
         for frame in container.decode(stream):
-            side_data = frame.side_data.get("MOTION_VECTORS")
+            # Not frame.side_data: its cached container forms a reference cycle that leaks every frame.
+            side_data = SideDataContainer(frame).get("MOTION_VECTORS")
             if side_data is not None:
                 side_data.to_ndarray()
             frames += 1

@@ -177,3 +177,21 @@ def test_silent_network_source_times_out_instead_of_hanging():
         for connection, _ in accepted:
             connection.close()
         server.close()
+
+
+def resident_mib() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_memory_stays_flat_while_exporting_vectors(shared_videos):
+    """PyAV's frame.side_data caches a container that points back at the frame; without care every 720p
+    frame (~0.6 MB) stays alive until a full garbage collection."""
+    readings = []
+    for frame in read_frames(shared_videos / "bbb_720p_h264_ip.mp4"):
+        if frame.index in (40, 330):
+            readings.append(resident_mib())
+    assert readings[1] - readings[0] < 40, readings

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import av
 import cv2
+from av.sidedata.sidedata import SideDataContainer
 import numpy as np
 
 from ..errors import CorruptVideoError, SourceTimeoutError
@@ -209,7 +210,7 @@ class VideoReader:
         block_motion: BlockMotion | None = None
         motion_source: MotionSource = "none"
         if self._export_vectors:
-            side_data = av_frame.side_data.get("MOTION_VECTORS")
+            side_data = _motion_vector_side_data(av_frame)
             vectors = side_data.to_ndarray() if side_data is not None else _EMPTY_VECTORS
             if options.block_motion:
                 past_distance = state.count - state.last_anchor if state.last_anchor is not None else 1
@@ -337,3 +338,17 @@ def _luma(av_frame: av.VideoFrame, factor: int) -> np.ndarray:
         luma = cv2.resize(luma, (luma.shape[1] // 2, luma.shape[0] // 2), interpolation=cv2.INTER_AREA)
         factor //= 2
     return luma
+
+
+def _motion_vector_side_data(av_frame: av.VideoFrame):
+    """The frame's MOTION_VECTORS side data, or None.
+
+    ``frame.side_data`` caches a container that points back at the frame: a reference cycle that only a
+    full garbage collection frees, so every decoded frame (hundreds of KB) stays alive, RSS grows by
+    ~0.6 MB per 720p frame and page faults slow decoding down. A container of our own is freed with the
+    frame.
+    """
+    try:
+        return SideDataContainer(av_frame).get("MOTION_VECTORS")
+    except TypeError:  # a PyAV whose container constructor differs: use the (leaky) property
+        return av_frame.side_data.get("MOTION_VECTORS")

@@ -133,6 +133,8 @@ def block_motion_from_vectors(
     weighted_y = np.zeros(2 * n_cells, np.float32)
     weight = np.zeros(2 * n_cells, np.float32)
 
+    cols_all, rows_all = -(-block_w // block_size), -(-block_h // block_size)
+    hangs_over = bool(((left_cell < 0) | (top_cell < 0) | (left_cell + cols_all > grid_w) | (top_cell + rows_all > grid_h)).any())
     size_code = block_w * 256 + block_h  # w, h <= 255 (uint8 fields)
     # np.unique sorts; a bincount finds the few partition sizes present far faster.
     for code in np.flatnonzero(np.bincount(size_code)):  # a handful of sizes, never one loop per vector
@@ -140,22 +142,21 @@ def block_motion_from_vectors(
         w, h = int(code) // 256, int(code) % 256
         cols, rows = -(-w // block_size), -(-h // block_size)
         offset_y, offset_x = np.divmod(np.arange(rows * cols), cols)
-        cell = first_cell[chosen, None] + (offset_y * grid_w + offset_x)[None, :]
-        values_x = np.broadcast_to(dx[chosen, None], cell.shape)
-        values_y = np.broadcast_to(dy[chosen, None], cell.shape)
-        left, top = left_cell[chosen], top_cell[chosen]
-        if left.min() < 0 or top.min() < 0 or left.max() + cols > grid_w or top.max() + rows > grid_h:
-            # Blocks hanging over the frame edge (e.g. the last macroblock row of a 360-line frame).
-            cell_x, cell_y = left[:, None] + offset_x[None, :], top[:, None] + offset_y[None, :]
+        per_vector = rows * cols
+        cell = (first_cell[chosen, None] + (offset_y * grid_w + offset_x)).ravel()
+        values_x = np.repeat(dx[chosen], per_vector) if per_vector > 1 else dx[chosen]
+        values_y = np.repeat(dy[chosen], per_vector) if per_vector > 1 else dy[chosen]
+        if hangs_over:  # some blocks hang over the frame edge (e.g. the last macroblock row of 360 lines)
+            cell_x = (left_cell[chosen, None] + offset_x).ravel()
+            cell_y = (top_cell[chosen, None] + offset_y).ravel()
             inside = (cell_x >= 0) & (cell_x < grid_w) & (cell_y >= 0) & (cell_y < grid_h)
             cell, values_x, values_y = cell[inside], values_x[inside], values_y[inside]
-        else:
-            cell, values_x, values_y = cell.ravel(), values_x.ravel(), values_y.ravel()
-        area = float(min(w, block_size) * min(h, block_size))
         if w >= block_size and h >= block_size:
-            # Whole cells: blocks of one direction never overlap, so plain assignment is exact.
-            weighted_x[cell], weighted_y[cell], weight[cell] = values_x * area, values_y * area, area
+            # Whole cells: blocks of one direction never share a cell (with each other or with smaller
+            # partitions), so plain assignment with unit weight is exact.
+            weighted_x[cell], weighted_y[cell], weight[cell] = values_x, values_y, 1.0
         else:
+            area = float(w * h)
             weighted_x += np.bincount(cell, weights=values_x * area, minlength=2 * n_cells).astype(np.float32)
             weighted_y += np.bincount(cell, weights=values_y * area, minlength=2 * n_cells).astype(np.float32)
             weight += np.bincount(cell, minlength=2 * n_cells).astype(np.float32) * area

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
-from ..decode import CodecFrame, DecodeOptions, VideoReader, plan_packets
+from ..decode import CodecFrame, DecodeOptions, VideoReader, plan_packets, probe
 from ..errors import InvalidVideoError, VideoNotFoundError
 from ..motion import grid_shape_for
 from ._config import PatchifyConfig
@@ -33,8 +33,13 @@ def canvas_geometry(width: int, height: int, config: PatchifyConfig) -> CanvasGe
     return square_geometry(width, height, config.size, config.patch)
 
 
-def iter_clip_samples(source: str | os.PathLike, config: PatchifyConfig, *, timeout: float = 10.0) -> Iterator[ClipSamples]:
+def iter_clip_samples(
+    source: str | os.PathLike, config: PatchifyConfig, *, timeout: float = 10.0, frame_indices: Sequence[int] | None = None
+) -> Iterator[ClipSamples]:
     """Decode ``source`` once and yield one ClipSamples per clip, in order.
+
+    ``frame_indices`` (codec mode) replaces the uniform sampling with explicit decoded frame indices and
+    makes the whole video one clip (e.g. to score another tool's frame choice on the same frames).
 
     Raises the decode layer's VideoError subclasses for unreadable input. Undecodable packets are skipped
     (and reported in the samples' warnings); a stream that ends early yields the clips it reached.
@@ -44,13 +49,26 @@ def iter_clip_samples(source: str | os.PathLike, config: PatchifyConfig, *, time
         yield image_samples(source, config)
         return
     plan = plan_packets(source, timeout=timeout)
+    header = probe(source, open_timeout=timeout, read_timeout=timeout)
     if config.mode == "image":
         clips = [(config.image_frame, config.image_frame + 1)]
     else:
         clips = plan_clips(plan.packets, plan.fps, config)
     collector = _Collector(source, config, clips, plan.fps)
+    if frame_indices is not None:
+        if config.mode != "codec":
+            raise ValueError("frame_indices applies to codec mode only")
+        collector.clips = clips = [(0, max(plan.packets, max(frame_indices) + 1))]
+        collector.set_samples(frame_indices)
+    # Sampled frames are converted straight to the canvas content size (swscale); a frame of another size
+    # (the header was wrong, or the size changes) is resized again on arrival.
+    content_size = None
+    if header.width and header.height:
+        geometry = canvas_geometry(header.width, header.height, config)
+        content_size = (geometry.content_width, geometry.content_height)
     options = DecodeOptions(
-        block_size=config.block_size, rgb=True, rgb_select=collector.wants_rgb, keep_vectors=False, on_error="skip",
+        block_size=config.block_size, rgb=True, rgb_size=content_size, rgb_select=collector.wants_rgb,
+        keep_vectors=False, on_error="skip",
         motion="none" if config.mode != "codec" else "auto", residual="none" if config.mode != "codec" else "mc",
         open_timeout=timeout, read_timeout=timeout,
     )
@@ -129,6 +147,10 @@ class _Collector:
         self._reset_gap(None)
 
     # -- planning ---------------------------------------------------------------------------------
+
+    def set_samples(self, frame_indices: Sequence[int]) -> None:
+        self._sample_set = set(int(i) for i in frame_indices)
+        self.done = False
 
     def _plan_samples(self, clip_number: int) -> set[int]:
         if not self.clips or self.config.mode != "codec":
@@ -240,7 +262,9 @@ class _Collector:
 
     def _sample(self, frame: CodecFrame, clip: _ClipState, motion, residual, gap_motion, gap_residual, gap_field) -> _Sample:
         g = clip.geometry
-        rgb = cv2.resize(frame.rgb, (g.content_width, g.content_height), interpolation=cv2.INTER_AREA)
+        rgb = frame.rgb
+        if rgb.shape[:2] != (g.content_height, g.content_width):
+            rgb = cv2.resize(rgb, (g.content_width, g.content_height), interpolation=cv2.INTER_AREA)
         return _Sample(frame.index, frame.time, frame.pict_type, rgb, motion.copy(), residual.copy(), gap_motion.copy(),
                        gap_residual.copy(), np.asarray(gap_field, np.float32).copy(), frame.motion_source)
 
