@@ -149,7 +149,7 @@ def peer_rows(executable: Path, path: Path) -> dict:
             positions = np.load(Path(out_dir) / "src_patch_position.npy")
             frame_ids = np.load(Path(out_dir) / "frame_ids.npy")
         resize_h, resize_w = meta["resize_hw"]
-        config = PatchifyConfig(max_side=max(resize_h, resize_w), patch=16)
+        config = PatchifyConfig(exact_size=(resize_w, resize_h), patch=16)
         samples = next(iter_clip_samples(path, config, frame_indices=frame_ids.tolist()))
         rows_, cols_ = samples.geometry.grid
         geometry = samples.geometry
@@ -163,7 +163,7 @@ def peer_rows(executable: Path, path: Path) -> dict:
         for frame_id, row, col in positions:
             if int(frame_id) in index_of:
                 peer_kept[index_of[int(frame_id)], row, col] = True
-        ours, *_ = codec_selection(samples, PatchifyConfig(max_side=config.max_side, patch=16, budget=Budget(int(peer_kept.sum()), "tokens")))
+        ours, *_ = codec_selection(samples, PatchifyConfig(exact_size=config.exact_size, patch=16, budget=Budget(int(peer_kept.sum()), "tokens")))
         rows[str(budget)] = {
             "peer_tokens": int(peer_kept.sum()), "n_dense": int(peer_kept.size),
             "peer_psnr": selection_fidelity(samples, peer_kept, "mc").psnr_or_none(),
@@ -245,6 +245,10 @@ def main() -> None:
                     print(f"{clip.name:32} peer {100 * float(budget):5.2f}%: codec-video-prep {row['peer_psnr']} dB "
                           f"(held {row['peer_psnr_hold']}), ours {row['ours_psnr']} dB at {row['peer_tokens']} tokens; "
                           f"peer {row['peer_fps']:.0f} frames/s")
+            except subprocess.CalledProcessError as error:
+                reason = (error.stderr or b"").decode(errors="replace").strip().splitlines()[-1:] or [str(error)]
+                entry["peer"] = {"error": reason[0]}
+                print(f"{clip.name:32} peer failed: {reason[0]}")
             except (subprocess.SubprocessError, OSError, KeyError, ValueError) as error:
                 entry["peer"] = {"error": str(error)}
                 print(f"{clip.name:32} peer failed: {error}")

@@ -186,3 +186,9 @@ def test_codec_selection_beats_uniform_and_random_on_moving_sprites():
     assert scores["codec"].psnr_db > scores["random"].psnr_db
     everything = np.ones_like(patches.kept)
     assert math.isinf(selection_fidelity(samples, everything).psnr_db)
+
+
+def test_exact_size_canvas_ignores_aspect():
+    _, patches, _ = one_clip("sprites_h264_p.mp4", exact_size=(200, 100))
+    g = patches.geometry
+    assert (g.content_width, g.content_height, g.canvas_width, g.canvas_height) == (200, 100, 208, 112)

@@ -20,7 +20,7 @@ from ..errors import InvalidVideoError, VideoNotFoundError
 from ..motion import grid_shape_for
 from ._config import PatchifyConfig
 from ._energy import compose_fields, object_motion_magnitude
-from ._geometry import CanvasGeometry, native_geometry, square_geometry
+from ._geometry import CanvasGeometry, exact_geometry, native_geometry, square_geometry
 from ._sampling import chunk_bounds, plan_clips, uniform_samples
 from ._types import ClipInfo, ClipSamples
 
@@ -28,6 +28,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 
 
 def canvas_geometry(width: int, height: int, config: PatchifyConfig) -> CanvasGeometry:
+    if config.exact_size is not None:
+        return exact_geometry(width, height, *config.exact_size, config.patch)
     if config.max_side is not None:
         return native_geometry(width, height, config.max_side, config.patch)
     return square_geometry(width, height, config.size, config.patch)

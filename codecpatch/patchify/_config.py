@@ -81,6 +81,8 @@ class PatchifyConfig:
         budget: how many patches the codec mode keeps.
         size: side of the square canvas (letterboxed) when ``max_side`` is None.
         max_side: native-aspect canvas whose longer side is at most this (rounded up to whole patches).
+        exact_size: (width, height) every frame is resized to, aspect not kept (e.g. to match another
+            tool's grid); the canvas is padded up to whole patches. Overrides ``size`` and ``max_side``.
         patch: patch side in canvas pixels (14 or 16 usually).
         energy: "accumulated" scores each sampled frame by motion and residual summed over every decoded
             frame since the previous sample; "instant" uses only the sampled frame's own (OneVision-faithful).
@@ -106,6 +108,7 @@ class PatchifyConfig:
     budget: Budget = Budget(0.125)
     size: int = 224
     max_side: int | None = None
+    exact_size: tuple[int, int] | None = None
     patch: int = 16
     energy: EnergyTiming = "accumulated"
     camera: CameraCompensation = "median"
@@ -138,6 +141,8 @@ class PatchifyConfig:
             raise ValueError(f"size must be a positive multiple of patch ({self.patch}), got {self.size}")
         if self.max_side is not None and self.max_side < self.patch:
             raise ValueError(f"max_side must be >= patch ({self.patch}), got {self.max_side}")
+        if self.exact_size is not None and (len(self.exact_size) != 2 or min(self.exact_size) < 1):
+            raise ValueError(f"exact_size must be (width, height) >= 1, got {self.exact_size}")
         if self.clip_seconds is not None and self.clip_frames is not None:
             raise ValueError("give clip_seconds or clip_frames, not both")
         if (self.clip_seconds is not None and self.clip_seconds <= 0) or (self.clip_frames is not None and self.clip_frames < 1):

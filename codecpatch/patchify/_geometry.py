@@ -87,6 +87,12 @@ def native_geometry(source_width: int, source_height: int, max_side: int, patch:
     return CanvasGeometry(source_width, source_height, canvas_w, canvas_h, 0, 0, width, height, patch)
 
 
+def exact_geometry(source_width: int, source_height: int, width: int, height: int, patch: int) -> CanvasGeometry:
+    """Resize to exactly ``width`` x ``height`` (aspect not kept), padded to whole patches at the bottom/right."""
+    canvas_w, canvas_h = -(-width // patch) * patch, -(-height // patch) * patch
+    return CanvasGeometry(source_width, source_height, canvas_w, canvas_h, 0, 0, width, height, patch)
+
+
 def sum_pool(values: np.ndarray, patch: int) -> np.ndarray:
     """Sum (..., H, W) over non-overlapping patch x patch windows -> (..., H/patch, W/patch)."""
     *lead, h, w = values.shape
