@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import av
 
 from ._source import open_container
+from ._types import PLAUSIBLE_FPS
 
-_PLAUSIBLE_FPS = (1.0, 480.0)
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def plan_packets(source: str | os.PathLike, timeout: float = 10.0) -> PacketPlan
                 fps = (len(timestamps) - 1) / span
         if fps is None and stream.average_rate:
             fps = float(stream.average_rate)
-        if fps is not None and not _PLAUSIBLE_FPS[0] <= fps <= _PLAUSIBLE_FPS[1]:
+        if fps is not None and not PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1]:
             fps = None
         return PacketPlan(count, fps, complete)
     finally:

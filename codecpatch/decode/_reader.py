@@ -22,7 +22,7 @@ from ..motion import (
     grid_shape_for,
 )
 from ._source import open_container
-from ._types import CODECS_WITH_VECTORS, CodecFrame, DecodeOptions, DecodeReport, MotionSource, StreamInfo
+from ._types import CODECS_WITH_VECTORS, PLAUSIBLE_FPS, CodecFrame, DecodeOptions, DecodeReport, MotionSource, StreamInfo
 
 _PICT_TYPE_NAMES = {1: "I", 2: "P", 3: "B", 4: "S", 5: "SI", 6: "SP", 7: "BI"}
 # Pixel formats whose first plane is 8-bit luma that can be read in place.
@@ -30,7 +30,6 @@ _PLANAR_8BIT_LUMA = frozenset(
     {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv410p", "yuv411p", "yuv440p",
      "yuvj440p", "nv12", "nv21", "gray", "yuva420p"}
 )
-_PLAUSIBLE_FPS = (1.0, 480.0)
 _EMPTY_VECTORS = np.zeros(0, MOTION_VECTOR_DTYPE)
 _B_FRAME = 3  # av.video.frame.PictureType.B
 _MAX_PENDING_B_FRAMES = 16
@@ -321,7 +320,7 @@ class VideoReader:
 
     @staticmethod
     def _plausible(fps: float | None) -> bool:
-        return fps is not None and _PLAUSIBLE_FPS[0] <= fps <= _PLAUSIBLE_FPS[1]
+        return fps is not None and PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1]
 
 
 def _luma(av_frame: av.VideoFrame, factor: int) -> np.ndarray:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, get_args
+from typing import Callable, Literal
 
 import numpy as np
 
+from .._validation import check_choice as _check_choice
 from ..motion import BlockMotion, motion_magnitude
 
 MotionMode = Literal["auto", "codec", "flow", "none"]
@@ -15,6 +16,10 @@ ErrorPolicy = Literal["raise", "skip"]
 ThreadType = Literal["auto", "slice", "frame", "none"]
 MotionSource = Literal["codec", "flow", "none"]
 
+#: Frame rates outside this range (frames per second) are treated as "no usable rate" (e.g. a 1/1000
+#: time base reported as 1000 fps).
+PLAUSIBLE_FPS = (1.0, 480.0)
+
 #: Decoders for which FFmpeg exports motion vectors with ``flags2=+export_mvs`` (H.264 and the
 #: mpegvideo family). Everything else gets pixel-based motion when motion is asked for.
 CODECS_WITH_VECTORS = frozenset(
@@ -22,11 +27,6 @@ CODECS_WITH_VECTORS = frozenset(
      "msmpeg4v3", "wmv1", "wmv2"}
 )
 
-
-def _check_choice(name: str, value: object, literal: object) -> None:
-    allowed = get_args(literal)
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 @dataclass(frozen=True)

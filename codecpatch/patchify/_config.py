@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
+
+from .._validation import check_choice as _check_choice
 
 Mode = Literal["codec", "chunk", "image"]
 EnergyTiming = Literal["accumulated", "instant"]
@@ -13,11 +15,6 @@ CameraCompensation = Literal["median", "affine", "none"]
 Normalisation = Literal["frame", "clip"]
 BudgetUnit = Literal["fraction", "frames", "tokens"]
 
-
-def _check_choice(name: str, value: object, literal: object) -> None:
-    allowed = get_args(literal)
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 @dataclass(frozen=True)
