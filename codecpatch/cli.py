@@ -221,6 +221,61 @@ def patchify(video: str, as_json: bool, no_fidelity: bool, **params) -> None:
 
 @main.command()
 @click.argument("video")
+@_patchify_options
+@click.option("--encoder", default="pixel", show_default=True,
+              help="pixel (normalised flattened patch) or pixel:D (seeded orthonormal projection to D dims).")
+@click.option("--compress", "chain", default="", help="Compressor chain, e.g. apet:0.25 or duet:0.5,apet:0.5 (@clip for clip scope).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per clip (an array when there are several).")
+def encode(video: str, encoder: str, chain: str, as_json: bool, **params) -> None:
+    """Patchify VIDEO, encode the kept patches as tokens and compress them; report each stage."""
+    import torch
+
+    from .patchify import iter_clip_samples, patchify_samples
+    from .tokens import compress, encode_pixels, parse_chain, random_prune, relative_rebuild_error, stride_prune
+
+    name, _, dim_text = encoder.partition(":")
+    if name != "pixel" or (dim_text and not dim_text.isdigit()):
+        raise click.BadParameter(f"{encoder!r}: expected pixel or pixel:D", param_hint="--encoder")
+    try:
+        parse_chain(chain)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--compress") from error
+    config = _patchify_config(params)
+    records = []
+    try:
+        for samples in iter_clip_samples(video, config):
+            patches = patchify_samples(samples, config)
+            tokens = encode_pixels(patches.pixels, patches.positions, patches.sample_index, dim=int(dim_text) if dim_text else None)
+            compressed = compress(tokens, chain)
+            ratio = compressed.n_tokens / max(tokens.n_tokens, 1)
+            fidelity = {"relative_error": round(relative_rebuild_error(tokens.tokens, compressed), 6)}
+            if chain:
+                fidelity["random"] = round(relative_rebuild_error(tokens.tokens, random_prune(tokens, ratio)), 6)
+                fidelity["stride"] = round(relative_rebuild_error(tokens.tokens, stride_prune(tokens, ratio)), 6)
+            records.append({
+                "source": patches.info.source, "clip_index": patches.info.clip_index,
+                "n_dense": patches.n_dense, "n_patches": patches.n_kept, "n_tokens": compressed.n_tokens,
+                "dim": compressed.dim,
+                "stages": [{"name": "patchify", "n_in": patches.n_dense, "n_out": patches.n_kept, "seconds": None}]
+                + [{"name": st.name, "n_in": st.n_in, "n_out": st.n_out, "seconds": round(st.seconds, 6)} for st in compressed.stages],
+                "fidelity": fidelity,
+            })
+    except VideoError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(_EXIT_BAD_INPUT)
+    if as_json:
+        click.echo(json.dumps(records[0] if len(records) == 1 else records))
+        return
+    for record in records:
+        click.echo(f"clip {record['clip_index']}: {record['n_dense']} dense -> {record['n_tokens']} tokens of dim {record['dim']}")
+        for stage in record["stages"]:
+            seconds = f"{1000 * stage['seconds']:.1f} ms" if stage["seconds"] is not None else ""
+            click.echo(f"  {stage['name']:28} {stage['n_in']:7d} -> {stage['n_out']:7d}  {seconds}")
+        click.echo("  relative rebuild error " + "  ".join(f"{k} {v:.4f}" for k, v in record["fidelity"].items()))
+
+
+@main.command()
+@click.argument("video")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.png (grid of sampled frames) or FILE.mp4.")
 @_patchify_options
 @click.option("--columns", type=int, default=8, show_default=True, help="Tiles per row in the PNG.")

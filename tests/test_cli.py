@@ -99,3 +99,15 @@ def test_viz_writes_a_png_and_an_mp4(tmp_path):
     summary = json.loads(codecpatch("inspect", str(mp4), "--json").stdout)["summary"]
     assert summary["frames"] == 12
     assert codecpatch("viz", str(SAMPLES / "sprites_h264_b.mp4"), "--out", str(tmp_path / "x.gif")).returncode != 0
+
+
+def test_encode_reports_stages_tokens_and_fidelity():
+    result = codecpatch("encode", str(SAMPLES / "sprites_h264_b.mp4"), "--mode", "codec", "--budget", "0.125",
+                        "--frames", "16", "--encoder", "pixel:64", "--compress", "apet:0.25", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert [s["name"] for s in record["stages"]] == ["patchify", "pixel:64", "apet:0.25"]
+    assert record["dim"] == 64 and record["n_tokens"] == record["stages"][-1]["n_out"] < record["n_patches"]
+    assert record["fidelity"]["relative_error"] < record["fidelity"]["random"]
+    bad = codecpatch("encode", str(SAMPLES / "sprites_h264_b.mp4"), "--compress", "tome:0.5")
+    assert bad.returncode == 2 and "unknown compressor" in bad.stderr

@@ -1,0 +1,28 @@
+"""Tokens: encoders turn a PatchSet into a TokenSet; compressors (ApET, DUET) shrink it. Pure torch."""
+
+from ._apet import apet, farthest_point_basis, reconstruction_error
+from ._baselines import random_prune, stride_prune
+from ._chain import compress, parse_chain
+from ._duet import duet_t2v, duet_v2v, prune_hidden_states, text_guided_scores
+from ._merge import relative_rebuild_error
+from ._pixel import encode_pixels, orthonormal_projection
+from ._types import StageCount, TokenSet
+
+__all__ = [
+    "StageCount",
+    "TokenSet",
+    "apet",
+    "compress",
+    "duet_t2v",
+    "duet_v2v",
+    "encode_pixels",
+    "farthest_point_basis",
+    "orthonormal_projection",
+    "parse_chain",
+    "prune_hidden_states",
+    "random_prune",
+    "reconstruction_error",
+    "relative_rebuild_error",
+    "stride_prune",
+    "text_guided_scores",
+]
