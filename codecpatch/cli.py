@@ -17,6 +17,12 @@ from .summary import FrameRecord, StreamSummary, summarize
 _EXIT_BAD_INPUT = 2
 
 
+def _fail(message: str) -> None:
+    """Bad input: one line on stderr, exit status 2, no traceback."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(_EXIT_BAD_INPUT)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="codecpatch")
 def main() -> None:
@@ -48,8 +54,7 @@ def inspect(video: str, as_json: bool, motion: str, residual: str, block_size: s
             records = [FrameRecord.from_frame(frame) for frame in frames]
             summary = summarize(reader.info, reader.report, records)
     except VideoError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(_EXIT_BAD_INPUT)
+        _fail(str(error))
     if as_json:
         click.echo(json.dumps({"summary": summary.to_dict(), "frames": [asdict(r) for r in records]}))
     else:
@@ -100,8 +105,7 @@ def transcode(video: str, output: str, gop: int, crf: int, fps: int, max_side: i
     try:
         result = transcode_for_vectors(video, output, gop=gop, crf=crf, fps=fps, max_side=max_side)
     except VideoError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(_EXIT_BAD_INPUT)
+        _fail(str(error))
     click.echo(f"wrote {result.path}: {result.frames} frames, {result.width}x{result.height}, GOP {gop}, P-only, ref=1")
 
 
@@ -195,13 +199,11 @@ def patchify(video: str, as_json: bool, no_fidelity: bool, **params) -> None:
             fidelity = None if no_fidelity else _fidelity(samples, patches, config.seed)
             records.append(_clip_record(samples, patches, fidelity))
     except VideoError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(_EXIT_BAD_INPUT)
+        _fail(str(error))
     if not records:
-        click.echo(f"error: {video}: no frame could be decoded", err=True)
-        sys.exit(_EXIT_BAD_INPUT)
+        _fail(f"{video}: no frame could be decoded")
     if as_json:
-        click.echo(json.dumps(records[0] if len(records) == 1 else records))
+        click.echo(json.dumps(records[0] if len(records) == 1 else records))  # one clip: an object
         return
     for record in records:
         psnr = record.get("psnr")
@@ -261,10 +263,11 @@ def encode(video: str, encoder: str, chain: str, as_json: bool, **params) -> Non
                 "fidelity": fidelity,
             })
     except VideoError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(_EXIT_BAD_INPUT)
+        _fail(str(error))
+    if not records:
+        _fail(f"{video}: no frame could be decoded")
     if as_json:
-        click.echo(json.dumps(records[0] if len(records) == 1 else records))
+        click.echo(json.dumps(records[0] if len(records) == 1 else records))  # one clip: an object
         return
     for record in records:
         click.echo(f"clip {record['clip_index']}: {record['n_dense']} dense -> {record['n_tokens']} tokens of dim {record['dim']}")
@@ -289,11 +292,9 @@ def viz(video: str, out: str, columns: int, max_tiles: int, **params) -> None:
     try:
         samples = next(iter(iter_clip_samples(video, config)), None)
     except VideoError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(_EXIT_BAD_INPUT)
+        _fail(str(error))
     if samples is None:
-        click.echo(f"error: {video}: no frame could be decoded", err=True)
-        sys.exit(_EXIT_BAD_INPUT)
+        _fail(f"{video}: no frame could be decoded")
     patches = patchify_samples(samples, config)
     psnr = {name: f.psnr_or_none() for name, f in _fidelity(samples, patches, config.seed).items()}
     try:
