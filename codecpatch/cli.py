@@ -225,19 +225,37 @@ def patchify(video: str, as_json: bool, no_fidelity: bool, **params) -> None:
 @click.argument("video")
 @_patchify_options
 @click.option("--encoder", default="pixel", show_default=True,
-              help="pixel (normalised flattened patch) or pixel:D (seeded orthonormal projection to D dims).")
+              help="pixel, pixel:D (seeded orthonormal projection to D dims) or vit:PATH (a local Hugging Face "
+                   "CLIP/SigLIP vision tower: folder or safetensors/torch file).")
+@click.option("--xray", default="", help="With vit: EViT blocks and keep rate, e.g. 4,8,11@0.7 (one-indexed blocks).")
 @click.option("--compress", "chain", default="", help="Compressor chain, e.g. apet:0.25 or duet:0.5,apet:0.5 (@clip for clip scope).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per clip (an array when there are several).")
-def encode(video: str, encoder: str, chain: str, as_json: bool, **params) -> None:
+def encode(video: str, encoder: str, xray: str, chain: str, as_json: bool, **params) -> None:
     """Patchify VIDEO, encode the kept patches as tokens and compress them; report each stage."""
     import torch
 
     from .patchify import iter_clip_samples, patchify_samples
-    from .tokens import compress, encode_pixels, parse_chain, random_prune, relative_rebuild_error, stride_prune
+    from .tokens import compress, encode_pixels, encode_with_vit, load_vit, parse_chain, random_prune, relative_rebuild_error, stride_prune
 
-    name, _, dim_text = encoder.partition(":")
-    if name != "pixel" or (dim_text and not dim_text.isdigit()):
-        raise click.BadParameter(f"{encoder!r}: expected pixel or pixel:D", param_hint="--encoder")
+    name, _, argument = encoder.partition(":")
+    dim_text = argument if name == "pixel" else ""
+    if name not in ("pixel", "vit") or (name == "pixel" and argument and not argument.isdigit()) or (name == "vit" and not argument):
+        raise click.BadParameter(f"{encoder!r}: expected pixel, pixel:D or vit:PATH", param_hint="--encoder")
+    model = None
+    if name == "vit":
+        overrides = {}
+        if xray:
+            blocks, _, keep = xray.partition("@")
+            try:
+                overrides = {"xray_blocks": tuple(int(b) for b in blocks.split(",") if b), "xray_keep": float(keep or 0.7)}
+            except ValueError:
+                raise click.BadParameter(f"{xray!r}: expected blocks@keep, e.g. 4,8,11@0.7", param_hint="--xray") from None
+        try:
+            model = load_vit(argument, **overrides)
+        except (OSError, ValueError, KeyError) as error:
+            raise click.BadParameter(str(error), param_hint="--encoder") from error
+    elif xray:
+        raise click.BadParameter("--xray needs --encoder vit:PATH", param_hint="--xray")
     try:
         parse_chain(chain)
     except ValueError as error:
@@ -247,13 +265,20 @@ def encode(video: str, encoder: str, chain: str, as_json: bool, **params) -> Non
     try:
         for samples in iter_clip_samples(video, config):
             patches = patchify_samples(samples, config)
-            tokens = encode_pixels(patches.pixels, patches.positions, patches.sample_index, dim=int(dim_text) if dim_text else None)
+            if model is not None:
+                if model.config.patch != config.patch:
+                    raise click.BadParameter(f"the ViT's patch is {model.config.patch} px; pass --patch {model.config.patch}")
+                tokens = encode_with_vit(model, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
+            else:
+                tokens = encode_pixels(patches.pixels, patches.positions, patches.sample_index, dim=int(dim_text) if dim_text else None)
             compressed = compress(tokens, chain)
             ratio = compressed.n_tokens / max(tokens.n_tokens, 1)
-            fidelity = {"relative_error": round(relative_rebuild_error(tokens.tokens, compressed), 6)}
+            # Reference: the encoder's token for every kept patch (after Xray, fused patches share one).
+            reference = tokens.tokens[tokens.absorbed_into]
+            fidelity = {"relative_error": round(relative_rebuild_error(reference, compressed), 6)}
             if chain:
-                fidelity["random"] = round(relative_rebuild_error(tokens.tokens, random_prune(tokens, ratio)), 6)
-                fidelity["stride"] = round(relative_rebuild_error(tokens.tokens, stride_prune(tokens, ratio)), 6)
+                fidelity["random"] = round(relative_rebuild_error(reference, random_prune(tokens, ratio)), 6)
+                fidelity["stride"] = round(relative_rebuild_error(reference, stride_prune(tokens, ratio)), 6)
             records.append({
                 "source": patches.info.source, "clip_index": patches.info.clip_index,
                 "n_dense": patches.n_dense, "n_patches": patches.n_kept, "n_tokens": compressed.n_tokens,

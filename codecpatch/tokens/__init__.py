@@ -7,16 +7,22 @@ from ._duet import duet_t2v, duet_v2v, prune_hidden_states, text_guided_scores
 from ._merge import relative_rebuild_error
 from ._pixel import encode_pixels, orthonormal_projection
 from ._types import StageCount, TokenSet
+from ._vit import SparseViT, ViTConfig, encode_with_vit, load_state_dict, load_vit
 
 __all__ = [
+    "SparseViT",
     "StageCount",
     "TokenSet",
+    "ViTConfig",
     "apet",
     "compress",
     "duet_t2v",
     "duet_v2v",
     "encode_pixels",
+    "encode_with_vit",
     "farthest_point_basis",
+    "load_state_dict",
+    "load_vit",
     "orthonormal_projection",
     "parse_chain",
     "prune_hidden_states",

@@ -61,7 +61,9 @@ def apply_by_group(tokens: TokenSet, rule: GroupRule, keep_ratio: float, scope: 
 
 
 def relative_rebuild_error(original: torch.Tensor, compressed: TokenSet) -> float:
-    """Mean over original tokens of ||x_i - y_a(i)|| / ||x_i||, y_a(i) the output token that absorbed x_i."""
+    """Mean over original patches of ||x_i - y_a(i)|| / ||x_i||, y_a(i) the output token that absorbed patch i.
+
+    ``original`` is (N, D), one row per original patch (``compressed.absorbed_into`` has N entries)."""
     rebuilt = compressed.tokens[compressed.absorbed_into].to(torch.float32)
     original = original.to(torch.float32)
     error = torch.linalg.vector_norm(original - rebuilt, dim=1) / torch.linalg.vector_norm(original, dim=1).clamp_min(1e-8)

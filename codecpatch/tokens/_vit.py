@@ -1,0 +1,319 @@
+"""A compact ViT that encodes a *sparse* set of patches at their (t, h, w) positions, with EViT token
+reorganisation (Xray) inside chosen blocks, and weight loading from Hugging Face CLIP / SigLIP vision towers.
+
+Positions: learned 2-D embeddings of the checkpoint, bicubically interpolated to the canvas patch grid,
+plus a temporal embedding over the 64-slot timeline (zero-initialised, so image weights are unchanged).
+Attention is ``torch.nn.functional.scaled_dot_product_attention`` over padded batches with a key mask; the
+Xray blocks compute only the [CLS] query row of attention on the side, so every block keeps the fused kernel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._types import StageCount, TokenSet
+
+Activation = Literal["quick_gelu", "gelu", "gelu_tanh"]
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Shape of the ViT.
+
+    Attributes:
+        dim, depth, heads, mlp_dim: transformer width, blocks, attention heads, MLP hidden width.
+        patch: patch side in pixels.
+        pos_grid: side of the checkpoint's square 2-D position-embedding grid.
+        cls: the model has a [CLS] token.
+        pre_norm: LayerNorm after the embeddings (CLIP's ``pre_layrnorm``).
+        final_norm: LayerNorm at the end, on every token ("all", SigLIP) or only on [CLS] ("cls", CLIP's pooled
+            output; tokens are returned before it).
+        activation: MLP activation.
+        eps: LayerNorm epsilon.
+        timeline_slots: length of the temporal-embedding table.
+        xray_blocks: one-indexed blocks after whose attention EViT reorganises tokens (empty = plain ViT).
+        xray_keep: fraction of (non-[CLS]) tokens kept at each of those blocks.
+    """
+
+    dim: int = 192
+    depth: int = 12
+    heads: int = 3
+    mlp_dim: int = 768
+    patch: int = 16
+    pos_grid: int = 14
+    cls: bool = True
+    pre_norm: bool = True
+    final_norm: Literal["all", "cls", "none"] = "cls"
+    activation: Activation = "quick_gelu"
+    eps: float = 1e-5
+    timeline_slots: int = 64
+    xray_blocks: tuple[int, ...] = field(default_factory=tuple)
+    xray_keep: float = 0.7
+
+
+class _Block(nn.Module):
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.heads = config.heads
+        self.norm1 = nn.LayerNorm(config.dim, eps=config.eps)
+        self.q, self.k, self.v = (nn.Linear(config.dim, config.dim) for _ in range(3))
+        self.proj = nn.Linear(config.dim, config.dim)
+        self.norm2 = nn.LayerNorm(config.dim, eps=config.eps)
+        self.fc1 = nn.Linear(config.dim, config.mlp_dim)
+        self.fc2 = nn.Linear(config.mlp_dim, config.dim)
+        self.activation = config.activation
+
+    def attention(self, x: torch.Tensor, key_mask: torch.Tensor, cls_row: bool, row_query: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, L, D) -> (attention output (B, L, D), query-row attention (B, L) averaged over heads).
+
+        The row is the first token's ([CLS]) unless ``row_query`` (B, 1, D) gives another query token
+        (which does not take part in the attention itself)."""
+        b, length, dim = x.shape
+        h = self.norm1(x)
+        q, k, v = (proj(h).view(b, length, self.heads, dim // self.heads).transpose(1, 2) for proj in (self.q, self.k, self.v))
+        mask = key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        row = None
+        if cls_row:  # only the first query's row, computed on the side: the fused kernel above stays fused
+            query = q[:, :, :1]
+            if row_query is not None:
+                query = self.q(self.norm1(row_query)).view(b, 1, self.heads, dim // self.heads).transpose(1, 2)
+            logits = (query @ k.transpose(-1, -2)) / math.sqrt(dim // self.heads)
+            row = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)[:, :, 0].mean(dim=1)
+        return self.proj(out.transpose(1, 2).reshape(b, length, dim)), row
+
+    def mlp(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(self.norm2(x))
+        if self.activation == "quick_gelu":
+            h = h * torch.sigmoid(1.702 * h)
+        else:
+            h = F.gelu(h, approximate="tanh" if self.activation == "gelu_tanh" else "none")
+        return self.fc2(h)
+
+
+class SparseViT(nn.Module):
+    """ViT over sparse patches. See the module docstring; build with ``load_vit`` or ``SparseViT(ViTConfig())``."""
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.config = config
+        # CLIP's patch embedding has no bias, SigLIP's has one (and no [CLS] token).
+        self.patch_embed = nn.Conv2d(3, config.dim, config.patch, config.patch, bias=not config.cls)
+        self.cls_token = nn.Parameter(torch.zeros(config.dim)) if config.cls else None
+        self.cls_pos = nn.Parameter(torch.zeros(config.dim)) if config.cls else None
+        self.pos_embed = nn.Parameter(torch.zeros(config.pos_grid, config.pos_grid, config.dim))
+        self.time_embed = nn.Parameter(torch.zeros(config.timeline_slots, config.dim))
+        self.pre_norm = nn.LayerNorm(config.dim, eps=config.eps) if config.pre_norm else nn.Identity()
+        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.depth))
+        self.final_norm = nn.LayerNorm(config.dim, eps=config.eps) if config.final_norm != "none" else nn.Identity()
+
+    def position_grid(self, rows: int, cols: int) -> torch.Tensor:
+        """(rows, cols, D) 2-D position embeddings, bicubically resized from the checkpoint's grid."""
+        table = self.pos_embed
+        if table.shape[:2] == (rows, cols):
+            return table
+        resized = F.interpolate(table.permute(2, 0, 1)[None], size=(rows, cols), mode="bicubic", align_corners=False)
+        return resized[0].permute(1, 2, 0)
+
+    def forward(self, pixels: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, grid: tuple[int, int]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Encode a padded batch of sparse patch sets.
+
+        Args:
+            pixels: (B, K, 3, P, P) float, normalised.
+            positions: (B, K, 3) int64 (t, h, w).
+            valid: (B, K) bool, False on padding.
+            grid: (rows, cols) of the canvas patch grid.
+        Returns:
+            tokens (B, K', D), token_valid (B, K'), cls (B, D) or None, and ``source`` (B, K) int64: for
+            every input patch, the output token index that carries it (K' < K after Xray blocks).
+        """
+        b, k = pixels.shape[:2]
+        config = self.config
+        x = self.patch_embed(pixels.flatten(0, 1)).flatten(1).view(b, k, config.dim)
+        pos = self.position_grid(*grid)
+        x = x + pos[positions[..., 1], positions[..., 2]] + self.time_embed[positions[..., 0].clamp(0, config.timeline_slots - 1)]
+        if self.cls_token is not None:
+            x = torch.cat([(self.cls_token + self.cls_pos).expand(b, 1, config.dim), x], dim=1)
+            valid = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=valid.device), valid], dim=1)
+        offset = 1 if self.cls_token is not None else 0
+        x = self.pre_norm(x)
+        source = torch.arange(k, device=x.device).expand(b, k).clone()
+        for number, block in enumerate(self.blocks, start=1):
+            xray = number in config.xray_blocks
+            if xray and self.cls_token is None:
+                # No [CLS]: the mean token is the query of the side row (EViT needs one).
+                mean = (x * valid[..., None]).sum(1, keepdim=True) / valid.sum(1, keepdim=True)[..., None]
+                attended, row = block.attention(x, valid, True, row_query=mean)
+            else:
+                attended, row = block.attention(x, valid, xray)
+            x = x + attended
+            if xray:
+                x, valid, source = _reorganise(x, valid, source, row, offset, config.xray_keep)
+            x = x + block.mlp(x)
+        cls = None
+        if self.cls_token is not None:
+            cls = self.final_norm(x[:, 0]) if config.final_norm != "none" else x[:, 0]
+            x, valid = x[:, 1:], valid[:, 1:]
+        if config.final_norm == "all":
+            x = self.final_norm(x)
+        return x, valid, cls, source
+
+
+def _reorganise(x: torch.Tensor, valid: torch.Tensor, source: torch.Tensor, row: torch.Tensor, offset: int, keep: float):
+    """EViT: keep the ceil(keep * N) most attended tokens, fuse the rest into one token weighted by their
+    attention. Loops over the batch (clips), never over tokens. Returns the new (x, valid, source)."""
+    b = x.shape[0]
+    outputs, masks, sources = [], [], []
+    for i in range(b):
+        tokens = x[i, offset:][valid[i, offset:]]
+        scores = row[i, offset:][valid[i, offset:]]
+        n = tokens.shape[0]
+        count = min(n, math.ceil(keep * n))
+        order = torch.argsort(scores, descending=True, stable=True)
+        kept, rest = torch.sort(order[:count]).values, order[count:]
+        new_index = torch.empty(n, dtype=torch.long, device=x.device)
+        new_index[kept] = torch.arange(count, device=x.device)
+        parts = [x[i, :offset], tokens[kept]]
+        if len(rest):
+            weights = scores[rest] / scores[rest].sum().clamp_min(1e-12)
+            parts.append((weights[:, None] * tokens[rest]).sum(0, keepdim=True))
+            new_index[rest] = count
+        outputs.append(torch.cat(parts))
+        old_slot = torch.full((valid.shape[1] - offset,), -1, dtype=torch.long, device=x.device)
+        old_slot[valid[i, offset:]] = torch.arange(n, device=x.device)
+        sources.append(new_index[old_slot[source[i]]])
+    length = max(o.shape[0] for o in outputs)
+    padded = x.new_zeros(b, length, x.shape[2])
+    mask = torch.zeros(b, length, dtype=torch.bool, device=x.device)
+    for i, out in enumerate(outputs):
+        padded[i, : out.shape[0]] = out
+        mask[i, : out.shape[0]] = True
+    return padded, mask, torch.stack(sources)
+
+
+def encode_with_vit(model: SparseViT, pixels, positions, group, grid: tuple[int, int], mean=(0.48145466, 0.4578275, 0.40821073),
+                    std=(0.26862954, 0.26130258, 0.27577711)) -> TokenSet:
+    """Encode one clip's kept patches ((K, 3, P, P) uint8) into a TokenSet (CLIP normalisation by default).
+
+    Xray's fused token takes the position and frame of the most attended token it absorbed.
+    """
+    started = time.perf_counter()
+    parameter = next(model.parameters())
+    pixels = torch.as_tensor(pixels).to(parameter.device)
+    positions = torch.as_tensor(positions, dtype=torch.int64).to(parameter.device)
+    group = torch.as_tensor(group, dtype=torch.int64).to(parameter.device)
+    normalised = (pixels.to(torch.float32) / 255.0 - torch.tensor(mean, device=parameter.device).view(1, 3, 1, 1)) \
+        / torch.tensor(std, device=parameter.device).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        tokens, valid, cls, source = model(normalised[None].to(parameter.dtype), positions[None],
+                                           torch.ones(1, len(positions), dtype=torch.bool, device=parameter.device), grid)
+    tokens, source = tokens[0][valid[0]], source[0]
+    representative = torch.full((tokens.shape[0],), -1, dtype=torch.long, device=tokens.device)
+    representative.scatter_reduce_(0, source, torch.arange(len(source), device=tokens.device), reduce="amin", include_self=False)
+    n = len(positions)
+    name = "vit"
+    if model.config.xray_blocks and model.config.xray_keep < 1:
+        name += "+xray" + ("" if model.config.cls else "(query=mean)")  # no [CLS]: say which query scored
+    stage = StageCount(name, n, tokens.shape[0], time.perf_counter() - started)
+    return TokenSet(tokens.float().cpu(), positions[representative].cpu(), group[representative].cpu(), source.cpu(),
+                    None if cls is None else cls[0].float().cpu(), (stage,))
+
+
+# -- loading -------------------------------------------------------------------------------------------
+
+_HF_PREFIXES = ("vision_model.", "model.vision_model.")
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a local safetensors or torch checkpoint (never a hub: there is no network)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    if path.is_dir():
+        candidates = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")) or sorted(path.glob("*.pt"))
+        if not candidates:
+            raise FileNotFoundError(f"{path}: no .safetensors, .bin or .pt file in the folder")
+        path = candidates[0]
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _hf_vision_config(path: str | os.PathLike) -> dict:
+    """The vision part of a Hugging Face ``config.json`` beside the weights, or {}."""
+    import json
+
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    config_file = folder / "config.json"
+    if not config_file.exists():
+        return {}
+    config = json.loads(config_file.read_text())
+    return config.get("vision_config", config)
+
+
+def load_vit(path: str | os.PathLike, **overrides) -> SparseViT:
+    """Build a SparseViT from a Hugging Face CLIP or SigLIP vision tower checkpoint (safetensors or torch).
+
+    ``overrides`` set ViTConfig fields the checkpoint cannot tell (e.g. ``xray_blocks=(4, 8, 11)``,
+    ``heads`` when it is not the default head width of 64).
+    """
+    state = load_state_dict(path)
+    hf_config = _hf_vision_config(path)
+    for prefix in _HF_PREFIXES:
+        if any(key.startswith(prefix) for key in state):
+            state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+            break
+    if "embeddings.patch_embedding.weight" not in state:
+        raise ValueError(f"{path}: not a Hugging Face CLIP/SigLIP vision tower (no embeddings.patch_embedding.weight)")
+    is_clip = "embeddings.class_embedding" in state
+    dim, _, patch, _ = state["embeddings.patch_embedding.weight"].shape
+    positions = state["embeddings.position_embedding.weight"]
+    grid = math.isqrt(positions.shape[0] - (1 if is_clip else 0))
+    depth = 1 + max(int(key.split(".")[2]) for key in state if key.startswith("encoder.layers."))
+    settings = dict(dim=dim, depth=depth, heads=max(1, dim // 64), mlp_dim=state["encoder.layers.0.mlp.fc1.weight"].shape[0],
+                    patch=patch, pos_grid=grid, cls=is_clip, pre_norm=is_clip, final_norm="cls" if is_clip else "all",
+                    activation="quick_gelu" if is_clip else "gelu_tanh", eps=1e-5 if is_clip else 1e-6)
+    if hf_config:
+        settings["heads"] = hf_config.get("num_attention_heads", settings["heads"])
+        settings["eps"] = hf_config.get("layer_norm_eps", settings["eps"])
+        activation = hf_config.get("hidden_act")
+        if activation in ("quick_gelu", "gelu"):
+            settings["activation"] = activation
+        elif activation in ("gelu_pytorch_tanh", "gelu_new"):
+            settings["activation"] = "gelu_tanh"
+    settings.update(overrides)
+    model = SparseViT(ViTConfig(**settings))
+    mapped = {
+        "patch_embed.weight": state["embeddings.patch_embedding.weight"],
+        "pos_embed": (positions[1:] if is_clip else positions).reshape(grid, grid, dim),
+        "time_embed": model.time_embed.detach().clone(),
+    }
+    if is_clip:
+        mapped.update({"cls_token": state["embeddings.class_embedding"], "cls_pos": positions[0],
+                       "pre_norm.weight": state["pre_layrnorm.weight"], "pre_norm.bias": state["pre_layrnorm.bias"]})
+    else:
+        mapped["patch_embed.bias"] = state["embeddings.patch_embedding.bias"]
+    final = "post_layernorm"
+    mapped.update({"final_norm.weight": state[f"{final}.weight"], "final_norm.bias": state[f"{final}.bias"]})
+    names = {"norm1": "layer_norm1", "norm2": "layer_norm2", "q": "self_attn.q_proj", "k": "self_attn.k_proj",
+             "v": "self_attn.v_proj", "proj": "self_attn.out_proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+    for layer in range(depth):
+        for ours, theirs in names.items():
+            for kind in ("weight", "bias"):
+                mapped[f"blocks.{layer}.{ours}.{kind}"] = state[f"encoder.layers.{layer}.{theirs}.{kind}"]
+    model.load_state_dict(mapped, strict=True)
+    return model.eval()

@@ -1,0 +1,131 @@
+"""The sparse ViT: parity with Hugging Face CLIP/SigLIP towers (small, random, built here: no download),
+Xray (EViT) inside it, and encoding a PatchSet."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")  # a dev dependency: always there in CI
+
+from codecpatch.patchify import PatchifyConfig, patchify_video  # noqa: E402
+from codecpatch.tokens import apet, encode_with_vit, load_vit  # noqa: E402
+
+from .conftest import SAMPLES  # noqa: E402
+
+
+def tiny_tower(kind: str, folder, seed: int = 0):
+    torch.manual_seed(seed)
+    if kind == "clip":
+        config = transformers.CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                               num_attention_heads=4, image_size=32, patch_size=8)
+        model = transformers.CLIPVisionModel(config).eval()
+    else:
+        config = transformers.SiglipVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                                 num_attention_heads=4, image_size=32, patch_size=8)
+        model = transformers.SiglipVisionModel(config).eval()
+    model.save_pretrained(folder)
+    return model
+
+
+def dense_patches(image: torch.Tensor):
+    """(1, 3, 32, 32) -> (1, 16, 3, 8, 8) patches and (1, 16, 3) positions in raster order."""
+    patches = image.unfold(2, 8, 8).unfold(3, 8, 8).permute(0, 2, 3, 1, 4, 5).reshape(1, 16, 3, 8, 8)
+    index = torch.arange(16)
+    return patches, torch.stack([torch.zeros(16, dtype=torch.long), index // 4, index % 4], dim=1)[None]
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_parity_with_transformers_on_dense_inputs(kind, tmp_path):
+    reference = tiny_tower(kind, tmp_path)
+    ours = load_vit(tmp_path)
+    image = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = reference(pixel_values=image)
+        for b in range(2):
+            patches, positions = dense_patches(image[b : b + 1])
+            tokens, valid, cls, source = ours(patches, positions, torch.ones(1, 16, dtype=torch.bool), (4, 4))
+            if kind == "clip":
+                torch.testing.assert_close(tokens, expected.last_hidden_state[b : b + 1, 1:], atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(cls, expected.pooler_output[b : b + 1], atol=1e-5, rtol=1e-4)
+            else:
+                torch.testing.assert_close(tokens, expected.last_hidden_state[b : b + 1], atol=1e-5, rtol=1e-4)
+                assert cls is None
+            assert valid.all() and torch.equal(source[0], torch.arange(16))
+
+
+def test_torch_file_and_bad_checkpoints(tmp_path):
+    reference = tiny_tower("clip", tmp_path / "hf")
+    torch.save({f"vision_model.{k}": v for k, v in reference.state_dict().items()}, tmp_path / "tower.pt")
+    model = load_vit(tmp_path / "tower.pt", heads=4)
+    assert model.config.depth == 3 and model.config.cls
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_vit(tmp_path / "missing.safetensors")
+    torch.save({"something.else": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a Hugging Face CLIP/SigLIP"):
+        load_vit(tmp_path / "other.pt")
+
+
+def test_padded_batches_match_single_clips(tmp_path):
+    tiny_tower("clip", tmp_path)
+    model = load_vit(tmp_path)
+    patches, positions = dense_patches(torch.randn(1, 3, 32, 32))
+    short, short_positions = patches[:, :9], positions[:, :9]
+    with torch.no_grad():
+        alone, *_ = model(short, short_positions, torch.ones(1, 9, dtype=torch.bool), (4, 4))
+        batch = torch.cat([patches, torch.cat([short, torch.zeros(1, 7, 3, 8, 8)], 1)])
+        batch_positions = torch.cat([positions, torch.cat([short_positions, torch.zeros(1, 7, 3, dtype=torch.long)], 1)])
+        valid = torch.ones(2, 16, dtype=torch.bool)
+        valid[1, 9:] = False
+        together, *_ = model(batch, batch_positions, valid, (4, 4))
+    torch.testing.assert_close(together[1:, :9], alone, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_xray_keep_one_equals_plain_and_lower_rates_fuse(kind, tmp_path):
+    tiny_tower(kind, tmp_path)
+    plain = load_vit(tmp_path)
+    full = load_vit(tmp_path, xray_blocks=(1, 2), xray_keep=1.0)
+    half = load_vit(tmp_path, xray_blocks=(1, 2), xray_keep=0.5)
+    patches, positions = dense_patches(torch.randn(1, 3, 32, 32))
+    valid = torch.ones(1, 16, dtype=torch.bool)
+    with torch.no_grad():
+        expected, *_ = plain(patches, positions, valid, (4, 4))
+        same, same_valid, _, same_source = full(patches, positions, valid, (4, 4))
+        fused, fused_valid, _, fused_source = half(patches, positions, valid, (4, 4))
+    torch.testing.assert_close(same, expected, atol=1e-5, rtol=1e-4)
+    assert torch.equal(same_source[0], torch.arange(16))
+    # 16 -> 8 kept + 1 fused -> ceil(0.5 * 9) = 5 kept + 1 fused
+    assert int(fused_valid.sum()) == 6
+    assert fused_source.max() == 5 and fused_source.min() == 0 and len(fused_source.unique()) <= 6
+
+
+def test_encode_a_patchset_with_the_vit_then_compress(tmp_path):
+    tiny_tower("clip", tmp_path)
+    model = load_vit(tmp_path)
+    [patches] = list(patchify_video(SAMPLES / "sprites_h264_b.mp4", PatchifyConfig(frames=8, patch=8, size=64, budget="2f")))
+    tokens = encode_with_vit(model, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
+    assert tokens.n_tokens == patches.n_kept and tokens.dim == 64 and tokens.cls.shape == (64,)
+    assert torch.equal(tokens.positions, torch.as_tensor(patches.positions, dtype=torch.int64))
+    xray = load_vit(tmp_path, xray_blocks=(2,), xray_keep=0.5)
+    fewer = encode_with_vit(xray, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
+    assert fewer.n_tokens < tokens.n_tokens and fewer.stages[0].name == "vit+xray"
+    assert fewer.absorbed_into.shape == (patches.n_kept,) and fewer.absorbed_into.max() == fewer.n_tokens - 1
+    compressed = apet(tokens, 0.5)
+    assert compressed.n_tokens < tokens.n_tokens
+
+
+def test_encode_command_with_a_local_vit(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    tiny_tower("clip", tmp_path / "tower")
+    result = subprocess.run(
+        [sys.executable, "-m", "codecpatch.cli", "encode", str(SAMPLES / "sprites_h264_b.mp4"), "--frames", "8", "--size", "64",
+         "--patch", "8", "--budget", "2f", "--encoder", f"vit:{tmp_path / 'tower'}", "--xray", "2@0.5", "--compress", "apet:0.5",
+         "--json"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert [s["name"] for s in record["stages"]] == ["patchify", "vit+xray", "apet:0.5"] and record["dim"] == 64
+    assert record["stages"][1]["n_out"] < record["stages"][1]["n_in"]
