@@ -23,6 +23,15 @@ def _fail(message: str) -> None:
     sys.exit(_EXIT_BAD_INPUT)
 
 
+def _printed_as_json(video: str, records: list[dict], as_json: bool) -> bool:
+    """Fail when no clip came out; with ``--json`` print one object per clip (an array for several)."""
+    if not records:
+        _fail(f"{video}: no frame could be decoded")
+    if as_json:
+        click.echo(json.dumps(records[0] if len(records) == 1 else records))
+    return as_json
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="codecpatch")
 def main() -> None:
@@ -200,10 +209,7 @@ def patchify(video: str, as_json: bool, no_fidelity: bool, **params) -> None:
             records.append(_clip_record(samples, patches, fidelity))
     except VideoError as error:
         _fail(str(error))
-    if not records:
-        _fail(f"{video}: no frame could be decoded")
-    if as_json:
-        click.echo(json.dumps(records[0] if len(records) == 1 else records))  # one clip: an object
+    if _printed_as_json(video, records, as_json):
         return
     for record in records:
         psnr = record.get("psnr")
@@ -289,10 +295,7 @@ def encode(video: str, encoder: str, xray: str, chain: str, as_json: bool, **par
             })
     except VideoError as error:
         _fail(str(error))
-    if not records:
-        _fail(f"{video}: no frame could be decoded")
-    if as_json:
-        click.echo(json.dumps(records[0] if len(records) == 1 else records))  # one clip: an object
+    if _printed_as_json(video, records, as_json):
         return
     for record in records:
         click.echo(f"clip {record['clip_index']}: {record['n_dense']} dense -> {record['n_tokens']} tokens of dim {record['dim']}")
