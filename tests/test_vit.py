@@ -129,3 +129,61 @@ def test_encode_command_with_a_local_vit(tmp_path):
     record = json.loads(result.stdout)
     assert [s["name"] for s in record["stages"]] == ["patchify", "vit+xray", "apet:0.5"] and record["dim"] == 64
     assert record["stages"][1]["n_out"] < record["stages"][1]["n_in"]
+
+
+def hf_clip_as(layout: str, reference) -> dict:
+    """The tiny HF CLIP tower's tensors renamed into another library's checkpoint layout (timm or OpenCLIP),
+    as their conversion scripts lay them out: fused q/k/v, class position first."""
+    hf = {k.removeprefix("vision_model."): v for k, v in reference.state_dict().items()}
+    layers = 1 + max(int(k.split(".")[2]) for k in hf if k.startswith("encoder.layers."))
+    out = {}
+    if layout == "timm":
+        out.update({"cls_token": hf["embeddings.class_embedding"].view(1, 1, -1),
+                    "pos_embed": hf["embeddings.position_embedding.weight"][None],
+                    "patch_embed.proj.weight": hf["embeddings.patch_embedding.weight"],
+                    "norm_pre.weight": hf["pre_layrnorm.weight"], "norm_pre.bias": hf["pre_layrnorm.bias"],
+                    "norm.weight": hf["post_layernorm.weight"], "norm.bias": hf["post_layernorm.bias"]})
+        names = {"norm1": "layer_norm1", "norm2": "layer_norm2", "attn.proj": "self_attn.out_proj", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+        for i in range(layers):
+            for ours, theirs in names.items():
+                for kind in ("weight", "bias"):
+                    out[f"blocks.{i}.{ours}.{kind}"] = hf[f"encoder.layers.{i}.{theirs}.{kind}"]
+                    out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([hf[f"encoder.layers.{i}.self_attn.{p}_proj.{kind}"] for p in "qkv"])
+    else:
+        out.update({"visual.class_embedding": hf["embeddings.class_embedding"],
+                    "visual.positional_embedding": hf["embeddings.position_embedding.weight"],
+                    "visual.conv1.weight": hf["embeddings.patch_embedding.weight"],
+                    "visual.ln_pre.weight": hf["pre_layrnorm.weight"], "visual.ln_pre.bias": hf["pre_layrnorm.bias"],
+                    "visual.ln_post.weight": hf["post_layernorm.weight"], "visual.ln_post.bias": hf["post_layernorm.bias"],
+                    "visual.proj": torch.zeros(64, 32)})
+        names = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "attn.out_proj": "self_attn.out_proj", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2"}
+        for i in range(layers):
+            block = f"visual.transformer.resblocks.{i}"
+            for ours, theirs in names.items():
+                for kind in ("weight", "bias"):
+                    out[f"{block}.{ours}.{kind}"] = hf[f"encoder.layers.{i}.{theirs}.{kind}"]
+            for kind, name in (("weight", "in_proj_weight"), ("bias", "in_proj_bias")):
+                out[f"{block}.attn.{name}"] = torch.cat([hf[f"encoder.layers.{i}.self_attn.{p}_proj.{kind}"] for p in "qkv"])
+    return out
+
+
+@pytest.mark.parametrize("layout", ["timm", "open_clip"])
+def test_timm_and_open_clip_layouts_load_to_the_same_network(layout, tmp_path):
+    from safetensors.torch import save_file
+
+    reference = tiny_tower("clip", tmp_path / "hf")
+    save_file({k: v.contiguous() for k, v in hf_clip_as(layout, reference).items()}, str(tmp_path / "tower.safetensors"))
+    # neither layout records heads or the activation: the caller says so, as for real OpenAI-trained weights
+    model = load_vit(tmp_path / "tower.safetensors", heads=4, activation="quick_gelu", eps=1e-5)
+    image = torch.randn(1, 3, 32, 32)
+    patches, positions = dense_patches(image)
+    with torch.no_grad():
+        expected = reference(pixel_values=image)
+        tokens, _, cls, _ = model(patches, positions, torch.ones(1, 16, dtype=torch.bool), (4, 4))
+    if layout == "timm":  # timm's final norm applies to every token
+        tower = getattr(reference, "vision_model", reference)  # transformers 5 flattened the wrapper
+        hidden = tower.post_layernorm(expected.last_hidden_state)
+        torch.testing.assert_close(tokens, hidden[:, 1:], atol=1e-5, rtol=1e-4)
+    else:
+        torch.testing.assert_close(tokens, expected.last_hidden_state[:, 1:], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cls, expected.pooler_output, atol=1e-5, rtol=1e-4)

@@ -32,6 +32,7 @@ class ViTConfig:
     Attributes:
         dim, depth, heads, mlp_dim: transformer width, blocks, attention heads, MLP hidden width.
         patch: patch side in pixels.
+        patch_bias: the patch embedding has a bias (timm, SigLIP) or not (CLIP, OpenCLIP).
         pos_grid: side of the checkpoint's square 2-D position-embedding grid.
         cls: the model has a [CLS] token.
         pre_norm: LayerNorm after the embeddings (CLIP's ``pre_layrnorm``).
@@ -49,6 +50,7 @@ class ViTConfig:
     heads: int = 3
     mlp_dim: int = 768
     patch: int = 16
+    patch_bias: bool = False
     pos_grid: int = 14
     cls: bool = True
     pre_norm: bool = True
@@ -107,8 +109,7 @@ class SparseViT(nn.Module):
     def __init__(self, config: ViTConfig) -> None:
         super().__init__()
         self.config = config
-        # CLIP's patch embedding has no bias, SigLIP's has one (and no [CLS] token).
-        self.patch_embed = nn.Conv2d(3, config.dim, config.patch, config.patch, bias=not config.cls)
+        self.patch_embed = nn.Conv2d(3, config.dim, config.patch, config.patch, bias=config.patch_bias)
         self.cls_token = nn.Parameter(torch.zeros(config.dim)) if config.cls else None
         self.cls_pos = nn.Parameter(torch.zeros(config.dim)) if config.cls else None
         self.pos_embed = nn.Parameter(torch.zeros(config.pos_grid, config.pos_grid, config.dim))
@@ -266,27 +267,65 @@ def _hf_vision_config(path: str | os.PathLike) -> dict:
 
 
 def load_vit(path: str | os.PathLike, **overrides) -> SparseViT:
-    """Build a SparseViT from a Hugging Face CLIP or SigLIP vision tower checkpoint (safetensors or torch).
+    """Build a SparseViT from a local checkpoint (safetensors or torch file, or a folder holding one).
 
-    ``overrides`` set ViTConfig fields the checkpoint cannot tell (e.g. ``xray_blocks=(4, 8, 11)``,
-    ``heads`` when it is not the default head width of 64).
+    Layouts: Hugging Face CLIP and SigLIP vision towers (a ``config.json`` beside the weights supplies heads,
+    epsilon and activation), timm ViTs (``blocks.N.attn.qkv``) and OpenCLIP visual towers
+    (``visual.transformer.resblocks``). ``overrides`` set ViTConfig fields a checkpoint cannot tell (e.g.
+    ``heads`` when the head width is not 64, ``activation="quick_gelu"`` for OpenAI-trained timm/OpenCLIP
+    weights, ``xray_blocks=(4, 8, 11)``).
     """
     state = load_state_dict(path)
+    if any(key.startswith("blocks.") and ".attn.qkv." in key for key in state):
+        settings, mapped = _from_timm(state)
+    elif any(key.startswith("visual.transformer.resblocks.") for key in state):
+        settings, mapped = _from_open_clip(state)
+    else:
+        settings, mapped = _from_hugging_face(state, path)
+    settings.update(overrides)
+    model = SparseViT(ViTConfig(**settings))
+    mapped["time_embed"] = model.time_embed.detach().clone()
+    model.load_state_dict(mapped, strict=True)
+    return model.eval()
+
+
+_BLOCK_PARTS = ("norm1", "q", "k", "v", "proj", "norm2", "fc1", "fc2")
+
+
+def _blocks(depth: int, name_of, split_qkv=None) -> dict[str, torch.Tensor]:
+    """Our block tensors from ``name_of(layer, part, kind)`` -> tensor (or ``split_qkv(layer, kind)`` for fused q/k/v)."""
+    mapped = {}
+    for layer in range(depth):
+        for part in _BLOCK_PARTS:
+            for kind in ("weight", "bias"):
+                if part in ("q", "k", "v") and split_qkv is not None:
+                    mapped[f"blocks.{layer}.{part}.{kind}"] = split_qkv(layer, kind)["qkv".index(part)]
+                else:
+                    mapped[f"blocks.{layer}.{part}.{kind}"] = name_of(layer, part, kind)
+    return mapped
+
+
+def _depth(state: dict, prefix: str, index: int) -> int:
+    return 1 + max(int(key.split(".")[index]) for key in state if key.startswith(prefix))
+
+
+def _from_hugging_face(state: dict, path) -> tuple[dict, dict]:
     hf_config = _hf_vision_config(path)
     for prefix in _HF_PREFIXES:
         if any(key.startswith(prefix) for key in state):
             state = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
             break
     if "embeddings.patch_embedding.weight" not in state:
-        raise ValueError(f"{path}: not a Hugging Face CLIP/SigLIP vision tower (no embeddings.patch_embedding.weight)")
+        raise ValueError(f"{path}: not a Hugging Face CLIP/SigLIP, timm or OpenCLIP vision tower")
     is_clip = "embeddings.class_embedding" in state
     dim, _, patch, _ = state["embeddings.patch_embedding.weight"].shape
     positions = state["embeddings.position_embedding.weight"]
     grid = math.isqrt(positions.shape[0] - (1 if is_clip else 0))
-    depth = 1 + max(int(key.split(".")[2]) for key in state if key.startswith("encoder.layers."))
+    depth = _depth(state, "encoder.layers.", 2)
     settings = dict(dim=dim, depth=depth, heads=max(1, dim // 64), mlp_dim=state["encoder.layers.0.mlp.fc1.weight"].shape[0],
-                    patch=patch, pos_grid=grid, cls=is_clip, pre_norm=is_clip, final_norm="cls" if is_clip else "all",
-                    activation="quick_gelu" if is_clip else "gelu_tanh", eps=1e-5 if is_clip else 1e-6)
+                    patch=patch, patch_bias=not is_clip, pos_grid=grid, cls=is_clip, pre_norm=is_clip,
+                    final_norm="cls" if is_clip else "all", activation="quick_gelu" if is_clip else "gelu_tanh",
+                    eps=1e-5 if is_clip else 1e-6)
     if hf_config:
         settings["heads"] = hf_config.get("num_attention_heads", settings["heads"])
         settings["eps"] = hf_config.get("layer_norm_eps", settings["eps"])
@@ -295,25 +334,63 @@ def load_vit(path: str | os.PathLike, **overrides) -> SparseViT:
             settings["activation"] = activation
         elif activation in ("gelu_pytorch_tanh", "gelu_new"):
             settings["activation"] = "gelu_tanh"
-    settings.update(overrides)
-    model = SparseViT(ViTConfig(**settings))
-    mapped = {
-        "patch_embed.weight": state["embeddings.patch_embedding.weight"],
-        "pos_embed": (positions[1:] if is_clip else positions).reshape(grid, grid, dim),
-        "time_embed": model.time_embed.detach().clone(),
-    }
+    mapped = {"patch_embed.weight": state["embeddings.patch_embedding.weight"],
+              "pos_embed": (positions[1:] if is_clip else positions).reshape(grid, grid, dim),
+              "final_norm.weight": state["post_layernorm.weight"], "final_norm.bias": state["post_layernorm.bias"]}
     if is_clip:
         mapped.update({"cls_token": state["embeddings.class_embedding"], "cls_pos": positions[0],
                        "pre_norm.weight": state["pre_layrnorm.weight"], "pre_norm.bias": state["pre_layrnorm.bias"]})
     else:
         mapped["patch_embed.bias"] = state["embeddings.patch_embedding.bias"]
-    final = "post_layernorm"
-    mapped.update({"final_norm.weight": state[f"{final}.weight"], "final_norm.bias": state[f"{final}.bias"]})
     names = {"norm1": "layer_norm1", "norm2": "layer_norm2", "q": "self_attn.q_proj", "k": "self_attn.k_proj",
              "v": "self_attn.v_proj", "proj": "self_attn.out_proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
-    for layer in range(depth):
-        for ours, theirs in names.items():
-            for kind in ("weight", "bias"):
-                mapped[f"blocks.{layer}.{ours}.{kind}"] = state[f"encoder.layers.{layer}.{theirs}.{kind}"]
-    model.load_state_dict(mapped, strict=True)
-    return model.eval()
+    mapped.update(_blocks(depth, lambda layer, part, kind: state[f"encoder.layers.{layer}.{names[part]}.{kind}"]))
+    return settings, mapped
+
+
+def _from_timm(state: dict) -> tuple[dict, dict]:
+    dim, _, patch, _ = state["patch_embed.proj.weight"].shape
+    has_cls = "cls_token" in state
+    positions = state["pos_embed"].reshape(-1, dim)
+    if has_cls and positions.shape[0] == math.isqrt(positions.shape[0] - 1) ** 2 + 1:
+        cls_pos, grid_positions = positions[0], positions[1:]
+    else:  # no_embed_class models keep the class token out of the position table
+        cls_pos, grid_positions = torch.zeros(dim), positions
+    grid = math.isqrt(grid_positions.shape[0])
+    depth = _depth(state, "blocks.", 1)
+    settings = dict(dim=dim, depth=depth, heads=max(1, dim // 64), mlp_dim=state["blocks.0.mlp.fc1.weight"].shape[0],
+                    patch=patch, patch_bias="patch_embed.proj.bias" in state, pos_grid=grid, cls=has_cls,
+                    pre_norm="norm_pre.weight" in state, final_norm="all", activation="gelu", eps=1e-6)
+    mapped = {"patch_embed.weight": state["patch_embed.proj.weight"], "pos_embed": grid_positions.reshape(grid, grid, dim),
+              "final_norm.weight": state["norm.weight"], "final_norm.bias": state["norm.bias"]}
+    if settings["patch_bias"]:
+        mapped["patch_embed.bias"] = state["patch_embed.proj.bias"]
+    if has_cls:
+        mapped.update({"cls_token": state["cls_token"].reshape(dim), "cls_pos": cls_pos})
+    if settings["pre_norm"]:
+        mapped.update({"pre_norm.weight": state["norm_pre.weight"], "pre_norm.bias": state["norm_pre.bias"]})
+    names = {"norm1": "norm1", "norm2": "norm2", "proj": "attn.proj", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+    mapped.update(_blocks(depth, lambda layer, part, kind: state[f"blocks.{layer}.{names[part]}.{kind}"],
+                          lambda layer, kind: state[f"blocks.{layer}.attn.qkv.{kind}"].chunk(3, dim=0)))
+    return settings, mapped
+
+
+def _from_open_clip(state: dict) -> tuple[dict, dict]:
+    prefix = "visual."
+    dim, _, patch, _ = state[f"{prefix}conv1.weight"].shape
+    positions = state[f"{prefix}positional_embedding"]
+    grid = math.isqrt(positions.shape[0] - 1)
+    blocks = f"{prefix}transformer.resblocks."
+    depth = _depth(state, blocks, 3)
+    settings = dict(dim=dim, depth=depth, heads=max(1, dim // 64), mlp_dim=state[f"{blocks}0.mlp.c_fc.weight"].shape[0],
+                    patch=patch, patch_bias=False, pos_grid=grid, cls=True, pre_norm=True, final_norm="cls",
+                    activation="gelu", eps=1e-5)
+    mapped = {"patch_embed.weight": state[f"{prefix}conv1.weight"], "pos_embed": positions[1:].reshape(grid, grid, dim),
+              "cls_token": state[f"{prefix}class_embedding"], "cls_pos": positions[0],
+              "pre_norm.weight": state[f"{prefix}ln_pre.weight"], "pre_norm.bias": state[f"{prefix}ln_pre.bias"],
+              "final_norm.weight": state[f"{prefix}ln_post.weight"], "final_norm.bias": state[f"{prefix}ln_post.bias"]}
+    names = {"norm1": "ln_1", "norm2": "ln_2", "proj": "attn.out_proj", "fc1": "mlp.c_fc", "fc2": "mlp.c_proj"}
+    in_proj = {"weight": "attn.in_proj_weight", "bias": "attn.in_proj_bias"}
+    mapped.update(_blocks(depth, lambda layer, part, kind: state[f"{blocks}{layer}.{names[part]}.{kind}"],
+                          lambda layer, kind: state[f"{blocks}{layer}.{in_proj[kind]}"].chunk(3, dim=0)))
+    return settings, mapped
