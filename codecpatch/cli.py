@@ -233,7 +233,8 @@ def patchify(video: str, as_json: bool, no_fidelity: bool, **params) -> None:
 @click.option("--encoder", default="pixel", show_default=True,
               help="pixel, pixel:D (seeded orthonormal projection to D dims) or vit:PATH (a local Hugging Face "
                    "CLIP/SigLIP vision tower: folder or safetensors/torch file).")
-@click.option("--xray", default="", help="With vit: EViT blocks and keep rate, e.g. 4,8,11@0.7 (one-indexed blocks).")
+@click.option("--xray", default="", help="With vit: EViT token reorganisation. 'default' = blocks 4,8,11 keeping 0.7; "
+              "or BLOCKS@RATE (4,8,11@0.7) or BLOCKS@threshold=T (keep tokens attended >= T/N); blocks one-indexed.")
 @click.option("--compress", "chain", default="", help="Compressor chain, e.g. apet:0.25 or duet:0.5,apet:0.5 (@clip for clip scope).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per clip (an array when there are several).")
 def encode(video: str, encoder: str, xray: str, chain: str, as_json: bool, **params) -> None:
@@ -251,11 +252,15 @@ def encode(video: str, encoder: str, xray: str, chain: str, as_json: bool, **par
     if name == "vit":
         overrides = {}
         if xray:
-            blocks, _, keep = xray.partition("@")
+            blocks, _, rule = ("4,8,11@0.7" if xray == "default" else xray).partition("@")
             try:
-                overrides = {"xray_blocks": tuple(int(b) for b in blocks.split(",") if b), "xray_keep": float(keep or 0.7)}
+                overrides = {"xray_blocks": tuple(int(b) for b in blocks.split(",") if b)}
+                if rule.startswith("threshold="):
+                    overrides["xray_threshold"] = float(rule.removeprefix("threshold="))
+                else:
+                    overrides["xray_keep"] = float(rule or 0.7)
             except ValueError:
-                raise click.BadParameter(f"{xray!r}: expected blocks@keep, e.g. 4,8,11@0.7", param_hint="--xray") from None
+                raise click.BadParameter(f"{xray!r}: expected default, 4,8,11@0.7 or 4,8,11@threshold=1.0", param_hint="--xray") from None
         try:
             model = load_vit(argument, **overrides)
         except (OSError, ValueError, KeyError) as error:

@@ -187,3 +187,21 @@ def test_timm_and_open_clip_layouts_load_to_the_same_network(layout, tmp_path):
     else:
         torch.testing.assert_close(tokens, expected.last_hidden_state[:, 1:], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(cls, expected.pooler_output, atol=1e-5, rtol=1e-4)
+
+
+def test_xray_threshold_mode_and_validation(tmp_path):
+    tiny_tower("clip", tmp_path)
+    patches, positions = dense_patches(torch.randn(1, 3, 32, 32))
+    valid = torch.ones(1, 16, dtype=torch.bool)
+    above_uniform = load_vit(tmp_path, xray_blocks=(1,), xray_threshold=1.0)
+    with torch.no_grad():
+        _, kept_valid, _, source = above_uniform(patches, positions, valid, (4, 4))
+    count = int(kept_valid.sum())
+    assert 2 <= count < 17  # some tokens are attended less than uniformly: they are fused into one
+    assert source.max() == count - 1
+    everything = load_vit(tmp_path, xray_blocks=(1,), xray_threshold=0.0)
+    with torch.no_grad():
+        _, all_valid, _, _ = everything(patches, positions, valid, (4, 4))
+    assert int(all_valid.sum()) == 16
+    with pytest.raises(ValueError, match="one-indexed"):
+        load_vit(tmp_path, xray_blocks=(0,))

@@ -42,7 +42,9 @@ class ViTConfig:
         eps: LayerNorm epsilon.
         timeline_slots: length of the temporal-embedding table.
         xray_blocks: one-indexed blocks after whose attention EViT reorganises tokens (empty = plain ViT).
-        xray_keep: fraction of (non-[CLS]) tokens kept at each of those blocks.
+        xray_keep: fraction of (non-[CLS]) tokens kept at each of those blocks (EViT's fixed rate).
+        xray_threshold: instead of a rate, keep the tokens whose query attention is at least this multiple of
+            uniform attention (1/N), the brief's rule; the count that results is reported.
     """
 
     dim: int = 192
@@ -60,6 +62,13 @@ class ViTConfig:
     timeline_slots: int = 64
     xray_blocks: tuple[int, ...] = field(default_factory=tuple)
     xray_keep: float = 0.7
+    xray_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.xray_keep <= 1.0:
+            raise ValueError(f"xray_keep must be in (0, 1], got {self.xray_keep}")
+        if any(not 1 <= block <= self.depth for block in self.xray_blocks):
+            raise ValueError(f"xray_blocks are one-indexed blocks 1..{self.depth}, got {self.xray_blocks}")
 
 
 class _Block(nn.Module):
@@ -160,7 +169,7 @@ class SparseViT(nn.Module):
                 attended, row = block.attention(x, valid, xray)
             x = x + attended
             if xray:
-                x, valid, source = _reorganise(x, valid, source, row, offset, config.xray_keep)
+                x, valid, source = _reorganise(x, valid, source, row, offset, config.xray_keep, config.xray_threshold)
             x = x + block.mlp(x)
         cls = None
         if self.cls_token is not None:
@@ -171,16 +180,21 @@ class SparseViT(nn.Module):
         return x, valid, cls, source
 
 
-def _reorganise(x: torch.Tensor, valid: torch.Tensor, source: torch.Tensor, row: torch.Tensor, offset: int, keep: float):
-    """EViT: keep the ceil(keep * N) most attended tokens, fuse the rest into one token weighted by their
-    attention. Loops over the batch (clips), never over tokens. Returns the new (x, valid, source)."""
+def _reorganise(x: torch.Tensor, valid: torch.Tensor, source: torch.Tensor, row: torch.Tensor, offset: int, keep: float,
+                threshold: float | None = None):
+    """EViT: keep the ceil(keep * N) most attended tokens (or, with ``threshold``, those attended at least
+    threshold / N), fuse the rest into one token weighted by their attention. Loops over the batch (clips),
+    never over tokens. Returns the new (x, valid, source)."""
     b = x.shape[0]
     outputs, masks, sources = [], [], []
     for i in range(b):
         tokens = x[i, offset:][valid[i, offset:]]
         scores = row[i, offset:][valid[i, offset:]]
         n = tokens.shape[0]
-        count = min(n, math.ceil(keep * n))
+        if threshold is None:
+            count = min(n, math.ceil(keep * n))
+        else:
+            count = max(1, int((scores * n >= threshold).sum()))
         order = torch.argsort(scores, descending=True, stable=True)
         kept, rest = torch.sort(order[:count]).values, order[count:]
         new_index = torch.empty(n, dtype=torch.long, device=x.device)
@@ -224,7 +238,7 @@ def encode_with_vit(model: SparseViT, pixels, positions, group, grid: tuple[int,
     representative.scatter_reduce_(0, source, torch.arange(len(source), device=tokens.device), reduce="amin", include_self=False)
     n = len(positions)
     name = "vit"
-    if model.config.xray_blocks and model.config.xray_keep < 1:
+    if model.config.xray_blocks and (model.config.xray_keep < 1 or model.config.xray_threshold is not None):
         name += "+xray" + ("" if model.config.cls else "(query=mean)")  # no [CLS]: say which query scored
     stage = StageCount(name, n, tokens.shape[0], time.perf_counter() - started)
     return TokenSet(tokens.float().cpu(), positions[representative].cpu(), group[representative].cpu(), source.cpu(),
