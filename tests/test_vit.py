@@ -205,3 +205,17 @@ def test_xray_threshold_mode_and_validation(tmp_path):
     assert int(all_valid.sum()) == 16
     with pytest.raises(ValueError, match="one-indexed"):
         load_vit(tmp_path, xray_blocks=(0,))
+
+
+def test_bfloat16_runs_close_to_float32_and_positions_interpolate(tmp_path):
+    tiny_tower("clip", tmp_path)
+    full = load_vit(tmp_path, device="cpu", dtype=torch.float32)
+    half = load_vit(tmp_path, device="cpu", dtype=torch.bfloat16)
+    assert next(half.parameters()).dtype == torch.bfloat16
+    [patches] = list(patchify_video(SAMPLES / "sprites_h264_b.mp4", PatchifyConfig(frames=4, patch=8, size=48, budget="2f")))
+    assert patches.geometry.grid == (6, 6)  # the tower was trained on a 4x4 grid: embeddings are resized
+    reference = encode_with_vit(full, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
+    low = encode_with_vit(half, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
+    assert low.tokens.dtype == torch.float32  # handed back in float32 for the compressors
+    relative = (low.tokens - reference.tokens).norm() / reference.tokens.norm()
+    assert relative < 0.05

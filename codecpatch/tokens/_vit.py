@@ -132,8 +132,8 @@ class SparseViT(nn.Module):
         table = self.pos_embed
         if table.shape[:2] == (rows, cols):
             return table
-        resized = F.interpolate(table.permute(2, 0, 1)[None], size=(rows, cols), mode="bicubic", align_corners=False)
-        return resized[0].permute(1, 2, 0)
+        resized = F.interpolate(table.float().permute(2, 0, 1)[None], size=(rows, cols), mode="bicubic", align_corners=False)
+        return resized[0].permute(1, 2, 0).to(table.dtype)
 
     def forward(self, pixels: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, grid: tuple[int, int]
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -280,14 +280,23 @@ def _hf_vision_config(path: str | os.PathLike) -> dict:
     return config.get("vision_config", config)
 
 
-def load_vit(path: str | os.PathLike, **overrides) -> SparseViT:
+def default_device_and_dtype() -> tuple[torch.device, torch.dtype]:
+    """CUDA with bfloat16 when a GPU is there, else the CPU in float32."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), torch.float32
+
+
+def load_vit(path: str | os.PathLike, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+             **overrides) -> SparseViT:
     """Build a SparseViT from a local checkpoint (safetensors or torch file, or a folder holding one).
 
     Layouts: Hugging Face CLIP and SigLIP vision towers (a ``config.json`` beside the weights supplies heads,
     epsilon and activation), timm ViTs (``blocks.N.attn.qkv``) and OpenCLIP visual towers
     (``visual.transformer.resblocks``). ``overrides`` set ViTConfig fields a checkpoint cannot tell (e.g.
     ``heads`` when the head width is not 64, ``activation="quick_gelu"`` for OpenAI-trained timm/OpenCLIP
-    weights, ``xray_blocks=(4, 8, 11)``).
+    weights, ``xray_blocks=(4, 8, 11)``). ``device``/``dtype`` default to CUDA + bfloat16 when a GPU is
+    available, else CPU + float32.
     """
     state = load_state_dict(path)
     if any(key.startswith("blocks.") and ".attn.qkv." in key for key in state):
@@ -300,7 +309,8 @@ def load_vit(path: str | os.PathLike, **overrides) -> SparseViT:
     model = SparseViT(ViTConfig(**settings))
     mapped["time_embed"] = model.time_embed.detach().clone()
     model.load_state_dict(mapped, strict=True)
-    return model.eval()
+    default_device, default_dtype = default_device_and_dtype()
+    return model.to(device=device or default_device, dtype=dtype or (default_dtype if device is None else torch.float32)).eval()
 
 
 _BLOCK_PARTS = ("norm1", "q", "k", "v", "proj", "norm2", "fc1", "fc2")
