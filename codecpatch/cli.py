@@ -138,6 +138,8 @@ def _patchify_options(command):
         click.option("--fusion", type=click.Choice(["mean", "max", "weighted"]), default="mean", show_default=True),
         click.option("--camera", type=click.Choice(["median", "affine", "none"]), default="median", show_default=True,
                      help="Camera-motion removal before motion energy."),
+        click.option("--refresh", type=float, default=0.0, show_default=True,
+                     help="Fraction of the budget spent on seeded random refresh patches (helps handheld/pan clips)."),
         click.option("--keep-i-frames", is_flag=True, help="Keep sampled I-frames whole (they count toward the budget)."),
         click.option("--no-keep-first", is_flag=True, help="Do not keep the first sampled frame whole."),
         click.option("--image-frame", type=int, default=0, show_default=True, help="Frame used by --mode image."),
@@ -156,7 +158,7 @@ def _patchify_config(params: dict):
         max_side=params["max_side"], patch=params["patch"], clip_seconds=params["clip_seconds"],
         clip_frames=params["clip_frames"], energy=params["energy"], normalise=params["normalise"],
         fusion=params["fusion"], camera=params["camera"], keep_i_frames=params["keep_i_frames"],
-        keep_first=not params["no_keep_first"], image_frame=params["image_frame"], seed=params["seed"],
+        refresh=params["refresh"], keep_first=not params["no_keep_first"], image_frame=params["image_frame"], seed=params["seed"],
     )
 
 

@@ -192,3 +192,18 @@ def test_exact_size_canvas_ignores_aspect():
     _, patches, _ = one_clip("sprites_h264_p.mp4", exact_size=(200, 100))
     g = patches.geometry
     assert (g.content_width, g.content_height, g.canvas_width, g.canvas_height) == (200, 100, 208, 112)
+
+
+@pytest.mark.parametrize("refresh", [0.2, 1.0])
+def test_refresh_patches_spread_the_budget_and_keep_the_invariants(refresh):
+    samples, plain, _ = one_clip("sprites_h264_p.mp4", budget=Budget(0.125))
+    _, mixed, _ = one_clip("sprites_h264_p.mp4", budget=Budget(0.125), refresh=refresh)
+    _, again, _ = one_clip("sprites_h264_p.mp4", budget=Budget(0.125), refresh=refresh)
+    assert mixed.n_kept == plain.n_kept <= mixed.n_budget
+    assert np.array_equal(mixed.positions, again.positions)  # seeded
+    assert not np.array_equal(mixed.kept, plain.kept)
+    padding = mixed.geometry.patch_content_fraction() == 0
+    assert not mixed.kept[:, padding].any() and mixed.kept[0][~padding].all()
+    # refresh reaches regions the energy never picks: more distinct patch positions are touched
+    touched = lambda p: int(p.kept[1:].any(axis=0).sum())  # noqa: E731
+    assert touched(mixed) > touched(plain)

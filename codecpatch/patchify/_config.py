@@ -87,6 +87,9 @@ class PatchifyConfig:
         normalise: divide each energy by its 95th percentile per sampled "frame" or over the whole "clip".
         fusion: how normalised motion and residual energies combine: mean, max, or weighted.
         motion_weight: weight of motion in "weighted" fusion (residual gets 1 - weight).
+        refresh: fraction of the top-K budget (after whole frames) given to seeded random patches first, so
+            that regions the energy never picks are refreshed now and then (helps handheld and panning clips,
+            hurts clips whose motion is concentrated: see benchmarks/README.md). 0 disables.
         keep_first: keep the first sampled frame whole.
         keep_i_frames: keep sampled I-frames whole (the paper's Eq. 2); they count toward the budget.
         static_motion_px, static_residual: below these raw energies (99th percentile over the clip:
@@ -112,6 +115,7 @@ class PatchifyConfig:
     normalise: Normalisation = "clip"
     fusion: Fusion = "mean"
     motion_weight: float = 0.5
+    refresh: float = 0.0
     keep_first: bool = True
     keep_i_frames: bool = False
     static_motion_px: float = 0.5
@@ -144,5 +148,7 @@ class PatchifyConfig:
             raise ValueError("give clip_seconds or clip_frames, not both")
         if (self.clip_seconds is not None and self.clip_seconds <= 0) or (self.clip_frames is not None and self.clip_frames < 1):
             raise ValueError("clip_seconds and clip_frames must be > 0")
+        if not 0.0 <= self.refresh <= 1.0:
+            raise ValueError(f"refresh must be in [0, 1], got {self.refresh}")
         if not 0.0 <= self.motion_weight <= 1.0:
             raise ValueError(f"motion_weight must be in [0, 1], got {self.motion_weight}")

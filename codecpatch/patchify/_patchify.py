@@ -62,8 +62,27 @@ def codec_selection(samples: ClipSamples, config: PatchifyConfig) -> tuple[np.nd
     candidates: list[tuple[int, str]] = [(0, "first")] if config.keep_first else []
     if config.keep_i_frames:
         candidates += [(t, "I-frame") for t, kind in enumerate(samples.picture_types) if kind == "I"]
-    kept, whole = select_top_k(scores, content, budget, candidates)
+    selection_scores = scores
+    if config.refresh > 0:
+        selection_scores = with_refresh(scores, content, budget, candidates, config.refresh, config.seed)
+    kept, whole = select_top_k(selection_scores, content, budget, candidates)
     return kept, scores, whole, False, budget
+
+
+def with_refresh(scores: np.ndarray, content: np.ndarray, budget: int, whole: list[tuple[int, str]], fraction: float,
+                 seed: int) -> np.ndarray:
+    """Scores with a seeded random ``fraction`` of the non-whole budget raised to +inf, so top-K takes them
+    first: a sprinkling of refresh patches over regions and times the energy never reaches."""
+    per_frame = int(content.sum())
+    whole_frames = [t for t, _ in whole][: max(0, budget // max(per_frame, 1))]
+    eligible = content[None] & np.ones(scores.shape[0], bool)[:, None, None]
+    eligible[whole_frames] = False
+    candidates = np.flatnonzero(eligible.ravel())
+    count = min(len(candidates), int(round(fraction * max(0, budget - per_frame * len(whole_frames)))))
+    boosted = scores.astype(np.float64, copy=True)
+    if count:
+        boosted.ravel()[np.random.default_rng(seed).choice(candidates, size=count, replace=False)] = np.inf
+    return boosted
 
 
 def patchify_samples(samples: ClipSamples, config: PatchifyConfig) -> PatchSet:
