@@ -1,0 +1,22 @@
+"""Token shards: the Parquet format codecpatch writes (schema v1), its writer, and readers for training."""
+
+from ._reader import TokenShardDataset, collate_tokens, shard_paths, to_ray_dataset
+from ._schema import SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
+from ._writer import ERRORS, MANIFEST, ErrorLog, Manifest, ShardWriter
+
+__all__ = [
+    "ERRORS",
+    "MANIFEST",
+    "SCHEMA_VERSION",
+    "TOKEN_VALUES_PATH",
+    "ErrorLog",
+    "Manifest",
+    "SampleRow",
+    "ShardWriter",
+    "TokenShardDataset",
+    "collate_tokens",
+    "rows_to_table",
+    "shard_paths",
+    "to_ray_dataset",
+    "token_schema",
+]

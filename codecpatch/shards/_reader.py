@@ -1,0 +1,133 @@
+"""Reading token shards back for training: a PyTorch IterableDataset, a collate function, a Ray Dataset.
+
+Only finished shards (listed in the manifest) are read. Shards are split across distributed ranks and then
+across DataLoader workers, so every sample is read exactly once per epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ._writer import Manifest
+
+_ARRAY_COLUMNS = ("tokens", "positions", "pixels")
+
+
+def shard_paths(directory: str | os.PathLike) -> list[Path]:
+    """Finished shards of a directory, in manifest order."""
+    directory = Path(directory)
+    manifest = Manifest.read(directory)
+    if manifest is None:
+        raise FileNotFoundError(f"{directory}: no _manifest.json (not a codecpatch shard directory)")
+    return [directory / shard["file"] for shard in manifest.shards]
+
+
+def _nested_to_numpy(column: pa.ListArray, row: int) -> np.ndarray:
+    """Row ``row`` of a list<fixed_size_list<T, W>> column as a (K, W) array (zero-copy slice of the values)."""
+    start, end = column.offsets[row].as_py(), column.offsets[row + 1].as_py()
+    inner = column.values
+    width = inner.type.list_size
+    values = inner.values.to_numpy(zero_copy_only=False)
+    base = inner.offset * width
+    return values[base + start * width : base + end * width].reshape(-1, width)
+
+
+class TokenShardDataset(IterableDataset):
+    """Iterate the samples of a shard directory as dicts of tensors.
+
+    Each sample: ``tokens`` (K, D) float16, ``positions`` (K, 3) int32, ``pixels`` (K, 3*P*P) uint8 when
+    stored, and the scalar columns (sample_id, video_id, n_tokens, ...) as Python values.
+
+    Args:
+        directory: the shard folder.
+        shuffle_buffer: 0 for file order; otherwise samples pass through a buffer of this size and leave
+            it in random order (seeded by ``seed`` + epoch via ``set_epoch``).
+        rank, world_size: distributed split; default from torch.distributed when initialised.
+        columns: columns to read (default all).
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, shuffle_buffer: int = 0, seed: int = 0, rank: int | None = None,
+                 world_size: int | None = None, columns: list[str] | None = None) -> None:
+        super().__init__()
+        self.paths = shard_paths(directory)
+        self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
+        if rank is None or world_size is None:
+            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+            rank = torch.distributed.get_rank() if distributed else 0
+            world_size = torch.distributed.get_world_size() if distributed else 1
+        self.rank, self.world_size, self.columns = rank, world_size, columns
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def my_shards(self) -> list[Path]:
+        """The shards this rank and DataLoader worker read."""
+        worker = get_worker_info()
+        workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
+        mine = self.paths[self.rank :: self.world_size]
+        return mine[worker_id::workers]
+
+    def __iter__(self) -> Iterator[dict]:
+        samples = self._samples()
+        if self.shuffle_buffer <= 0:
+            yield from samples
+            return
+        rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{get_worker_info().id if get_worker_info() else 0}")
+        buffer: list[dict] = []
+        for sample in samples:
+            buffer.append(sample)
+            if len(buffer) >= self.shuffle_buffer:
+                yield buffer.pop(rng.randrange(len(buffer)))
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def _samples(self) -> Iterator[dict]:
+        for path in self.my_shards():
+            for batch in pq.ParquetFile(path).iter_batches(columns=self.columns, batch_size=64):
+                arrays = {name: batch.column(name) for name in batch.schema.names if name in _ARRAY_COLUMNS}
+                scalars = {name: batch.column(name).to_pylist() for name in batch.schema.names if name not in _ARRAY_COLUMNS}
+                for row in range(batch.num_rows):
+                    sample = {name: values[row] for name, values in scalars.items()}
+                    for name, column in arrays.items():
+                        sample[name] = torch.from_numpy(np.array(_nested_to_numpy(column, row)))
+                    yield sample
+
+
+def collate_tokens(samples: list[dict]) -> dict:
+    """Pad a list of samples to the longest one.
+
+    Returns ``tokens`` (B, K_max, D), ``positions`` (B, K_max, 3) int64, ``attention_mask`` (B, K_max) bool
+    (True on real tokens), ``pixels`` (B, K_max, 3*P*P) when present, and every scalar column as a list.
+    """
+    lengths = [len(s["tokens"]) for s in samples]
+    batch, longest = len(samples), max(lengths) if lengths else 0
+    out: dict = {"attention_mask": torch.zeros(batch, longest, dtype=torch.bool)}
+    for name in _ARRAY_COLUMNS:
+        if name in samples[0]:
+            first = samples[0][name]
+            padded = torch.zeros(batch, longest, first.shape[1], dtype=torch.int64 if name == "positions" else first.dtype)
+            for i, sample in enumerate(samples):  # a loop over the batch, not over tokens
+                padded[i, : lengths[i]] = sample[name]
+            out[name] = padded
+    for i, length in enumerate(lengths):
+        out["attention_mask"][i, :length] = True
+    for name in samples[0]:
+        if name not in _ARRAY_COLUMNS:
+            out[name] = [s[name] for s in samples]
+    return out
+
+
+def to_ray_dataset(directory: str | os.PathLike):
+    """The finished shards as a Ray Dataset (``ray.data.read_parquet``); needs ``ray[data]``."""
+    import ray.data
+
+    return ray.data.read_parquet([str(p) for p in shard_paths(directory)])

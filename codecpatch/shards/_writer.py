@@ -1,0 +1,185 @@
+"""Writing token shards: rolling Parquet files sized in bytes, each written under a temporary name and
+renamed when complete, a manifest that lists finished shards and inputs, and an error table.
+
+Rows of one input always land in one shard (shards roll over only between inputs), so an input is either
+wholly in a finished shard (listed in ``inputs_done``) or not at all: a crashed run resumes by skipping the
+done inputs and redoing the rest, without duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._schema import SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
+
+MANIFEST = "_manifest.json"
+ERRORS = "_errors.parquet"
+_TEMP_SUFFIX = ".tmp"
+_ERROR_SCHEMA = pa.schema([("input", pa.string()), ("stage", pa.string()), ("kind", pa.string()), ("message", pa.string())])
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + _TEMP_SUFFIX)
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+
+
+@dataclass
+class Manifest:
+    """What a shard directory holds. Written atomically after every finished shard.
+
+    Attributes:
+        schema_version: version of the row schema.
+        package_version: codecpatch version that wrote it.
+        recipe: the run's configuration, as given.
+        dim: token width.
+        shards: [{"file", "rows", "bytes"}] of finished shards, in order.
+        inputs_done: ids of inputs whose rows are all in finished shards (or that failed and were recorded).
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    package_version: str = ""
+    recipe: dict = field(default_factory=dict)
+    dim: int = 0
+    shards: list[dict] = field(default_factory=list)
+    inputs_done: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def read(directory: Path) -> "Manifest | None":
+        path = Path(directory) / MANIFEST
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"{path}: schema version {data.get('schema_version')} is not {SCHEMA_VERSION}")
+        return Manifest(**data)
+
+    def write(self, directory: Path) -> None:
+        _write_atomically(Path(directory) / MANIFEST, (json.dumps(self.__dict__, indent=2) + "\n").encode())
+
+
+class ShardWriter:
+    """Append clip samples input by input; finished shards appear atomically.
+
+    Args:
+        directory: output folder (created). If it holds a manifest, the run resumes: stale temporary files
+            are removed, numbering continues, and ``done`` lists the inputs to skip.
+        dim: token width D.
+        target_bytes: roll over to a new shard once the current one reaches this size (default ~256 MB).
+        patch_pixels: bytes per stored pixel patch (3 * P * P) when pixels are stored, else None.
+        recipe: configuration recorded in the manifest.
+    """
+
+    def __init__(self, directory: str | os.PathLike, dim: int, *, target_bytes: int = 256 * 2**20,
+                 patch_pixels: int | None = None, with_text: bool = False, recipe: dict | None = None) -> None:
+        from .. import __version__
+
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.schema = token_schema(dim, patch_pixels, with_text)
+        self.target_bytes = target_bytes
+        for stale in self.directory.glob(f"*{_TEMP_SUFFIX}"):
+            stale.unlink()  # a shard or manifest a crash left half-written
+        previous = Manifest.read(self.directory)
+        if previous is not None and previous.dim not in (0, dim):
+            raise ValueError(f"{self.directory}: existing shards have dim {previous.dim}, not {dim}")
+        self.manifest = previous or Manifest(package_version=__version__, recipe=recipe or {}, dim=dim)
+        self.errors = ErrorLog(self.directory)
+        self._writer: pq.ParquetWriter | None = None
+        self._current: Path | None = None
+        self._current_rows = 0
+        self._current_inputs: list[str] = []
+        self._pending: list[SampleRow] = []
+
+    @property
+    def done(self) -> set[str]:
+        return set(self.manifest.inputs_done)
+
+    def add_input(self, input_id: str, rows: list[SampleRow]) -> None:
+        """Write all rows of one input (possibly none: it still counts as done once its shard finishes)."""
+        if rows:
+            table = rows_to_table(rows, self.schema)
+            if self._writer is None:
+                self._open_shard()
+            self._writer.write_table(table)
+            self._current_rows += table.num_rows
+        self._current_inputs.append(input_id)
+        if self._writer is not None and self._current.stat().st_size >= self.target_bytes:
+            self._finish_shard()
+        elif self._writer is None:  # nothing written yet (empty input): done right away
+            self._mark_done([input_id])
+            self._current_inputs.clear()
+
+    def add_error(self, input_id: str, stage: str, kind: str, message: str) -> None:
+        """Record a failed input: it goes to ``_errors.parquet`` and counts as done (a rerun skips it)."""
+        self.errors.add(input_id, stage, kind, message)
+        self.errors.flush()
+        if self._writer is None:
+            self._mark_done([input_id])
+        else:
+            self._current_inputs.append(input_id)
+
+    def close(self) -> Manifest:
+        """Finish the open shard (if any) and return the final manifest."""
+        if self._writer is not None:
+            self._finish_shard()
+        self.errors.flush()
+        self.manifest.write(self.directory)
+        return self.manifest
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _open_shard(self) -> None:
+        name = f"shard-{len(self.manifest.shards):05d}.parquet"
+        self._current = self.directory / (name + _TEMP_SUFFIX)
+        # Dictionary encoding silently blocks byte-stream-split, so it is off for the numeric columns.
+        self._writer = pq.ParquetWriter(
+            self._current, self.schema, compression="zstd",
+            use_dictionary=["sample_id", "video_id", "source", "codec", "mode", "budget", "encoder", "compressors", "frame_types"],
+            column_encoding={TOKEN_VALUES_PATH: "BYTE_STREAM_SPLIT"},
+        )
+        self._current_rows = 0
+
+    def _finish_shard(self) -> None:
+        self._writer.close()
+        final = self._current.with_name(self._current.name.removesuffix(_TEMP_SUFFIX))
+        os.replace(self._current, final)
+        self.manifest.shards.append({"file": final.name, "rows": self._current_rows, "bytes": final.stat().st_size})
+        self._writer, self._current = None, None
+        self._mark_done(self._current_inputs)
+        self._current_inputs = []
+
+    def _mark_done(self, inputs: list[str]) -> None:
+        self.manifest.inputs_done.extend(inputs)
+        self.manifest.write(self.directory)
+
+
+class ErrorLog:
+    """``_errors.parquet``: input, stage, error kind, message. Rewritten atomically on every flush."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = Path(directory) / ERRORS
+        self.records: list[dict] = pq.read_table(self.path).to_pylist() if self.path.exists() else []
+        self._dirty = False
+
+    def add(self, input_id: str, stage: str, kind: str, message: str) -> None:
+        self.records.append({"input": input_id, "stage": stage, "kind": kind, "message": message})
+        self._dirty = True
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        temporary = self.path.with_name(self.path.name + _TEMP_SUFFIX)
+        pq.write_table(pa.Table.from_pylist(self.records, schema=_ERROR_SCHEMA), temporary)
+        os.replace(temporary, self.path)
+        self._dirty = False
