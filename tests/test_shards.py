@@ -114,3 +114,25 @@ def test_dataloader_workers_and_ranks_split_shards_and_collate_pads(tmp_path):
     assert sorted(seen) == everything
     by_rank = [sorted(s["sample_id"] for s in TokenShardDataset(tmp_path, rank=r, world_size=2)) for r in range(2)]
     assert not set(by_rank[0]) & set(by_rank[1]) and sorted(by_rank[0] + by_rank[1]) == everything
+
+
+@pytest.mark.slow
+def test_shards_as_a_ray_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # Ray 2.60 otherwise writes a token file into $HOME
+    ray = pytest.importorskip("ray")
+    from codecpatch.shards import to_ray_dataset
+
+    import tempfile
+
+    write_dataset(tmp_path / "shards", videos=3)
+    ray_temp = tempfile.mkdtemp(prefix="cpray", dir="/tmp")  # short: Ray's AF_UNIX socket paths max 107 bytes
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False, _temp_dir=ray_temp)
+    try:
+        dataset = to_ray_dataset(tmp_path / "shards")
+        assert dataset.count() == 6
+        assert sorted(dataset.unique("video_id")) == ["video00", "video01", "video02"]
+    finally:
+        ray.shutdown()
+        import shutil
+
+        shutil.rmtree(ray_temp, ignore_errors=True)
