@@ -312,6 +312,68 @@ def encode(video: str, encoder: str, xray: str, chain: str, as_json: bool, **par
         click.echo("  relative rebuild error " + "  ".join(f"{k} {v:.4f}" for k, v in record["fidelity"].items()))
 
 
+def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrides: dict, progress: bool | None) -> None:
+    from .pipeline import RecipeError, list_inputs, load_recipe, run
+
+    try:
+        recipe = load_recipe(recipe_path, overrides)
+        inputs = list_inputs(input_spec)
+    except (RecipeError, FileNotFoundError, ValueError) as error:
+        raise click.UsageError(str(error)) from error
+    stats = run(recipe, inputs, output, progress=progress)
+    summary = stats.to_dict()
+    click.echo(f"{summary['inputs']} inputs: {summary['processed']} processed, {summary['failed']} failed, "
+               f"{summary['skipped_done']} already done; {summary['clips']} clips, {summary['n_tokens']} tokens "
+               f"in {summary['seconds']:.1f} s -> {output}")
+    for kind, count in summary["errors_by_kind"].items():
+        click.echo(f"  errors: {kind} x{count} (see {output}/_errors.parquet)")
+
+
+_RUN_OVERRIDES = [
+    click.option("--input", "input_spec", required=True, help="Folder, glob, LIST.txt (path[TAB]text) or LIST.parquet."),
+    click.option("--output", required=True, type=click.Path(file_okay=False), help="Shard folder (a rerun resumes it)."),
+    click.option("--workers", type=int, default=None, help="0 = in-process; N = N Ray workers (recipe: execution.workers)."),
+    click.option("--address", default=None, help="Join a Ray cluster: auto or ray://host:port."),
+    click.option("--deadline", type=float, default=None, help="Seconds before a video's worker is killed."),
+    click.option("--budget", default=None, help="Override patchify.budget."),
+    click.option("--compress", "chain", default=None, help="Override the compressor chain."),
+    click.option("--store-pixels/--no-store-pixels", default=None, help="Store the kept patches' pixels."),
+    click.option("--shard-mb", type=float, default=None, help="Roll shards over at about this many MB (recipe: output.shard_mb)."),
+    click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."),
+]
+
+
+def _run_options(command):
+    for option in reversed(_RUN_OVERRIDES):
+        command = option(command)
+    return command
+
+
+def _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb) -> dict:
+    return {"execution.workers": workers, "execution.address": address, "execution.deadline_s": deadline,
+            "patchify.budget": budget, "compress": chain, "output.store_pixels": store_pixels, "output.shard_mb": shard_mb}
+
+
+@main.command(name="run")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@_run_options
+def run_recipe(recipe: str, input_spec: str, output: str, workers, address, deadline, budget, chain, store_pixels, shard_mb,
+               progress) -> None:
+    """Run a pipeline recipe (pipelines/*.toml) over a video dataset into Parquet token shards."""
+    _run_pipeline(recipe, input_spec, output, _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb), progress)
+
+
+@main.command()
+@_run_options
+@click.option("--encoder-dim", type=int, default=None, help="pixel encoder projection dims.")
+def batch(input_spec: str, output: str, workers, address, deadline, budget, chain, store_pixels, shard_mb, progress,
+          encoder_dim) -> None:
+    """The batch pipeline with flags only (recipe defaults for everything not given)."""
+    overrides = _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb)
+    overrides["encoder.dim"] = encoder_dim
+    _run_pipeline(None, input_spec, output, overrides, progress)
+
+
 @main.command()
 @click.argument("video")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.png (grid of sampled frames) or FILE.mp4.")

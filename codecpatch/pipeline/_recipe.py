@@ -1,0 +1,117 @@
+"""Pipeline recipes: TOML files (pipelines/*.toml) validated into frozen settings with messages that name
+the bad key. The CLI's flags override recipe values."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Clips(_Section):
+    seconds: float | None = Field(None, gt=0, description="split videos into clips of this many seconds")
+    frames: int | None = Field(None, ge=1, description="or of this many frames")
+
+
+class Patchify(_Section):
+    mode: Literal["codec", "chunk", "image"] = "codec"
+    budget: str = "0.125"
+    frames: int = Field(64, ge=1)
+    size: int = Field(224, ge=2)
+    max_side: int | None = None
+    patch: int = Field(16, ge=2)
+    energy: Literal["accumulated", "instant"] = "accumulated"
+    normalise: Literal["clip", "frame"] = "clip"
+    camera: Literal["median", "affine", "none"] = "median"
+    keep_i_frames: bool = False
+    refresh: float = Field(0.0, ge=0, le=1)
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget_text(cls, value):
+        from ..patchify import Budget
+
+        Budget.parse(value)  # raises ValueError with the reason
+        return str(value)
+
+
+class Encoder(_Section):
+    name: Literal["pixel", "vit"] = "pixel"
+    dim: int | None = Field(None, ge=1, description="pixel: project to this many dims")
+    path: str | None = Field(None, description="vit: local checkpoint (HF folder, safetensors or torch file)")
+    xray: str = ""
+
+
+class Output(_Section):
+    shard_mb: float = Field(256, gt=0)
+    store_pixels: bool = False
+
+
+class Execution(_Section):
+    workers: int = Field(0, ge=0, description="0 = in-process (debugging); N = N Ray workers")
+    address: str | None = Field(None, description="join an existing Ray cluster: 'auto' or 'ray://host:port'")
+    deadline_s: float = Field(600, gt=0, description="a video still running after this is killed and recorded")
+    retries: int = Field(1, ge=0, description="retries of a task whose worker died")
+    max_in_flight: int | None = Field(None, ge=1, description="tasks submitted at once (default 2 x workers)")
+
+
+class Recipe(_Section):
+    """A whole pipeline. Every section is optional; missing keys take the defaults above."""
+
+    clips: Clips = Clips()
+    patchify: Patchify = Patchify()
+    encoder: Encoder = Encoder()
+    compress: str = ""
+    output: Output = Output()
+    execution: Execution = Execution()
+
+    @field_validator("compress")
+    @classmethod
+    def _chain(cls, value: str) -> str:
+        from ..tokens import parse_chain
+
+        parse_chain(value)
+        return value
+
+
+class RecipeError(ValueError):
+    """A recipe that does not validate; the message names the file and each bad key."""
+
+
+def load_recipe(path: str | Path | None = None, overrides: dict | None = None) -> Recipe:
+    """Read and validate a TOML recipe (or the defaults when ``path`` is None), then apply ``overrides``
+    given as {"section.key": value} (e.g. from CLI flags)."""
+    data: dict = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise RecipeError(f"{path}: no such recipe") from None
+        except tomllib.TOMLDecodeError as error:
+            raise RecipeError(f"{path}: not valid TOML ({error})") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if key:
+            data.setdefault(section, {})[key] = value
+        else:
+            data[section] = value
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise RecipeError(f"{where}: {problems}") from None

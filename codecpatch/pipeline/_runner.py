@@ -1,0 +1,159 @@
+"""Running a recipe over many inputs: in-process or on Ray, resumable, with deadlines, progress and stats.
+
+Results are committed to the shards in input order whatever order workers finish in, so the output is the
+same for any worker count. A video still running after the deadline has its worker process killed (native
+decode hangs cannot be interrupted in-process) and is recorded as timed out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from tqdm import tqdm
+
+from ..shards import ShardWriter
+from ._inputs import InputVideo
+from ._process import VideoResult, process_video, token_dim
+from ._recipe import Recipe
+
+STATS = "_stats.json"
+
+
+@dataclass
+class RunStats:
+    """Counts and timings of a run (saved as ``_stats.json`` beside the shards)."""
+
+    inputs: int = 0
+    skipped_done: int = 0
+    processed: int = 0
+    failed: int = 0
+    clips: int = 0
+    frames: int = 0
+    n_dense: int = 0
+    n_patches: int = 0
+    n_tokens: int = 0
+    seconds: float = 0.0
+    stage_seconds: dict = field(default_factory=lambda: defaultdict(float))
+    errors_by_kind: Counter = field(default_factory=Counter)
+
+    def add(self, result: VideoResult) -> None:
+        if result.error:
+            self.failed += 1
+            self.errors_by_kind[result.error[1]] += 1
+        else:
+            self.processed += 1
+        self.clips += len(result.rows)
+        self.frames += result.frames
+        self.n_dense += result.n_dense
+        self.n_patches += result.n_patches
+        self.n_tokens += result.n_tokens
+        for stage, seconds in result.stage_seconds.items():
+            self.stage_seconds[stage] += seconds
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items()}
+        data["stage_seconds"] = {k: round(v, 3) for k, v in self.stage_seconds.items()}
+        data["errors_by_kind"] = dict(self.errors_by_kind)
+        data["videos_per_second"] = round((self.processed + self.failed) / self.seconds, 3) if self.seconds else None
+        data["tokens_per_second"] = round(self.n_tokens / self.seconds, 1) if self.seconds else None
+        return data
+
+
+def run(recipe: Recipe, inputs: list[InputVideo], output: str | os.PathLike, *, progress: bool | None = None,
+        recipe_record: dict | None = None) -> RunStats:
+    """Process ``inputs`` into shards under ``output``; a rerun skips inputs already committed."""
+    output = Path(output)
+    writer = ShardWriter(output, token_dim(recipe), target_bytes=int(recipe.output.shard_mb * 2**20),
+                         patch_pixels=3 * recipe.patchify.patch ** 2 if recipe.output.store_pixels else None,
+                         with_text=any(i.text for i in inputs), recipe=recipe_record or recipe.model_dump())
+    stats = RunStats(inputs=len(inputs))
+    todo = [i for i in inputs if i.video_id not in writer.done]
+    stats.skipped_done = len(inputs) - len(todo)
+    started = time.perf_counter()
+    show = (os.isatty(2) if progress is None else progress)
+    bar = tqdm(total=len(todo), unit="video", disable=not show, dynamic_ncols=True)
+    try:
+        results = _in_process(todo, recipe) if recipe.execution.workers == 0 else _on_ray(todo, recipe)
+        for result in results:
+            if result.error:
+                writer.add_error(result.video_id, *result.error)
+            else:
+                writer.add_input(result.video_id, result.rows)
+            stats.add(result)
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(clips=stats.clips, tok_s=f"{stats.n_tokens / max(elapsed, 1e-9):.0f}", errors=stats.failed)
+            bar.update(1)
+    finally:
+        bar.close()
+        writer.close()
+        stats.seconds = time.perf_counter() - started
+        (output / STATS).write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+    return stats
+
+
+def _in_process(todo: list[InputVideo], recipe: Recipe) -> Iterator[VideoResult]:
+    for item in todo:
+        yield process_video(item, recipe)
+
+
+def _on_ray(todo: list[InputVideo], recipe: Recipe) -> Iterator[VideoResult]:
+    """Submit one task per video (bounded in flight), yield results in input order."""
+    import ray
+
+    execution = recipe.execution
+    started_here = _start_ray(execution.address, execution.workers)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=execution.retries)(process_video)
+        in_flight: dict = {}  # ref -> (index, submitted at)
+        finished: dict[int, VideoResult] = {}
+        limit = execution.max_in_flight or 2 * max(execution.workers, 1)
+        next_submit = next_yield = 0
+        recipe_ref = ray.put(recipe)
+        while next_yield < len(todo):
+            while next_submit < len(todo) and len(in_flight) < limit:
+                in_flight[task.remote(todo[next_submit], recipe_ref)] = (next_submit, time.monotonic())
+                next_submit += 1
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+            for ref in ready:
+                index, _ = in_flight.pop(ref)
+                try:
+                    finished[index] = ray.get(ref)
+                except (ray.exceptions.RayError, OSError) as error:
+                    finished[index] = VideoResult(todo[index].video_id, error=("worker", type(error).__name__, f"{todo[index].path}: {error}"))
+            now = time.monotonic()
+            for ref, (index, submitted) in list(in_flight.items()):
+                if now - submitted > execution.deadline_s:
+                    ray.cancel(ref, force=True)  # kills the worker process: native decode hangs stop too
+                    in_flight.pop(ref)
+                    finished[index] = VideoResult(todo[index].video_id, error=(
+                        "worker", "timeout", f"{todo[index].path}: still running after {execution.deadline_s:g} s, worker killed"))
+            while next_yield in finished:
+                yield finished.pop(next_yield)
+                next_yield += 1
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _start_ray(address: str | None, workers: int) -> bool:
+    """Join ``address`` or start a quiet local Ray (no dashboard, own temp dir, no auth token in $HOME)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        return True
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    temp_dir = tempfile.mkdtemp(prefix="cpray", dir="/tmp")  # Ray socket paths must stay under 107 bytes
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             _temp_dir=temp_dir, runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
+    return True

@@ -1,0 +1,132 @@
+"""The batch pipeline end to end: real clips, bad files, real Parquet, a real local Ray, a real crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from codecpatch.pipeline import RecipeError, list_inputs, load_recipe, process_video, run
+from codecpatch.shards import Manifest, TokenShardDataset
+
+from .conftest import REPO, SAMPLES
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    """Good clips (H.264 P/B, MPEG-4, HEVC) in nested folders plus an empty file, a text file named .mp4 and
+    an MP4 truncated before its index."""
+    root = tmp_path / "videos"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    for name, folder in (("sprites_h264_p.mp4", "a"), ("sprites_h264_b.mp4", "a"), ("sprites_mpeg4.mp4", "b"), ("sprites_hevc.mp4", "b")):
+        shutil.copy(SAMPLES / name, root / folder / name)
+    (root / "empty.mp4").write_bytes(b"")
+    (root / "notes.mp4").write_text("not a video\n")
+    data = (SAMPLES / "pan_h264_p.mp4").read_bytes()
+    (root / "cut.mp4").write_bytes(data[: len(data) // 2])
+    return root
+
+
+RECIPE = {"compress": "apet:0.5", "patchify.frames": 16, "encoder.dim": 64, "output.shard_mb": 0.02}
+
+
+def test_run_completes_with_good_rows_and_readable_errors(dataset, tmp_path):
+    stats = run(load_recipe(REPO / "pipelines" / "batch.toml", {**RECIPE, "execution.workers": 0}), list_inputs(dataset), tmp_path / "out")
+    assert (stats.processed, stats.failed) == (4, 3)
+    table = pq.read_table([tmp_path / "out" / s["file"] for s in Manifest.read(tmp_path / "out").shards])
+    assert sorted(set(table.column("video_id").to_pylist())) == ["a/sprites_h264_b.mp4", "a/sprites_h264_p.mp4",
+                                                                 "b/sprites_hevc.mp4", "b/sprites_mpeg4.mp4"]
+    errors = {e["input"]: e for e in pq.read_table(tmp_path / "out" / "_errors.parquet").to_pylist()}
+    assert errors["empty.mp4"]["kind"] == "empty_file" and "empty" in errors["empty.mp4"]["message"]
+    assert errors["notes.mp4"]["kind"] == "invalid_data"
+    assert "truncated" in errors["cut.mp4"]["message"]
+    saved = json.loads((tmp_path / "out" / "_stats.json").read_text())
+    assert saved["errors_by_kind"] == {"empty_file": 1, "invalid_data": 2} and saved["n_tokens"] == table.column("n_tokens").to_numpy().sum()
+    again = run(load_recipe(REPO / "pipelines" / "batch.toml", {**RECIPE, "execution.workers": 0}), list_inputs(dataset), tmp_path / "out")
+    assert again.skipped_done == 7 and again.processed == 0  # a rerun redoes nothing
+
+
+def test_dataloader_reads_back_the_exact_tokens(dataset, tmp_path):
+    recipe = load_recipe(None, {**RECIPE, "execution.workers": 0})
+    inputs = [i for i in list_inputs(dataset) if i.video_id.startswith("a/")]
+    run(recipe, inputs, tmp_path / "out")
+    expected = {row.sample_id: row.tokens for item in inputs for row in process_video(item, recipe).rows}
+    read = {s["sample_id"]: s["tokens"] for s in TokenShardDataset(tmp_path / "out")}
+    assert read.keys() == expected.keys()
+    for key, tokens in expected.items():
+        assert torch.equal(read[key].view(torch.int16), torch.from_numpy(np.asarray(tokens, np.float16).view(np.int16)))
+
+
+def test_killed_run_resumes_with_every_input_exactly_once(tmp_path):
+    videos = tmp_path / "many"
+    videos.mkdir()
+    for i in range(12):
+        shutil.copy(SAMPLES / "sprites_h264_b.mp4", videos / f"clip{i:02d}.mp4")
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "codecpatch.cli", "batch", "--input", str(videos), "--output", str(output),
+               "--workers", "0", "--compress", "apet:0.5", "--shard-mb", "0.001", "--no-progress"]  # a shard per input
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        manifest = Manifest.read(output) if (output / "_manifest.json").exists() else None
+        if manifest and 2 <= len(manifest.inputs_done) < 12:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    process.wait(timeout=60)
+    killed_midway = process.returncode == -signal.SIGKILL
+    assert killed_midway, "the run finished before it could be killed"
+    done_before = set(Manifest.read(output).inputs_done)
+    assert 2 <= len(done_before) < 12
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(done_before)} already done" in result.stdout
+    ids = [s["sample_id"] for s in TokenShardDataset(output)]
+    assert sorted(ids) == [f"clip{i:02d}.mp4#0" for i in range(12)]
+
+
+@pytest.mark.slow
+def test_in_process_and_two_ray_workers_give_identical_rows(dataset, tmp_path):
+    inputs = list_inputs(dataset)
+    home_ray = os.path.expanduser("~/.ray")
+    before = set(os.listdir(home_ray)) if os.path.isdir(home_ray) else set()
+    run(load_recipe(None, {**RECIPE, "execution.workers": 0}), inputs, tmp_path / "zero")
+    run(load_recipe(None, {**RECIPE, "execution.workers": 2, "execution.deadline_s": 120}), inputs, tmp_path / "ray")
+    tables = [pq.read_table([d / s["file"] for s in Manifest.read(d).shards]) for d in (tmp_path / "zero", tmp_path / "ray")]
+    assert tables[0].equals(tables[1])
+    assert Manifest.read(tmp_path / "zero").inputs_done == Manifest.read(tmp_path / "ray").inputs_done
+    after = set(os.listdir(home_ray)) if os.path.isdir(home_ray) else set()
+    assert after == before  # no auth-token file (or anything else) written into the user's home
+
+
+def test_recipes_are_validated_naming_the_bad_key(tmp_path):
+    for recipe in (REPO / "pipelines").glob("*.toml"):
+        load_recipe(recipe)  # the shipped recipes are valid
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[patchify]\nmode = "dense"\nbudjet = "0.1"\n')
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(bad)
+    assert "patchify.mode" in str(caught.value) and "patchify.budjet" in str(caught.value) and str(bad) in str(caught.value)
+    with pytest.raises(RecipeError, match="compress"):
+        load_recipe(None, {"compress": "tome:0.5"})
+
+
+def test_input_lists_carry_ids_and_text(tmp_path):
+    (tmp_path / "v").mkdir()
+    shutil.copy(SAMPLES / "sprites_h264_p.mp4", tmp_path / "v" / "x.mp4")
+    listing = tmp_path / "list.txt"
+    listing.write_text("v/x.mp4\ta sprite moves right\n")
+    [item] = list_inputs(listing)
+    assert item.video_id == "v/x.mp4" and item.text == "a sprite moves right" and os.path.exists(item.path)
+    run(load_recipe(None, {**RECIPE, "execution.workers": 0}), [item], tmp_path / "out")
+    assert pq.read_table(tmp_path / "out" / "shard-00000.parquet").column("text").to_pylist() == ["a sprite moves right"]
