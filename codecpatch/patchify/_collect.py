@@ -36,7 +36,8 @@ def canvas_geometry(width: int, height: int, config: PatchifyConfig) -> CanvasGe
 
 
 def iter_clip_samples(
-    source: str | os.PathLike, config: PatchifyConfig, *, timeout: float = 10.0, frame_indices: Sequence[int] | None = None
+    source: str | os.PathLike, config: PatchifyConfig, *, timeout: float = 10.0, frame_indices: Sequence[int] | None = None,
+    decoder_threads: int = 0,
 ) -> Iterator[ClipSamples]:
     """Decode ``source`` once and yield one ClipSamples per clip, in order.
 
@@ -72,7 +73,7 @@ def iter_clip_samples(
         block_size=config.block_size, rgb=True, rgb_size=content_size, rgb_select=collector.wants_rgb,
         keep_vectors=False, on_error="skip",
         motion="none" if config.mode != "codec" else "auto", residual="none" if config.mode != "codec" else "mc",
-        open_timeout=timeout, read_timeout=timeout,
+        open_timeout=timeout, read_timeout=timeout, threads=decoder_threads,
     )
     with VideoReader(source, options) as reader:
         collector.codec = reader.info.codec

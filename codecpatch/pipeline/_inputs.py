@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..decode._source import is_url
+
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".mpg", ".mpeg", ".flv",
                             ".264", ".h264", ".265", ".h265", ".hevc", ".ivf", ".y4m"})
 
@@ -35,7 +37,7 @@ def list_inputs(spec: str | os.PathLike) -> list[InputVideo]:
             if not line.strip() or line.startswith("#"):
                 continue
             name, _, text = line.partition("\t")
-            resolved = Path(name) if Path(name).is_absolute() else path.parent / name
+            resolved = name if is_url(name) or Path(name).is_absolute() else path.parent / name
             inputs.append(InputVideo(str(resolved), name, text or None))
     elif path.suffix == ".parquet" and path.is_file():
         import pyarrow.parquet as pq

@@ -77,8 +77,10 @@ def encoder_name(recipe: Recipe) -> str:
     return f"pixel:{recipe.encoder.dim}" if recipe.encoder.dim else "pixel"
 
 
-def process_video(item: InputVideo, recipe: Recipe) -> VideoResult:
-    """Patchify, encode and compress every clip of one video. Bad input becomes ``result.error``."""
+def process_video(item: InputVideo, recipe: Recipe, decoder_threads: int = 0) -> VideoResult:
+    """Patchify, encode and compress every clip of one video. Bad input becomes ``result.error``.
+
+    ``decoder_threads`` caps FFmpeg's decoder threads (0 = FFmpeg decides; 1 in a one-CPU worker)."""
     result = VideoResult(item.video_id)
     config = patchify_config(recipe)
     stage = "decode"
@@ -91,7 +93,7 @@ def process_video(item: InputVideo, recipe: Recipe) -> VideoResult:
         timer = now
 
     try:
-        for samples in iter_clip_samples(item.path, config):
+        for samples in iter_clip_samples(item.path, config, decoder_threads=decoder_threads):
             spent("decode+select")
             stage = "patchify"
             patches = patchify_samples(samples, config)

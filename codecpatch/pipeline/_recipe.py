@@ -63,7 +63,7 @@ class Execution(_Section):
     address: str | None = Field(None, description="join an existing Ray cluster: 'auto' or 'ray://host:port'")
     deadline_s: float = Field(600, gt=0, description="a video still running after this is killed and recorded")
     retries: int = Field(1, ge=0, description="retries of a task whose worker died")
-    max_in_flight: int | None = Field(None, ge=1, description="tasks submitted at once (default 2 x workers)")
+    max_in_flight: int | None = Field(None, ge=1, description="tasks submitted at once (default: one per worker, so deadlines count running time only)")
 
 
 class Recipe(_Section):

@@ -110,17 +110,28 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe) -> Iterator[VideoResult]:
     execution = recipe.execution
     started_here = _start_ray(execution.address, execution.workers)
     try:
-        task = ray.remote(num_cpus=1, max_retries=execution.retries)(process_video)
+        task = ray.remote(num_cpus=1, max_retries=execution.retries)(_process_in_worker)
         in_flight: dict = {}  # ref -> (index, submitted at)
         finished: dict[int, VideoResult] = {}
-        limit = execution.max_in_flight or 2 * max(execution.workers, 1)
-        next_submit = next_yield = 0
+        # One task per worker at a time by default: a queued task would already be counting down its deadline.
+        limit = execution.max_in_flight or max(execution.workers, 1)
+        # Results are committed in input order, so finished-but-unwritten results wait in memory: submission
+        # stays within a window ahead of the next result to write (memory stays flat), and inside the
+        # window the biggest files go first so that no worker idles at the end on one long video.
+        window = 8 * limit
+        sizes = [_file_size(item.path) for item in todo]
+        submitted: set[int] = set()
+        next_yield = 0
         recipe_ref = ray.put(recipe)
         while next_yield < len(todo):
-            while next_submit < len(todo) and len(in_flight) < limit:
-                in_flight[task.remote(todo[next_submit], recipe_ref)] = (next_submit, time.monotonic())
-                next_submit += 1
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
+            while len(in_flight) < limit:
+                candidates = [i for i in range(next_yield, min(len(todo), next_yield + window)) if i not in submitted]
+                if not candidates:
+                    break
+                index = max(candidates, key=lambda i: (sizes[i], -i))
+                in_flight[task.remote(todo[index], recipe_ref)] = (index, time.monotonic())
+                submitted.add(index)
+            ready = ray.wait(list(in_flight), num_returns=1, timeout=1.0)[0] if in_flight else []
             for ref in ready:
                 index, _ = in_flight.pop(ref)
                 try:
@@ -128,8 +139,8 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe) -> Iterator[VideoResult]:
                 except (ray.exceptions.RayError, OSError) as error:
                     finished[index] = VideoResult(todo[index].video_id, error=("worker", type(error).__name__, f"{todo[index].path}: {error}"))
             now = time.monotonic()
-            for ref, (index, submitted) in list(in_flight.items()):
-                if now - submitted > execution.deadline_s:
+            for ref, (index, submitted_at) in list(in_flight.items()):
+                if now - submitted_at > execution.deadline_s:
                     ray.cancel(ref, force=True)  # kills the worker process: native decode hangs stop too
                     in_flight.pop(ref)
                     finished[index] = VideoResult(todo[index].video_id, error=(
@@ -140,6 +151,29 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe) -> Iterator[VideoResult]:
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _process_in_worker(item: InputVideo, recipe: Recipe) -> VideoResult:
+    """A Ray task: one CPU each, so the libraries' own thread pools are held to one thread (two workers on
+    two cores with OpenCV, FFmpeg and torch each spawning per-core threads fight for the cores)."""
+    _single_threaded()
+    return process_video(item, recipe, decoder_threads=1)
+
+
+def _single_threaded() -> None:
+    import cv2
+    import torch
+
+    cv2.setNumThreads(1)
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 def _start_ray(address: str | None, workers: int) -> bool:
