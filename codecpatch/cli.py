@@ -238,8 +238,12 @@ def patchify(video: str, as_json: bool, no_fidelity: bool, **params) -> None:
 @click.option("--xray", default="", help="With vit: EViT token reorganisation. 'default' = blocks 4,8,11 keeping 0.7; "
               "or BLOCKS@RATE (4,8,11@0.7) or BLOCKS@threshold=T (keep tokens attended >= T/N); blocks one-indexed.")
 @click.option("--compress", "chain", default="", help="Compressor chain, e.g. apet:0.25 or duet:0.5,apet:0.5 (@clip for clip scope).")
+@click.option("--text", "texts", multiple=True, help="Text query for DUET T2V (repeatable).")
+@click.option("--t2v", type=float, default=0.5, show_default=True, help="Fraction of tokens T2V keeps for the --text queries.")
+@click.option("--text-tower", default=None, help="Local CLIP checkpoint folder with tokenizer (default: the vit:PATH folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per clip (an array when there are several).")
-def encode(video: str, encoder: str, xray: str, chain: str, as_json: bool, **params) -> None:
+def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ...], t2v: float, text_tower: str | None,
+           as_json: bool, **params) -> None:
     """Patchify VIDEO, encode the kept patches as tokens and compress them; report each stage."""
     import torch
 
@@ -269,6 +273,20 @@ def encode(video: str, encoder: str, xray: str, chain: str, as_json: bool, **par
             raise click.BadParameter(str(error), param_hint="--encoder") from error
     elif xray:
         raise click.BadParameter("--xray needs --encoder vit:PATH", param_hint="--xray")
+    tower = text_queries = None
+    if texts:
+        from .tokens import ClipTextTower
+
+        folder = text_tower or (argument if name == "vit" else None)
+        if folder is None:
+            raise click.BadParameter("--text needs --text-tower PATH (or --encoder vit:PATH of a CLIP folder)", param_hint="--text")
+        try:
+            tower = ClipTextTower(folder)
+        except (OSError, ValueError) as error:
+            raise click.BadParameter(f"{folder}: {error}", param_hint="--text-tower") from error
+        text_queries = tower.embed_texts(list(texts))
+        if model is None:
+            raise click.BadParameter("--text scores CLIP vision tokens: use --encoder vit:PATH", param_hint="--text")
     try:
         parse_chain(chain)
     except ValueError as error:
@@ -285,11 +303,15 @@ def encode(video: str, encoder: str, xray: str, chain: str, as_json: bool, **par
             else:
                 tokens = encode_pixels(patches.pixels, patches.positions, patches.sample_index, dim=int(dim_text) if dim_text else None)
             compressed = compress(tokens, chain)
+            if tower is not None:
+                from .tokens import duet_t2v
+
+                compressed = duet_t2v(compressed, text_queries, t2v, vision_projection=tower.project_vision)
             ratio = compressed.n_tokens / max(tokens.n_tokens, 1)
             # Reference: the encoder's token for every kept patch (after Xray, fused patches share one).
             reference = tokens.tokens[tokens.absorbed_into]
             fidelity = {"relative_error": round(relative_rebuild_error(reference, compressed), 6)}
-            if chain:
+            if chain or tower is not None:
                 fidelity["random"] = round(relative_rebuild_error(reference, random_prune(tokens, ratio)), 6)
                 fidelity["stride"] = round(relative_rebuild_error(reference, stride_prune(tokens, ratio)), 6)
             records.append({

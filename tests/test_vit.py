@@ -219,3 +219,73 @@ def test_bfloat16_runs_close_to_float32_and_positions_interpolate(tmp_path):
     assert low.tokens.dtype == torch.float32  # handed back in float32 for the compressors
     relative = (low.tokens - reference.tokens).norm() / reference.tokens.norm()
     assert relative < 0.05
+
+
+def tiny_clip_with_tokenizer(folder):
+    """A randomly initialised CLIPModel (text + vision) with a byte-level tokenizer, saved like a hub folder."""
+    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(__import__("json").dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    torch.manual_seed(0)
+    config = transformers.CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         max_position_embeddings=32, bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+                         pad_token_id=vocab["<|endoftext|>"]),
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8),
+        projection_dim=16)
+    model = transformers.CLIPModel(config).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model
+
+
+def test_text_guided_pruning_with_a_local_clip(tmp_path):
+    from codecpatch.tokens import ClipTextTower, duet_t2v
+
+    reference = tiny_clip_with_tokenizer(tmp_path / "clip")
+    tower = ClipTextTower(tmp_path / "clip")
+    text = tower.embed_texts(["a red box", "a moving square"])
+    assert text.shape == (2, 16)
+    model = load_vit(tmp_path / "clip")  # the vision tower of the same checkpoint
+    [patches] = list(patchify_video(SAMPLES / "sprites_h264_b.mp4", PatchifyConfig(frames=8, patch=8, size=64, budget="2f")))
+    tokens = encode_with_vit(model, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
+    projected = tower.project_vision(tokens.tokens)
+    assert projected.shape == (tokens.n_tokens, 16)
+    # the projection is CLIP's own: the pooled [CLS] embedding matches the reference image embedding
+    image = torch.randn(1, 3, 32, 32)
+    patch_pixels, positions = dense_patches(image)
+    with torch.no_grad():
+        _, _, cls, _ = model(patch_pixels, positions, torch.ones(1, 16, dtype=torch.bool), (4, 4))
+        expected = reference.get_image_features(pixel_values=image)
+    expected = getattr(expected, "pooler_output", expected)
+    torch.testing.assert_close(reference.visual_projection(cls), expected, atol=1e-5, rtol=1e-4)
+    kept = duet_t2v(tokens, text, 0.25, vision_projection=tower.project_vision)
+    assert kept.n_tokens == round(0.25 * tokens.n_tokens) and kept.stages[-1].name == "duet_t2v:0.25"
+    scores = torch.softmax(text @ projected.T / 4.0, dim=1).mean(0)  # sqrt(16)
+    best = int(torch.argmax(scores))
+    assert tuple(tokens.positions[best].tolist()) in {tuple(p) for p in kept.positions.tolist()}
+
+
+def test_encode_command_with_text_queries(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    tiny_clip_with_tokenizer(tmp_path / "clip")
+    result = subprocess.run(
+        [sys.executable, "-m", "codecpatch.cli", "encode", str(SAMPLES / "sprites_h264_b.mp4"), "--frames", "8", "--size", "64",
+         "--patch", "8", "--budget", "2f", "--encoder", f"vit:{tmp_path / 'clip'}", "--text", "a red box", "--t2v", "0.5", "--json"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert [s["name"] for s in record["stages"]] == ["patchify", "vit", "duet_t2v:0.5"]
+    assert record["n_tokens"] * 2 == record["n_patches"]
+    bad = subprocess.run([sys.executable, "-m", "codecpatch.cli", "encode", str(SAMPLES / "sprites_h264_b.mp4"), "--text", "x"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--text-tower" in bad.stderr

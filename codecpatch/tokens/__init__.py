@@ -6,10 +6,12 @@ from ._chain import compress, parse_chain
 from ._duet import duet_t2v, duet_v2v, prune_hidden_states, text_guided_scores
 from ._merge import relative_rebuild_error
 from ._pixel import encode_pixels, orthonormal_projection
+from ._text import ClipTextTower
 from ._types import StageCount, TokenSet
 from ._vit import SparseViT, ViTConfig, encode_with_vit, load_state_dict, load_vit
 
 __all__ = [
+    "ClipTextTower",
     "SparseViT",
     "StageCount",
     "TokenSet",

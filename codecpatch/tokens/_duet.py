@@ -69,17 +69,20 @@ def text_guided_scores(vision: torch.Tensor, text: torch.Tensor) -> torch.Tensor
     return torch.softmax(logits, dim=1).mean(dim=0)
 
 
-def duet_t2v(tokens: TokenSet, text: torch.Tensor, keep_ratio: float = 0.5) -> TokenSet:
+def duet_t2v(tokens: TokenSet, text: torch.Tensor, keep_ratio: float = 0.5, vision_projection=None) -> TokenSet:
     """Keep the ``keep_ratio`` fraction of vision tokens the text queries attend to most (whole clip).
 
-    ``text`` is (m, D) in the same space as the tokens (a CLIP/SigLIP text tower's embeddings, or the
-    caller's). Dropped tokens count as absorbed by their most similar kept token.
+    ``text`` is (m, E): embeddings in the tokens' space (E = D), or in a joint space that
+    ``vision_projection`` ((K, D) -> (K, E), e.g. ``ClipTextTower.project_vision``) maps the tokens into for
+    scoring. Kept tokens keep their own values; dropped ones count as absorbed by their most similar kept
+    token.
     """
     started = time.perf_counter()
-    if text.ndim != 2 or text.shape[1] != tokens.dim:
-        raise ValueError(f"text must be (m, {tokens.dim}), got {tuple(text.shape)}")
+    vision = tokens.tokens if vision_projection is None else vision_projection(tokens.tokens)
+    if text.ndim != 2 or text.shape[1] != vision.shape[1]:
+        raise ValueError(f"text must be (m, {vision.shape[1]}), got {tuple(text.shape)}")
     count = max(1, min(tokens.n_tokens, int(round(keep_ratio * tokens.n_tokens))))
-    score = text_guided_scores(tokens.tokens, text)
+    score = text_guided_scores(vision, text)
     kept = torch.sort(torch.argsort(score, descending=True, stable=True)[:count]).values
     assignment = assign_to_nearest(tokens.tokens.to(torch.float32), kept)
     stage = StageCount(f"duet_t2v:{keep_ratio:g}", tokens.n_tokens, count, time.perf_counter() - started)
