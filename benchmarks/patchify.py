@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile

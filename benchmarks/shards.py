@@ -16,7 +16,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from codecpatch.patchify import PatchifyConfig, patchify_video

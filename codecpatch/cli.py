@@ -245,7 +245,6 @@ def patchify(video: str, as_json: bool, no_fidelity: bool, **params) -> None:
 def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ...], t2v: float, text_tower: str | None,
            as_json: bool, **params) -> None:
     """Patchify VIDEO, encode the kept patches as tokens and compress them; report each stage."""
-    import torch
 
     from .patchify import iter_clip_samples, patchify_samples
     from .tokens import compress, encode_pixels, encode_with_vit, load_vit, parse_chain, random_prune, relative_rebuild_error, stride_prune

@@ -35,7 +35,6 @@ def duet_v2v(tokens: TokenSet, keep_ratio: float = 0.5, *, scope: Scope = "frame
         raise ValueError("keep_ratio must be in (0, 1] and dominant_fraction in [0, 1]")
 
     def rule(x: torch.Tensor, budget: int):
-        n = x.shape[0]
         query = tokens.cls if tokens.cls is not None else x.mean(dim=0)
         score = attention_scores(query, x)
         n_dominant = min(budget, int(round(budget * dominant_fraction)))

@@ -186,7 +186,7 @@ def _reorganise(x: torch.Tensor, valid: torch.Tensor, source: torch.Tensor, row:
     threshold / N), fuse the rest into one token weighted by their attention. Loops over the batch (clips),
     never over tokens. Returns the new (x, valid, source)."""
     b = x.shape[0]
-    outputs, masks, sources = [], [], []
+    outputs, sources = [], []
     for i in range(b):
         tokens = x[i, offset:][valid[i, offset:]]
         scores = row[i, offset:][valid[i, offset:]]
