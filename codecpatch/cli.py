@@ -247,7 +247,7 @@ def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ..
     """Patchify VIDEO, encode the kept patches as tokens and compress them; report each stage."""
 
     from .patchify import iter_clip_samples, patchify_samples
-    from .tokens import compress, encode_pixels, encode_with_vit, load_vit, parse_chain, random_prune, relative_rebuild_error, stride_prune
+    from .tokens import compress, encode_pixels, encode_with_vit, load_vit, parse_chain, parse_xray, random_prune, relative_rebuild_error, stride_prune
 
     name, _, argument = encoder.partition(":")
     dim_text = argument if name == "pixel" else ""
@@ -255,17 +255,10 @@ def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ..
         raise click.BadParameter(f"{encoder!r}: expected pixel, pixel:D or vit:PATH", param_hint="--encoder")
     model = None
     if name == "vit":
-        overrides = {}
-        if xray:
-            blocks, _, rule = ("4,8,11@0.7" if xray == "default" else xray).partition("@")
-            try:
-                overrides = {"xray_blocks": tuple(int(b) for b in blocks.split(",") if b)}
-                if rule.startswith("threshold="):
-                    overrides["xray_threshold"] = float(rule.removeprefix("threshold="))
-                else:
-                    overrides["xray_keep"] = float(rule or 0.7)
-            except ValueError:
-                raise click.BadParameter(f"{xray!r}: expected default, 4,8,11@0.7 or 4,8,11@threshold=1.0", param_hint="--xray") from None
+        try:
+            overrides = parse_xray(xray)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--xray") from None
         try:
             model = load_vit(argument, **overrides)
         except (OSError, ValueError, KeyError) as error:

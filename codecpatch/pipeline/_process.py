@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import VideoError
 from ..patchify import Budget, PatchifyConfig, iter_clip_samples, patchify_samples
 from ..shards import SampleRow
-from ..tokens import compress, encode_pixels, encode_with_vit, load_vit
+from ..tokens import compress, encode_pixels, encode_with_vit, load_vit, parse_xray
 from ._inputs import InputVideo
 from ._recipe import Recipe
 
@@ -52,15 +52,7 @@ def _vit(recipe: Recipe):
     """The ViT of a recipe, loaded once per worker process."""
     key = (recipe.encoder.path, recipe.encoder.xray)
     if key not in _MODELS:
-        overrides = {}
-        if recipe.encoder.xray:
-            blocks, _, rule = ("4,8,11@0.7" if recipe.encoder.xray == "default" else recipe.encoder.xray).partition("@")
-            overrides["xray_blocks"] = tuple(int(b) for b in blocks.split(",") if b)
-            if rule.startswith("threshold="):
-                overrides["xray_threshold"] = float(rule.removeprefix("threshold="))
-            else:
-                overrides["xray_keep"] = float(rule or 0.7)
-        _MODELS[key] = load_vit(recipe.encoder.path, **overrides)
+        _MODELS[key] = load_vit(recipe.encoder.path, **parse_xray(recipe.encoder.xray))
     return _MODELS[key]
 
 

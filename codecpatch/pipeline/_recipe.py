@@ -52,6 +52,14 @@ class Encoder(_Section):
     path: str | None = Field(None, description="vit: local checkpoint (HF folder, safetensors or torch file)")
     xray: str = ""
 
+    @field_validator("xray")
+    @classmethod
+    def _xray(cls, value: str) -> str:
+        from ..tokens import parse_xray
+
+        parse_xray(value)  # raises ValueError with the reason
+        return value
+
 
 class Output(_Section):
     shard_mb: float = Field(256, gt=0)

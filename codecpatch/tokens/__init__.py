@@ -8,7 +8,7 @@ from ._merge import relative_rebuild_error
 from ._pixel import encode_pixels, orthonormal_projection
 from ._text import ClipTextTower
 from ._types import StageCount, TokenSet
-from ._vit import SparseViT, ViTConfig, encode_with_vit, load_state_dict, load_vit
+from ._vit import SparseViT, ViTConfig, encode_with_vit, load_state_dict, load_vit, parse_xray
 
 __all__ = [
     "ClipTextTower",
@@ -27,6 +27,7 @@ __all__ = [
     "load_vit",
     "orthonormal_projection",
     "parse_chain",
+    "parse_xray",
     "prune_hidden_states",
     "random_prune",
     "reconstruction_error",

@@ -245,6 +245,23 @@ def encode_with_vit(model: SparseViT, pixels, positions, group, grid: tuple[int,
                     None if cls is None else cls[0].float().cpu(), (stage,))
 
 
+def parse_xray(spec: str) -> dict:
+    """ViTConfig overrides from an Xray spec: "" (off), "default" (blocks 4, 8, 11 keeping 0.7),
+    "4,8,11@0.7" (blocks @ keep rate) or "4,8,11@threshold=1.0". Raises ValueError naming the spec."""
+    if not spec:
+        return {}
+    blocks, _, rule = ("4,8,11@0.7" if spec == "default" else spec).partition("@")
+    try:
+        overrides: dict = {"xray_blocks": tuple(int(b) for b in blocks.split(",") if b)}
+        if rule.startswith("threshold="):
+            overrides["xray_threshold"] = float(rule.removeprefix("threshold="))
+        else:
+            overrides["xray_keep"] = float(rule or 0.7)
+    except ValueError:
+        raise ValueError(f"xray {spec!r}: expected default, 4,8,11@0.7 or 4,8,11@threshold=1.0") from None
+    return overrides
+
+
 # -- loading -------------------------------------------------------------------------------------------
 
 _HF_PREFIXES = ("vision_model.", "model.vision_model.")
