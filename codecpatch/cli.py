@@ -389,6 +389,75 @@ def batch(input_spec: str, output: str, workers, address, deadline, budget, chai
 
 
 @main.command()
+@click.argument("source")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Shard folder (a restart continues it).")
+@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False), default=None,
+              help="Recipe (e.g. pipelines/camera.toml); flags override it.")
+@click.option("--id", "stream_id", default=None, help="video_id of the rows (default: the source without its query).")
+@click.option("--realtime/--no-realtime", default=None, help="Play a file at its frame rate, like a camera.")
+@click.option("--window", type=click.Choice(["gop", "seconds"]), default=None, help="Cut per GOP or every --window-seconds.")
+@click.option("--window-seconds", type=float, default=None, help="Window length in seconds mode.")
+@click.option("--queue", type=int, default=None, help="Decoded windows that may wait for processing.")
+@click.option("--when-behind", type=click.Choice(["drop_oldest", "block"]), default=None,
+              help="When the queue is full: drop the oldest window (counted) or stop decoding.")
+@click.option("--rotate-seconds", type=float, default=None, help="Finish the open shard after this many seconds.")
+@click.option("--shard-mb", type=float, default=None, help="... or at about this size.")
+@click.option("--max-reconnects", type=int, default=None, help="Give up after this many failed reconnects in a row (default: never).")
+@click.option("--read-timeout", type=float, default=None, help="Seconds without data before the source counts as stalled.")
+@click.option("--max-windows", type=int, default=None, help="Stop after this many windows.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--budget", default=None, help="Override patchify.budget.")
+@click.option("--compress", "chain", default=None, help="Override the compressor chain.")
+@click.option("--encoder-dim", type=int, default=None, help="pixel encoder projection dims.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+def stream(source: str, output: str, recipe_path: str | None, stream_id: str | None, realtime, window, window_seconds, queue,
+           when_behind, rotate_seconds, shard_mb, max_reconnects, read_timeout, max_windows, duration, budget, chain,
+           encoder_dim, progress) -> None:
+    """Stream a camera (/dev/videoN), a network URL (rtsp/rtmp/http/tcp/udp) or a file into rolling token shards.
+
+    Ctrl-C or SIGTERM finishes the current window, closes the shard and exits with status 0."""
+    import logging
+    import signal
+    import threading
+
+    from .pipeline import RecipeError, load_recipe
+    from .stream import StreamEnded, run_stream
+
+    overrides = {"stream.realtime": realtime, "stream.window": window, "stream.window_seconds": window_seconds,
+                 "stream.queue": queue, "stream.when_behind": when_behind, "stream.rotate_seconds": rotate_seconds,
+                 "output.shard_mb": shard_mb, "stream.max_reconnects": max_reconnects, "stream.read_timeout": read_timeout,
+                 "patchify.budget": budget, "compress": chain, "encoder.dim": encoder_dim}
+    try:
+        recipe = load_recipe(recipe_path, overrides)
+    except RecipeError as error:
+        raise click.UsageError(str(error)) from error
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    stop = threading.Event()
+
+    def request_stop(signum, _frame) -> None:
+        if stop.is_set():  # a second Ctrl-C: stop waiting
+            raise KeyboardInterrupt
+        click.echo(f"{signal.Signals(signum).name}: finishing the current window and closing the shard", err=True)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+    try:
+        stats = run_stream(source, recipe, output, stream_id=stream_id, max_windows=max_windows, duration_s=duration,
+                           stop=stop, progress=progress)
+    except VideoError as error:
+        _fail(str(error))
+    except StreamEnded as error:
+        _fail(str(error))
+    summary = stats.to_dict()
+    p50, p95 = summary["latency_p50_s"], summary["latency_p95_s"]
+    latency = f"latency p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms" if p50 is not None else "no window written"
+    click.echo(f"{summary['windows_written']} windows ({summary['frames']} frames, {summary['n_tokens']} tokens) in "
+               f"{summary['seconds']:.1f} s; {summary['windows_dropped']} dropped, {summary['windows_failed']} failed, "
+               f"{max(0, summary['sessions'] - 1)} reconnects; {latency} -> {output} ({summary['ended'] or 'stopped'})")
+
+
+@main.command()
 @click.argument("video")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.png (grid of sampled frames) or FILE.mp4.")
 @_patchify_options

@@ -235,10 +235,11 @@ class VideoReader:
         pict_type = _PICT_TYPE_NAMES.get(int(av_frame.pict_type), "?")
         rgb = None
         if options.rgb and (options.rgb_select is None or options.rgb_select(state.count, pict_type)):
-            if options.rgb_size is None:
+            size = options.rgb_size or (options.rgb_fit(width, height) if options.rgb_fit is not None else None)
+            if size is None:
                 rgb = av_frame.to_ndarray(format="rgb24")
             else:
-                rgb = av_frame.to_ndarray(format="rgb24", width=options.rgb_size[0], height=options.rgb_size[1])
+                rgb = av_frame.to_ndarray(format="rgb24", width=size[0], height=size[1])
 
         frame = CodecFrame(
             index=state.count,

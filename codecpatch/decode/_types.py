@@ -45,7 +45,9 @@ class DecodeOptions:
         analysis_max_side: residual and optical flow run on luma downscaled by an integer factor until its
             longer side is at most this many pixels (the factor never exceeds block_size / 2).
         rgb: return the RGB picture per frame (costs more than decoding: leave off unless needed).
-        rgb_size: (width, height) to resize RGB to; None keeps each frame's own size.
+        rgb_size: (width, height) to resize RGB to; None keeps each frame's own size (or asks ``rgb_fit``).
+        rgb_fit: with ``rgb_size=None``, a function ``(width, height) -> (width, height)`` giving the RGB size
+            for a frame of that size (for sources whose size is known only once they are open).
         rgb_select: with ``rgb=True``, a predicate ``(index, pict_type) -> bool`` choosing which frames get
             RGB (e.g. only the frames a sampler wants); None converts every frame.
         keep_vectors: keep the raw structured motion-vector array on each frame.
@@ -68,6 +70,7 @@ class DecodeOptions:
     rgb: bool = False
     rgb_size: tuple[int, int] | None = None
     rgb_select: Callable[[int, str], bool] | None = None
+    rgb_fit: Callable[[int, int], tuple[int, int]] | None = None
     keep_vectors: bool = True
     thread_type: ThreadType = "auto"
     threads: int = 0

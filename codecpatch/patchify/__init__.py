@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from ._collect import iter_clip_samples
+from ._collect import iter_clip_samples, window_samples
 from ._config import Budget, PatchifyConfig
 from ._geometry import CanvasGeometry, native_geometry, square_geometry
 from ._patchify import codec_selection, patch_scores, patchify_samples
@@ -37,4 +37,5 @@ __all__ = [
     "patchify_samples",
     "patchify_video",
     "square_geometry",
+    "window_samples",
 ]

@@ -8,7 +8,7 @@ T samples, whatever the video's length.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -142,6 +142,7 @@ class _Collector:
         self.done = not clips
         self.warnings: list[str] = []
         self._clip_number = 0
+        self.first_clip_index = 0  # reported clip_index = first_clip_index + position in self.clips
         self._clip: _ClipState | None = None
         self._sample_set = self._plan_samples(0)
         self._chunks = self._plan_chunks(0)
@@ -292,7 +293,7 @@ class _Collector:
             warnings.append(f"clip {self._clip_number}: {len(samples)} of {planned} planned samples decoded (the stream ended early)")
         if not samples:
             return
-        info = ClipInfo(self.source, self._clip_number, clip.start, clip.start + clip.frames, clip.first_time, clip.last_time,
+        info = ClipInfo(self.source, self.first_clip_index + self._clip_number, clip.start, clip.start + clip.frames, clip.first_time, clip.last_time,
                         self.fps, clip.geometry.source_width, clip.geometry.source_height, self.codec)
         yield ClipSamples(
             info=info, geometry=clip.geometry,
@@ -308,3 +309,29 @@ class _Collector:
             motion_sources=tuple(s.motion_source for s in samples),
             block_size=self.config.block_size, n_frames=clip.frames, warnings=tuple(warnings),
         )
+
+
+def window_samples(frames: Sequence[CodecFrame], config: PatchifyConfig, *, source: str, codec: str, fps: float | None,
+                   clip_index: int) -> ClipSamples | None:
+    """The ClipSamples of one window of consecutive decoded frames (a live stream's GOP or N seconds), or None
+    when the window has no frame.
+
+    The frames must carry RGB (any size: it is resized to the canvas content) and, in codec mode, their
+    block motion and residual; indices stay the stream's own, so the clip reports where it lies in the stream.
+    Sampling is the same as for a file clip of those frames: ``config.frames`` uniform samples (codec mode),
+    one per chunk (chunk mode), or the window's first frame (image mode).
+    """
+    if not frames:
+        return None
+    start, end = frames[0].index, frames[-1].index + 1
+    if config.mode == "image":
+        config = replace(config, image_frame=start)
+    collector = _Collector(source, config, [(start, end)], fps)
+    collector.codec = codec
+    collector.first_clip_index = clip_index
+    for frame in frames:
+        for _ in collector.add(frame):  # one clip only: nothing is emitted before finish()
+            pass
+        if collector.done:
+            break
+    return next(iter(collector.finish()), None)

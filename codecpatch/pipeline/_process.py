@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import VideoError
-from ..patchify import Budget, PatchifyConfig, iter_clip_samples, patchify_samples
+from ..patchify import Budget, ClipSamples, PatchifyConfig, iter_clip_samples, patchify_samples
 from ..shards import SampleRow
-from ..tokens import compress, encode_pixels, encode_with_vit, load_vit, parse_xray
+from ..tokens import TokenSet, compress, encode_pixels, encode_with_vit, load_vit, parse_xray
 from ._inputs import InputVideo
 from ._recipe import Recipe
 
@@ -69,56 +69,86 @@ def encoder_name(recipe: Recipe) -> str:
     return f"pixel:{recipe.encoder.dim}" if recipe.encoder.dim else "pixel"
 
 
+@dataclass
+class ClipResult:
+    """One clip after patchify, encode and compress.
+
+    Attributes:
+        row: the shard row.
+        tokens: the compressed TokenSet (torch tensors, as a model would consume them).
+        stage_seconds: {"patchify", "encode", "compress"} -> seconds.
+    """
+
+    row: SampleRow
+    tokens: TokenSet
+    stage_seconds: dict
+
+
+def process_clip(samples: ClipSamples, recipe: Recipe, config: PatchifyConfig, *, video_id: str, source: str,
+                 text: str | None = None, stages: list[str] | None = None) -> ClipResult:
+    """Patchify, encode and compress one clip's samples into a shard row. Raises on failure; the caller
+    learns the stage it was in from ``stages`` (each stage's name is appended as it starts)."""
+    stages = stages if stages is not None else []
+    seconds: dict = {}
+    timer = time.perf_counter()
+
+    def spent(name: str) -> None:
+        nonlocal timer
+        now = time.perf_counter()
+        seconds[name] = now - timer
+        timer = now
+
+    stages.append("patchify")
+    patches = patchify_samples(samples, config)
+    spent("patchify")
+    stages.append("encode")
+    if recipe.encoder.name == "vit":
+        tokens = encode_with_vit(_vit(recipe), patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
+    else:
+        tokens = encode_pixels(patches.pixels, patches.positions, patches.sample_index, dim=recipe.encoder.dim)
+    spent("encode")
+    stages.append("compress")
+    tokens = compress(tokens, recipe.compress)
+    spent("compress")
+    info = patches.info
+    row = SampleRow(
+        video_id=video_id, source=source, clip_index=info.clip_index, clip_start=info.time_start,
+        clip_end=info.time_end, fps=info.fps, width=info.width, height=info.height, codec=info.codec,
+        mode=patches.mode, budget=patches.budget, encoder=encoder_name(recipe), compressors=recipe.compress,
+        n_dense=patches.n_dense, n_selected=patches.n_kept, tokens=tokens.tokens.numpy().astype(np.float16),
+        positions=tokens.positions.numpy(), frame_types=samples.picture_types,
+        pixels=patches.pixels if recipe.output.store_pixels else None,  # every selected patch
+        text=text,
+    )
+    return ClipResult(row, tokens, seconds)
+
+
 def process_video(item: InputVideo, recipe: Recipe, decoder_threads: int = 0) -> VideoResult:
     """Patchify, encode and compress every clip of one video. Bad input becomes ``result.error``.
 
     ``decoder_threads`` caps FFmpeg's decoder threads (0 = FFmpeg decides; 1 in a one-CPU worker)."""
     result = VideoResult(item.video_id)
     config = patchify_config(recipe)
-    stage = "decode"
+    stages = ["decode"]
     timer = time.perf_counter()
-
-    def spent(name: str) -> None:
-        nonlocal timer
-        now = time.perf_counter()
-        result.stage_seconds[name] = result.stage_seconds.get(name, 0.0) + now - timer
-        timer = now
-
     try:
         for samples in iter_clip_samples(item.path, config, decoder_threads=decoder_threads):
-            spent("decode+select")
-            stage = "patchify"
-            patches = patchify_samples(samples, config)
-            spent("patchify")
-            stage = "encode"
-            if recipe.encoder.name == "vit":
-                tokens = encode_with_vit(_vit(recipe), patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
-            else:
-                tokens = encode_pixels(patches.pixels, patches.positions, patches.sample_index, dim=recipe.encoder.dim)
-            spent("encode")
-            stage = "compress"
-            tokens = compress(tokens, recipe.compress)
-            spent("compress")
-            info = patches.info
-            result.rows.append(SampleRow(
-                video_id=item.video_id, source=item.path, clip_index=info.clip_index, clip_start=info.time_start,
-                clip_end=info.time_end, fps=info.fps, width=info.width, height=info.height, codec=info.codec,
-                mode=patches.mode, budget=patches.budget, encoder=encoder_name(recipe), compressors=recipe.compress,
-                n_dense=patches.n_dense, n_selected=patches.n_kept, tokens=tokens.tokens.numpy().astype(np.float16),
-                positions=tokens.positions.numpy(), frame_types=samples.picture_types,
-                pixels=patches.pixels if recipe.output.store_pixels else None,  # every selected patch
-                text=item.text,
-            ))
+            result.stage_seconds["decode+select"] = result.stage_seconds.get("decode+select", 0.0) + time.perf_counter() - timer
+            clip = process_clip(samples, recipe, config, video_id=item.video_id, source=item.path, text=item.text, stages=stages)
+            for name, seconds in clip.stage_seconds.items():
+                result.stage_seconds[name] = result.stage_seconds.get(name, 0.0) + seconds
+            result.rows.append(clip.row)
             result.frames += samples.n_frames
-            result.n_dense += patches.n_dense
-            result.n_patches += patches.n_kept
-            result.n_tokens += tokens.n_tokens
-            stage = "decode"
+            result.n_dense += clip.row.n_dense
+            result.n_patches += clip.row.n_selected
+            result.n_tokens += clip.tokens.n_tokens
+            stages.append("decode")
+            timer = time.perf_counter()
         if not result.rows:
             result.error = ("decode", "no_frames", f"{item.path}: no frame could be decoded")
     except VideoError as error:
-        result.rows, result.error = [], (stage, error.kind, str(error))
+        result.rows, result.error = [], (stages[-1], error.kind, str(error))
     except Exception as error:  # a bug or an unexpected library error: record it, do not kill the run
         result.rows = []
-        result.error = (stage, type(error).__name__, f"{item.path}: {error} | {traceback.format_exc(limit=3)[-500:]}")
+        result.error = (stages[-1], type(error).__name__, f"{item.path}: {error} | {traceback.format_exc(limit=3)[-500:]}")
     return result

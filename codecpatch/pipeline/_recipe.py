@@ -74,6 +74,27 @@ class Execution(_Section):
     max_in_flight: int | None = Field(None, ge=1, description="tasks submitted at once (default: one per worker, so deadlines count running time only)")
 
 
+class Stream(_Section):
+    """Live-source settings (``codecpatch stream``); batch runs ignore them."""
+
+    window: Literal["gop", "seconds"] = Field("gop", description="cut windows before each key frame, or every window_seconds")
+    window_seconds: float = Field(2.0, gt=0, description="window length when window = 'seconds'")
+    min_window_seconds: float = Field(0.0, ge=0, description="gop: key frames closer than this to the window start do not cut")
+    max_window_seconds: float = Field(10.0, gt=0, description="no window spans more than this (bounds memory)")
+    queue: int = Field(4, ge=1, description="decoded windows waiting for processing")
+    when_behind: Literal["drop_oldest", "block"] = Field("drop_oldest", description="full queue: drop the oldest window, or stop decoding")
+    realtime: bool = Field(False, description="play a file at its frame rate, like a camera")
+    rotate_seconds: float = Field(60.0, gt=0, description="finish the open shard after this long (and at output.shard_mb)")
+    open_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(5.0, gt=0, description="no data for this long = stalled (UDP has no end-of-stream)")
+    probesize: int = Field(32768, ge=32, description="bytes FFmpeg reads to recognise a network stream")
+    analyzeduration_s: float = Field(0.0, ge=0, description="seconds FFmpeg analyses a network stream before starting")
+    max_reconnects: int | None = Field(None, ge=0, description="reconnect attempts in a row before giving up (None = forever)")
+    backoff_s: float = Field(0.5, gt=0, description="first wait before reconnecting; doubles per failed attempt")
+    backoff_max_s: float = Field(10.0, gt=0)
+    decoder_threads: int = Field(1, ge=0, description="FFmpeg decoder threads (0 = FFmpeg decides)")
+
+
 class Recipe(_Section):
     """A whole pipeline. Every section is optional; missing keys take the defaults above."""
 
@@ -83,6 +104,7 @@ class Recipe(_Section):
     compress: str = ""
     output: Output = Output()
     execution: Execution = Execution()
+    stream: Stream = Stream()
 
     @field_validator("compress")
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,8 @@ class Manifest:
         dim: token width.
         shards: [{"file", "rows", "bytes"}] of finished shards, in order.
         inputs_done: ids of inputs whose rows are all in finished shards (or that failed and were recorded).
+        streams: live streams written here: stream id -> {"windows": windows committed, ...} (what a
+            restarted ``codecpatch stream`` continues numbering from).
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -49,6 +52,7 @@ class Manifest:
     dim: int = 0
     shards: list[dict] = field(default_factory=list)
     inputs_done: list[str] = field(default_factory=list)
+    streams: dict = field(default_factory=dict)
 
     @staticmethod
     def read(directory: Path) -> "Manifest | None":
@@ -95,7 +99,8 @@ class ShardWriter:
         self._current: Path | None = None
         self._current_rows = 0
         self._current_inputs: list[str] = []
-        self._pending: list[SampleRow] = []
+        self._current_streams: dict[str, dict] = {}
+        self._opened_at = 0.0
 
     @property
     def done(self) -> set[str]:
@@ -115,6 +120,31 @@ class ShardWriter:
         elif self._writer is None:  # nothing written yet (empty input): done right away
             self._mark_done([input_id])
             self._current_inputs.clear()
+
+    def add_rows(self, rows: list[SampleRow], stream: tuple[str, dict] | None = None) -> None:
+        """Append rows that belong to no tracked input (a live stream's windows). They become visible when
+        their shard finishes (size rollover, ``roll()`` or ``close()``), and ``stream`` = (stream id, state)
+        is then recorded in the manifest's ``streams``."""
+        if rows:
+            table = rows_to_table(rows, self.schema)
+            if self._writer is None:
+                self._open_shard()
+            self._writer.write_table(table)
+            self._current_rows += table.num_rows
+        if stream is not None:
+            self._current_streams[stream[0]] = dict(stream[1])
+        if self._writer is not None and self._current.stat().st_size >= self.target_bytes:
+            self._finish_shard()
+
+    def roll(self) -> None:
+        """Finish the open shard now (time-based rotation); nothing happens when no shard is open."""
+        if self._writer is not None:
+            self._finish_shard()
+
+    @property
+    def open_shard_seconds(self) -> float:
+        """Seconds since the open shard got its first row (0.0 when no shard is open)."""
+        return time.monotonic() - self._opened_at if self._writer is not None else 0.0
 
     def add_error(self, input_id: str, stage: str, kind: str, message: str) -> None:
         """Record a failed input: it goes to ``_errors.parquet`` and counts as done (a rerun skips it)."""
@@ -149,6 +179,7 @@ class ShardWriter:
             column_encoding={TOKEN_VALUES_PATH: "BYTE_STREAM_SPLIT"},
         )
         self._current_rows = 0
+        self._opened_at = time.monotonic()
 
     def _finish_shard(self) -> None:
         self._writer.close()
@@ -156,6 +187,8 @@ class ShardWriter:
         os.replace(self._current, final)
         self.manifest.shards.append({"file": final.name, "rows": self._current_rows, "bytes": final.stat().st_size})
         self._writer, self._current = None, None
+        self.manifest.streams.update(self._current_streams)
+        self._current_streams = {}
         self._mark_done(self._current_inputs)
         self._current_inputs = []
 

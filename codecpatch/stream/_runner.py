@@ -1,0 +1,144 @@
+"""``codecpatch stream``: a live source into rolling Parquet token shards, with latency and drop accounting."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..pipeline._process import token_dim
+from ..pipeline._recipe import Recipe
+from ..shards import ShardWriter
+from ._session import StreamSession, StreamWindowResult, default_stream_id
+
+log = logging.getLogger("codecpatch.stream")
+STREAM_STATS = "_stream_stats.json"
+
+
+@dataclass
+class StreamStats:
+    """What a stream run did (saved as ``_stream_stats.json`` beside the shards).
+
+    Latencies are seconds from a window's last frame decoded to its row written into the open shard.
+    """
+
+    source: str = ""
+    stream_id: str = ""
+    first_window: int = 0
+    windows_written: int = 0
+    windows_failed: int = 0
+    windows_dropped: int = 0
+    windows_incomplete: int = 0
+    frames: int = 0
+    n_tokens: int = 0
+    sessions: int = 0
+    disconnects: list[str] = field(default_factory=list)
+    ended: str = ""
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    stage_seconds: dict = field(default_factory=lambda: defaultdict(float))
+    shards: int = 0
+
+    def latency(self, quantile: float) -> float | None:
+        return float(np.quantile(self.latencies, quantile)) if self.latencies else None
+
+    def to_dict(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if k != "latencies"}
+        data["stage_seconds"] = {k: round(v, 4) for k, v in self.stage_seconds.items()}
+        data["latency_p50_s"] = _rounded(self.latency(0.5))
+        data["latency_p95_s"] = _rounded(self.latency(0.95))
+        data["latency_max_s"] = _rounded(max(self.latencies) if self.latencies else None)
+        data["frames_per_second"] = round(self.frames / self.seconds, 2) if self.seconds else None
+        return data
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathLike, *, stream_id: str | None = None,
+               max_windows: int | None = None, duration_s: float | None = None, stop: threading.Event | None = None,
+               progress: bool | None = None, recipe_record: dict | None = None) -> StreamStats:
+    """Stream ``source`` into shards under ``output`` until it ends, ``max_windows`` windows were handled,
+    ``duration_s`` passed, or ``stop`` is set (Ctrl-C / SIGTERM in the CLI). The window in progress is
+    finished and the open shard closed in every case; windows already written are never lost.
+
+    A restart into the same folder continues the window numbering of the stream (``sample_id`` stays unique).
+    """
+    source = os.fspath(source)
+    stream_id = stream_id or default_stream_id(source)
+    output = Path(output)
+    writer = ShardWriter(output, token_dim(recipe), target_bytes=int(recipe.output.shard_mb * 2**20),
+                         patch_pixels=3 * recipe.patchify.patch ** 2 if recipe.output.store_pixels else None,
+                         recipe=recipe_record or recipe.model_dump())
+    first_window = int(writer.manifest.streams.get(stream_id, {}).get("windows", 0))
+    stats = StreamStats(source=source, stream_id=stream_id, first_window=first_window)
+    session = StreamSession(source, recipe, stream_id=stream_id, first_window=first_window)
+    stop = stop or threading.Event()
+    started = time.monotonic()
+    handled = 0
+    show = os.isatty(2) if progress is None else progress
+    bar = tqdm(total=max_windows, unit="win", disable=not show, dynamic_ncols=True, desc=stream_id[-40:])
+    try:
+        with session:
+            for window in session.windows():
+                if window is not None:
+                    result = session.process(window)
+                    _record(result, writer, stats, stream_id, source)
+                    handled += 1
+                    bar.update(1)
+                    bar.set_postfix(dropped=session.counters.dropped, p95_ms=_ms(stats.latency(0.95)),
+                                    reconnects=max(0, session.counters.sessions - 1), refresh=False)
+                if writer.open_shard_seconds >= recipe.stream.rotate_seconds:
+                    writer.roll()
+                elapsed = time.monotonic() - started
+                if not session.stopping and (stop.is_set() or (max_windows is not None and handled >= max_windows)
+                                             or (duration_s is not None and elapsed >= duration_s)):
+                    log.info("%s: stopping (finishing the current window)", source)
+                    session.stop()
+    finally:
+        bar.close()
+        writer.close()
+        counters = session.counters
+        stats.windows_dropped = counters.dropped
+        stats.frames = counters.frames
+        stats.sessions = counters.sessions
+        stats.disconnects = list(counters.disconnects)
+        stats.ended = counters.ended
+        stats.seconds = round(time.monotonic() - started, 3)
+        stats.shards = len(writer.manifest.shards)
+        (output / STREAM_STATS).write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+    return stats
+
+
+def _record(result: StreamWindowResult, writer: ShardWriter, stats: StreamStats, stream_id: str, source: str) -> None:
+    window = result.window
+    state = {"windows": window.index + 1, "source": source}
+    if not window.complete:
+        stats.windows_incomplete += 1
+    if result.clip is None:
+        stage, kind, message = result.error
+        writer.errors.add(f"{stream_id}#{window.index}", stage, kind, message)
+        writer.errors.flush()
+        writer.add_rows([], stream=(stream_id, state))
+        stats.windows_failed += 1
+        log.error("%s", message)
+        return
+    writer.add_rows([result.clip.row], stream=(stream_id, state))
+    stats.latencies.append(time.monotonic() - window.last_decoded_at)
+    stats.windows_written += 1
+    stats.n_tokens += result.clip.tokens.n_tokens
+    for name, seconds in result.clip.stage_seconds.items():
+        stats.stage_seconds[name] += seconds
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{1000 * seconds:.0f}"

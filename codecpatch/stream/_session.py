@@ -1,0 +1,277 @@
+"""A live source decoded on a background thread into windows, handed to the consumer over a bounded queue
+with a declared policy for falling behind; the consumer turns each window into tokens."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Iterator, Literal
+
+from ..decode import CodecFrame, DecodeOptions, StreamInfo
+from ..decode._types import PLAUSIBLE_FPS
+from ..decode._source import is_url
+from ..patchify import PatchifyConfig, window_samples
+from ..patchify._collect import canvas_geometry
+from ..pipeline._process import ClipResult, patchify_config, process_clip
+from ..pipeline._recipe import Recipe
+from ._source import Reconnect, StreamEnded, TimedFrame, is_live, live_frames
+from ._window import WindowPolicy, Windower
+
+log = logging.getLogger("codecpatch.stream")
+
+WhenBehind = Literal["drop_oldest", "block"]
+
+
+@dataclass(frozen=True)
+class FrameWindow:
+    """The decoded frames of one window.
+
+    Attributes:
+        index: window number over the stream (continues across reconnects and restarts).
+        frames: the frames, in presentation order.
+        session: connection number the frames came from.
+        last_decoded_at: ``time.monotonic()`` when its last frame was decoded (latency starts here).
+        complete: False when a disconnect, the end of the source or a stop cut it short.
+    """
+
+    index: int
+    frames: tuple[CodecFrame, ...]
+    session: int
+    last_decoded_at: float
+    complete: bool
+
+
+@dataclass(frozen=True)
+class StreamWindowResult:
+    """One processed window.
+
+    Attributes:
+        window: where it came from (its frames are released; ``window.frames`` is empty).
+        n_frames: decoded frames in the window; time_start / time_end: stream times (s) of its first and last.
+        clip: the shard row, the compressed TokenSet and per-stage seconds (None when it failed: see error).
+        error: (stage, kind, message) when processing the window failed.
+        ready_at: ``time.monotonic()`` when the tokens were ready.
+    """
+
+    window: FrameWindow
+    n_frames: int
+    time_start: float
+    time_end: float
+    clip: ClipResult | None
+    error: tuple[str, str, str] | None
+    ready_at: float
+
+    @property
+    def latency(self) -> float:
+        """Seconds from the window's last frame decoded to its tokens ready."""
+        return self.ready_at - self.window.last_decoded_at
+
+
+@dataclass
+class SessionCounters:
+    """What the decode side has seen so far (read by the consumer; written by the decode thread)."""
+
+    frames: int = 0
+    windows: int = 0
+    dropped: int = 0
+    dropped_indices: list[int] = field(default_factory=list)
+    sessions: int = 0
+    disconnects: list[str] = field(default_factory=list)
+    ended: str = ""
+
+
+_END = object()
+
+
+class StreamSession:
+    """Decode ``source`` on a background thread, cut it into windows and queue them (at most ``queue_size``).
+
+    Iterate ``windows()`` for raw FrameWindows or ``results()`` for processed ones; both end when the
+    source ends (files), reconnecting gives up, or ``stop()`` was called and the queue is drained.
+
+    When the consumer falls behind, ``when_behind="drop_oldest"`` discards the oldest queued window (counted
+    in ``counters.dropped``), keeping latency bounded; ``"block"`` stops decoding until there is room
+    (back-pressure: a live sender then buffers or drops on its side).
+    """
+
+    def __init__(self, source: str | os.PathLike, recipe: Recipe, *, stream_id: str | None = None, first_window: int = 0) -> None:
+        self.source = os.fspath(source)
+        self.recipe = recipe
+        self.stream_id = stream_id or default_stream_id(self.source)
+        self.config: PatchifyConfig = patchify_config(recipe)
+        s = recipe.stream
+        self.policy = WindowPolicy(by=s.window, seconds=s.window_seconds, min_seconds=s.min_window_seconds,
+                                   max_seconds=s.max_window_seconds)
+        self.counters = SessionCounters()
+        self._queue: queue.Queue = queue.Queue(maxsize=s.queue)
+        self._stop = threading.Event()
+        self._next_window = first_window
+        self._codec = ""
+        self._fps: float | None = None
+        self._thread = threading.Thread(target=self._decode, name=f"decode {self.stream_id}", daemon=True)
+        self._started = False
+        self._failure: BaseException | None = None
+
+    # -- control --------------------------------------------------------------------------------------
+
+    def start(self) -> "StreamSession":
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop reading: the open window is flushed as a last (incomplete) window, queued ones still come out."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def __enter__(self) -> "StreamSession":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+        self._thread.join(timeout=self.recipe.stream.read_timeout + 1.0)
+
+    # -- consuming --------------------------------------------------------------------------------------
+
+    def windows(self, poll_s: float = 0.25) -> Iterator[FrameWindow | None]:
+        """Queued windows in order; yields None every ``poll_s`` while waiting (so callers can rotate shards or
+        check clocks). Raises what ended the decode thread (a file that cannot be read, StreamEnded)."""
+        self.start()
+        grace_until = None
+        while True:
+            try:
+                item = self._queue.get(timeout=poll_s)
+            except queue.Empty:
+                if self._stop.is_set():  # a decode stuck in a blocking read: give it the read timeout, no more
+                    grace_until = grace_until or time.monotonic() + self.recipe.stream.read_timeout + 1.0
+                    if time.monotonic() > grace_until:
+                        log.warning("%s: decoder did not stop within the read timeout; leaving it", self.source)
+                        return
+                yield None
+                continue
+            if item is _END:
+                if self._failure is not None:
+                    raise self._failure
+                return
+            yield item
+
+    def results(self) -> Iterator[StreamWindowResult]:
+        """Processed windows (patchify, encode, compress on the caller's thread), in order."""
+        for window in self.windows():
+            if window is not None:
+                yield self.process(window)
+
+    def process(self, window: FrameWindow) -> StreamWindowResult:
+        """Turn one window into tokens and a shard row; failures are returned, not raised."""
+        frames = window.frames
+        stages = ["select"]
+        clip, error = None, None
+        try:
+            started = time.perf_counter()
+            samples = window_samples(frames, self.config, source=self.source, codec=self._codec, fps=self._fps, clip_index=window.index)
+            if samples is None:
+                raise ValueError("window without frames")
+            selected = time.perf_counter()
+            clip = process_clip(samples, self.recipe, self.config, video_id=self.stream_id, source=self.source, stages=stages)
+            clip.stage_seconds["select"] = selected - started
+        except Exception as failure:  # one bad window must not end the stream
+            message = f"{self.source} window {window.index}: {failure} | {traceback.format_exc(limit=3)[-400:]}"
+            error = (stages[-1], type(failure).__name__, message)
+        released = FrameWindow(window.index, (), window.session, window.last_decoded_at, window.complete)
+        return StreamWindowResult(released, len(frames), frames[0].time, frames[-1].time, clip, error, time.monotonic())
+
+    # -- decode thread ------------------------------------------------------------------------------------
+
+    def _decode_options(self) -> DecodeOptions:
+        s = self.recipe.stream
+        config = self.config
+        container_options = {}
+        if is_url(self.source):
+            container_options = {"probesize": str(s.probesize), "analyzeduration": str(int(s.analyzeduration_s * 1e6))}
+        codec_mode = config.mode == "codec"
+        return DecodeOptions(
+            block_size=config.block_size, rgb=True, keep_vectors=False, on_error="skip",
+            rgb_fit=lambda width, height: _content_size(width, height, config),
+            motion="auto" if codec_mode else "none", residual="mc" if codec_mode else "none",
+            open_timeout=s.open_timeout, read_timeout=s.read_timeout, threads=s.decoder_threads,
+            container_options=container_options,
+        )
+
+    def _decode(self) -> None:
+        s = self.recipe.stream
+        windower = Windower(self.policy)
+        last: TimedFrame | None = None
+
+        def close_window(frames: list[CodecFrame] | None, complete: bool) -> None:
+            if frames:
+                self._enqueue(FrameWindow(self._next_window, tuple(frames), last.session, last.decoded_at, complete))
+                self._next_window += 1
+
+        def on_disconnect(reason: str) -> None:
+            self.counters.disconnects.append(reason)
+            close_window(windower.flush(), complete=False)
+
+        def on_session(session: int, info: StreamInfo) -> None:
+            self.counters.sessions = session + 1
+            self._codec = info.codec
+            self._fps = info.header_fps if info.header_fps and PLAUSIBLE_FPS[0] <= info.header_fps <= PLAUSIBLE_FPS[1] else None
+
+        try:
+            reconnect = Reconnect(s.max_reconnects, s.backoff_s, s.backoff_max_s)
+            for timed in live_frames(self.source, self._decode_options(), stop=self._stop, realtime=s.realtime,
+                                     reconnect=reconnect, on_session=on_session, on_disconnect=on_disconnect):
+                finished = windower.add(timed.frame)
+                if finished:
+                    close_window(finished, complete=True)
+                last = timed
+                self.counters.frames += 1
+            close_window(windower.flush(), complete=not self._stop.is_set())
+            self.counters.ended = "stopped" if self._stop.is_set() else ("source ended" if not is_live(self.source) else "")
+        except StreamEnded as ended:
+            self.counters.ended = str(ended)
+            log.error("%s", ended)
+        except BaseException as failure:  # handed to the consumer, which raises it
+            self._failure = failure
+            self.counters.ended = f"failed: {failure}"
+        finally:
+            self._queue.put(_END)  # blocking: the consumer always drains
+
+    def _enqueue(self, window: FrameWindow) -> None:
+        self.counters.windows += 1
+        if self.recipe.stream.when_behind == "block":
+            self._queue.put(window)  # waits for the consumer (back-pressure)
+            return
+        while True:
+            try:
+                self._queue.put_nowait(window)
+                return
+            except queue.Full:
+                try:
+                    oldest = self._queue.get_nowait()
+                except queue.Empty:
+                    continue
+                if oldest is _END:  # cannot happen before our own END; keep it safe anyway
+                    self._queue.put(oldest)
+                    return
+                self.counters.dropped += 1
+                self.counters.dropped_indices.append(oldest.index)
+                log.warning("%s: processing is behind; dropped window %d", self.source, oldest.index)
+
+
+def _content_size(width: int, height: int, config: PatchifyConfig) -> tuple[int, int]:
+    geometry = canvas_geometry(width, height, config)
+    return geometry.content_width, geometry.content_height
+
+
+def default_stream_id(source: str) -> str:
+    """A readable id for a source: the URL without its query, or the file or device path."""
+    return source.split("?", 1)[0]

@@ -1,0 +1,132 @@
+"""Reading a live source frame by frame: short probing, read timeouts, reconnects with backoff, and real-time
+pacing of files that stand in for a camera."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
+
+from ..decode import CodecFrame, DecodeOptions, StreamInfo, VideoReader
+from ..decode._source import is_url
+from ..errors import SourceTimeoutError, VideoError
+
+log = logging.getLogger("codecpatch.stream")
+
+
+def is_live(source: str) -> bool:
+    """True for network URLs and capture devices (they reconnect); False for files (they end)."""
+    return (is_url(source) and not source.startswith("file:")) or source.startswith("/dev/")
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """Retry policy when a live source cannot be opened, stalls (no data for the read timeout) or ends.
+
+    Attributes:
+        max_attempts: reconnect attempts in a row before giving up (None = forever). The count resets once
+            a connection delivers frames.
+        backoff_s: first wait; doubled after every failed attempt, up to ``backoff_max_s``.
+    """
+
+    max_attempts: int | None = None
+    backoff_s: float = 0.5
+    backoff_max_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class TimedFrame:
+    """A decoded frame with where it came from.
+
+    Attributes:
+        frame: the CodecFrame; ``index`` counts frames over the whole stream (across reconnects).
+        session: connection number (0 = first; +1 per reconnect).
+        decoded_at: ``time.monotonic()`` when the decoder delivered it (after pacing, for real-time files).
+    """
+
+    frame: CodecFrame
+    session: int
+    decoded_at: float
+
+
+class StreamEnded(Exception):
+    """The live source could not be (re)connected within the retry policy."""
+
+
+def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: threading.Event, realtime: bool = False,
+                reconnect: Reconnect = Reconnect(), on_session: Callable[[int, StreamInfo], None] | None = None,
+                on_disconnect: Callable[[str], None] | None = None) -> Iterator[TimedFrame]:
+    """Yield the frames of ``source`` until it ends (files), ``stop`` is set, or reconnecting gives up.
+
+    A live source (URL or capture device) that fails to open, stalls for ``options.read_timeout`` or ends is
+    reopened after a backoff; ``on_disconnect(reason)`` is called first so the caller can close the open
+    window. A file ends at its end, and its open errors are raised (nothing to retry).
+
+    Raises:
+        VideoError: a file (or, on the first attempt with retries exhausted, a live source) cannot be read.
+        StreamEnded: a live source stayed away for ``reconnect.max_attempts`` attempts.
+    """
+    source = os.fspath(source)
+    live = is_live(source)
+    session, failures, frame_offset = -1, 0, 0
+    delay = reconnect.backoff_s
+    while not stop.is_set():
+        delivered = 0
+        try:
+            with VideoReader(source, options) as reader:
+                session += 1
+                log.info("%s: connected (session %d, %s %dx%d)", source, session, reader.info.codec, reader.info.width, reader.info.height)
+                if on_session is not None:
+                    on_session(session, reader.info)
+                clock = _Pacer() if realtime else None
+                for frame in reader:
+                    frame = replace(frame, index=frame_offset + frame.index)
+                    if clock is not None and not clock.wait_until(frame.time, stop):
+                        break
+                    delivered += 1
+                    yield TimedFrame(frame, session, time.monotonic())
+                    if stop.is_set():
+                        break
+                reason = "the source ended" if reader.report.complete else "stopped"
+        except SourceTimeoutError as error:
+            if not live:
+                raise
+            reason = f"stalled ({error.reason})"
+        except VideoError as error:
+            if not live:
+                raise
+            reason = f"unavailable ({error.reason})"
+        frame_offset += delivered
+        if stop.is_set() or not live:
+            return
+        if on_disconnect is not None:
+            on_disconnect(reason)
+        if delivered:
+            failures, delay = 0, reconnect.backoff_s
+        failures += 1
+        if reconnect.max_attempts is not None and failures > reconnect.max_attempts:
+            raise StreamEnded(f"{source}: {reason}; gave up after {reconnect.max_attempts} reconnect attempts")
+        log.warning("%s: %s; reconnecting in %.1f s (attempt %d%s)", source, reason, delay, failures,
+                    f" of {reconnect.max_attempts}" if reconnect.max_attempts is not None else "")
+        if stop.wait(delay):
+            return
+        delay = min(delay * 2, reconnect.backoff_max_s)
+
+
+class _Pacer:
+    """Holds frames back to their presentation time, so a file plays like a camera."""
+
+    def __init__(self) -> None:
+        self._origin: tuple[float, float] | None = None  # (stream time, monotonic time) of the first frame
+
+    def wait_until(self, stream_time: float, stop: threading.Event) -> bool:
+        """Sleep until ``stream_time`` is due; False when ``stop`` was set meanwhile."""
+        now = time.monotonic()
+        if self._origin is None or stream_time < self._origin[0]:
+            self._origin = (stream_time, now)
+            return not stop.is_set()
+        due = self._origin[1] + (stream_time - self._origin[0])
+        return not stop.wait(max(0.0, due - now)) if due > now else not stop.is_set()

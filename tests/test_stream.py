@@ -1,0 +1,292 @@
+"""Live streaming: windowing, the bounded queue's policies, rolling shards, and loopback TCP/UDP senders
+(FFmpeg CLI) with disconnects and SIGTERM. Every wait is bounded in time."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from codecpatch.decode import CodecFrame
+from codecpatch.errors import VideoNotFoundError
+from codecpatch.patchify import iter_clip_samples
+from codecpatch.pipeline import load_recipe
+from codecpatch.pipeline._process import patchify_config, process_clip
+from codecpatch.shards import Manifest
+from codecpatch.stream import StreamSession, WindowPolicy, Windower, run_stream
+
+from .conftest import SAMPLES, skip_or_fail
+
+GOP = 25  # frames per GOP of the camera clip (1 s at 25 fps)
+GOPS = 6
+
+
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    path = shutil.which("ffmpeg")
+    if path is None:
+        skip_or_fail("the ffmpeg CLI is not installed (apt-get install ffmpeg)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def camera_clip(ffmpeg, tmp_path_factory) -> Path:
+    """6 s, 25 fps, 320x240 H.264 with a key frame every 25 frames and no B-frames: a camera's stream."""
+    path = tmp_path_factory.mktemp("camera") / "camera.mp4"
+    subprocess.run([ffmpeg, "-loglevel", "error", "-y", "-stream_loop", "2", "-i", str(SAMPLES / "sprites_h264_p.mp4"),
+                    "-c:v", "libx264", "-g", str(GOP), "-keyint_min", str(GOP), "-sc_threshold", "0", "-bf", "0",
+                    "-refs", "1", "-preset", "ultrafast", "-an", str(path)], check=True, timeout=60)
+    return path
+
+
+def recipe(**stream):
+    overrides = {"encoder.dim": 32, "compress": "", "stream.backoff_s": 0.2, "stream.backoff_max_s": 0.4}
+    overrides.update({f"stream.{key}": value for key, value in stream.items()})
+    return load_recipe(None, overrides)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def send(ffmpeg: str, clip: Path, url: str, *, realtime: bool = True) -> subprocess.Popen:
+    """Stream ``clip`` as MPEG-TS to ``url`` (a TCP url with ?listen=1 waits for the receiver to connect)."""
+    pace = ["-re"] if realtime else []
+    return subprocess.Popen([ffmpeg, "-loglevel", "error", *pace, "-i", str(clip), "-c", "copy", "-f", "mpegts", url],
+                            stdin=subprocess.DEVNULL)
+
+
+def in_thread(function, *args, **kwargs):
+    """Run ``function`` on a thread; returns (thread, result dict with "value" or "error")."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = function(*args, **kwargs)
+        except BaseException as error:  # surfaced by the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def rows(directory: Path) -> list[dict]:
+    shards = sorted(directory.glob("shard-*.parquet"))
+    return [row for shard in shards for row in pq.read_table(shard, columns=["sample_id", "clip_index", "clip_start", "frame_types", "n_tokens"]).to_pylist()]
+
+
+def frame(index: int, time_s: float, key: bool = False) -> CodecFrame:
+    return CodecFrame(index=index, pts=index, time=time_s, pict_type="I" if key else "P", key_frame=key, width=32, height=32,
+                      motion_source="none", n_vectors=0, motion_vectors=None, block_motion=None, residual_energy=None, rgb=None)
+
+
+# -- windowing (pure) ----------------------------------------------------------------------------------------
+
+
+def cut(policy: WindowPolicy, frames: list[CodecFrame]) -> list[list[int]]:
+    windower, windows = Windower(policy), []
+    for f in frames:
+        finished = windower.add(f)
+        if finished:
+            windows.append([x.index for x in finished])
+    tail = windower.flush()
+    return windows + ([[x.index for x in tail]] if tail else [])
+
+
+def test_gop_windows_cut_before_each_key_frame_and_merge_short_ones():
+    frames = [frame(i, i / 10, key=i in (0, 5, 7, 15)) for i in range(20)]
+    assert cut(WindowPolicy("gop"), frames) == [list(range(0, 5)), [5, 6], list(range(7, 15)), list(range(15, 20))]
+    # a key frame 0.2 s after the window start does not cut when min_seconds is 0.5
+    merged = cut(WindowPolicy("gop", min_seconds=0.5), frames)
+    assert merged == [list(range(0, 5)), list(range(5, 15)), list(range(15, 20))]
+
+
+def test_seconds_windows_close_on_their_last_frame_and_max_seconds_bounds_a_gop():
+    frames = [frame(i, i * 0.25, key=i == 0) for i in range(12)]
+    windower = Windower(WindowPolicy("seconds", seconds=1.0))
+    closed_at = [i for i, f in enumerate(frames) if windower.add(f)]
+    assert closed_at == [3, 7, 11]  # the window is out with its 4th frame, not when the 5th arrives
+    assert cut(WindowPolicy("gop", max_seconds=1.0), frames) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+
+
+def test_timestamps_going_back_end_the_window():
+    frames = [frame(0, 5.0, True), frame(1, 5.1), frame(2, 0.0), frame(3, 0.1)]  # a sender restarted
+    assert cut(WindowPolicy("gop"), frames) == [[0, 1], [2, 3]]
+
+
+# -- sessions on files ---------------------------------------------------------------------------------------
+
+
+def test_stream_windows_give_the_same_tokens_as_the_batch_path_on_the_same_frames(camera_clip):
+    r = recipe()
+    with StreamSession(camera_clip, r) as session:
+        results = list(session.results())
+    assert [res.n_frames for res in results] == [GOP] * GOPS
+    assert all(res.error is None for res in results)
+    config = replace(patchify_config(r), clip_frames=GOP)
+    batch = [process_clip(s, r, config, video_id="x", source=str(camera_clip)) for s in iter_clip_samples(camera_clip, config)]
+    assert len(batch) == GOPS
+    for live, clip in zip(results, batch):
+        assert live.clip.row.clip_index == clip.row.clip_index
+        np.testing.assert_array_equal(live.clip.tokens.positions.numpy(), clip.tokens.positions.numpy())
+        np.testing.assert_array_equal(live.clip.tokens.tokens.numpy(), clip.tokens.tokens.numpy())
+
+
+def test_a_slow_consumer_drops_the_oldest_windows_and_counts_them(camera_clip):
+    with StreamSession(camera_clip, recipe(queue=1, when_behind="drop_oldest")) as session:
+        seen = []
+        for window in session.windows():
+            if window is not None:
+                seen.append(window.index)
+                time.sleep(0.3)  # far slower than decoding
+    counters = session.counters
+    assert counters.dropped > 0
+    assert sorted(seen + counters.dropped_indices) == list(range(GOPS))  # every window either processed or counted
+    assert seen == sorted(seen)
+
+
+def test_back_pressure_loses_nothing(camera_clip):
+    with StreamSession(camera_clip, recipe(queue=1, when_behind="block")) as session:
+        seen = []
+        for window in session.windows():
+            if window is not None:
+                seen.append(window.index)
+                time.sleep(0.1)
+    assert seen == list(range(GOPS)) and session.counters.dropped == 0
+
+
+def test_rerun_into_the_same_folder_continues_the_window_numbering(camera_clip, tmp_path):
+    first = run_stream(camera_clip, recipe(), tmp_path, progress=False)
+    second = run_stream(camera_clip, recipe(), tmp_path, progress=False)
+    assert (first.windows_written, second.windows_written, second.first_window) == (GOPS, GOPS, GOPS)
+    got = rows(tmp_path)
+    assert [r["clip_index"] for r in got] == list(range(2 * GOPS))
+    assert len({r["sample_id"] for r in got}) == 2 * GOPS
+    manifest = Manifest.read(tmp_path)
+    assert manifest.streams[str(camera_clip)]["windows"] == 2 * GOPS
+    assert sum(s["rows"] for s in manifest.shards) == 2 * GOPS
+
+
+def test_an_unreadable_file_source_fails_with_its_name(tmp_path):
+    with pytest.raises(VideoNotFoundError, match="missing.mp4"):
+        run_stream(tmp_path / "missing.mp4", recipe(), tmp_path / "out", progress=False)
+
+
+# -- loopback network senders --------------------------------------------------------------------------------
+
+
+def test_tcp_stream_writes_rows_while_it_runs_and_every_window_once(ffmpeg, camera_clip, tmp_path):
+    port = free_port()
+    sender = send(ffmpeg, camera_clip, f"tcp://127.0.0.1:{port}?listen=1")
+    try:
+        thread, outcome = in_thread(run_stream, f"tcp://127.0.0.1:{port}", recipe(max_reconnects=2, rotate_seconds=0.5),
+                                    tmp_path, progress=False)
+        deadline = time.monotonic() + 20
+        while not list(tmp_path.glob("shard-*.parquet")) and time.monotonic() < deadline and thread.is_alive():
+            time.sleep(0.05)
+        assert list(tmp_path.glob("shard-*.parquet")), f"no shard finished while streaming {outcome}"
+        assert sender.poll() is None, "the first shard should appear while the sender is still sending"
+        thread.join(timeout=30)
+        assert not thread.is_alive() and "error" not in outcome, outcome
+    finally:
+        sender.kill()
+        sender.wait()
+    stats = outcome["value"]
+    got = rows(tmp_path)
+    assert len(got) == GOPS == stats.windows_written
+    assert [len(r["frame_types"]) for r in got] == [GOP] * GOPS and all(r["frame_types"][0] == "I" for r in got)
+    starts = [r["clip_start"] for r in got]
+    np.testing.assert_allclose(np.diff(starts), 1.0, atol=1e-6)  # one window per GOP, none twice, none missing
+    assert stats.windows_dropped == 0 and stats.latency(0.95) is not None
+    assert json.loads((tmp_path / "_stream_stats.json").read_text())["windows_written"] == GOPS
+
+
+def test_udp_stream_ends_on_the_read_timeout_with_every_window(ffmpeg, camera_clip, tmp_path):
+    port = free_port()
+    thread, outcome = in_thread(run_stream, f"udp://127.0.0.1:{port}?fifo_size=1000000&overrun_nonfatal=1",
+                                recipe(max_reconnects=0, read_timeout=1.5), tmp_path, progress=False)
+    time.sleep(1.0)  # the receiver binds first: UDP is not buffered for a late listener
+    sender = send(ffmpeg, camera_clip, f"udp://127.0.0.1:{port}?pkt_size=1316")
+    try:
+        thread.join(timeout=30)
+        assert not thread.is_alive() and "error" not in outcome, outcome
+    finally:
+        sender.kill()
+        sender.wait()
+    stats = outcome["value"]
+    assert "gave up" in stats.ended and stats.disconnects and "stalled" in stats.disconnects[0]
+    got = rows(tmp_path)
+    assert len(got) == GOPS
+    np.testing.assert_allclose(np.diff([r["clip_start"] for r in got]), 1.0, atol=1e-6)
+
+
+def test_a_killed_sender_leads_to_a_reconnect_and_more_rows(ffmpeg, camera_clip, tmp_path):
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}?listen=1"
+    first = send(ffmpeg, camera_clip, url)
+    thread, outcome = in_thread(run_stream, f"tcp://127.0.0.1:{port}", recipe(max_reconnects=3, read_timeout=2.0), tmp_path,
+                                progress=False)
+    second = None
+    try:
+        time.sleep(2.6)  # two GOPs and a bit of the third
+        first.kill()
+        first.wait()
+        second = send(ffmpeg, camera_clip, url, realtime=False)
+        thread.join(timeout=40)
+        assert not thread.is_alive() and "error" not in outcome, outcome
+    finally:
+        for sender in (first, second):
+            if sender is not None:
+                sender.kill()
+                sender.wait()
+    stats = outcome["value"]
+    assert stats.sessions == 2
+    got = rows(tmp_path)
+    assert len(got) == stats.windows_written >= 2 + GOPS
+    assert [r["clip_index"] for r in got] == list(range(len(got)))  # numbering goes on across the reconnect
+    # the second sender's stream starts over: its GOPs arrive complete, once each
+    restarted = [i for i in range(1, len(got)) if got[i]["clip_start"] < got[i - 1]["clip_start"]]
+    assert len(restarted) == 1
+    assert len(got) - restarted[0] == GOPS
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_window_and_leaves_a_complete_readable_shard(camera_clip, tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "codecpatch.cli", "stream", str(camera_clip), "--realtime", "--output", str(out),
+               "--rotate-seconds", "1", "--encoder-dim", "32", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not list(out.glob("shard-*.parquet")) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert list(out.glob("shard-*.parquet")) and process.poll() is None
+        time.sleep(0.6)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "SIGTERM" in stderr and "windows" in stdout
+    assert not list(out.glob("*.tmp"))
+    manifest = Manifest.read(out)
+    got = rows(out)
+    assert sum(s["rows"] for s in manifest.shards) == len(got) >= 2
+    assert [r["clip_index"] for r in got] == list(range(len(got)))
+    assert len(got) < GOPS  # it stopped early, and said why
+    stats = json.loads((out / "_stream_stats.json").read_text())
+    assert stats["ended"] == "stopped" and stats["windows_written"] == len(got)
