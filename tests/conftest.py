@@ -43,6 +43,14 @@ def ffprobe() -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def ffmpeg() -> str:
+    path = shutil.which("ffmpeg")
+    if path is None:
+        skip_or_fail("the ffmpeg CLI is not installed (apt-get install ffmpeg)")
+    return path
+
+
 def shared_clips() -> list[str]:
     """Names of the real clips (parametrisation must not fail at collection when the folder is absent)."""
     names = ["bbb_360p_h264_ipb.264", "bbb_720p_h264_ip.mp4", "bbb_720p_mpeg4part2.mp4", "bear_180p_hevc.h265",

@@ -156,3 +156,48 @@ def test_a_hanging_source_is_killed_at_the_deadline_and_the_run_goes_on(tmp_path
     assert stats.processed == 1 and stats.errors_by_kind == {"timeout": 1}
     [error] = pq.read_table(tmp_path / "out" / "_errors.parquet").to_pylist()
     assert error["kind"] == "timeout" and "worker killed" in error["message"]
+
+
+def _pids_running(task_name: str) -> list[int]:
+    """Ray worker processes executing ``task_name`` now (Ray titles them ``ray::<name>`` while they run it)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if handle.read().startswith(f"ray::{task_name}".encode()):
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_video_is_retried_and_the_video_lands_once(ffmpeg, tmp_path):
+    import threading
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    long = videos / "long.mp4"  # 82 s of the sample: a few seconds of work, time enough to kill its worker
+    subprocess.run([ffmpeg, "-loglevel", "error", "-stream_loop", "40", "-i", str(SAMPLES / "sprites_h264_p.mp4"), "-c", "copy",
+                    str(long)], check=True, timeout=60)
+    shutil.copy(SAMPLES / "sprites_h264_b.mp4", videos / "short.mp4")
+    outcome: dict = {}
+    recipe = load_recipe(None, {**RECIPE, "execution.workers": 1, "execution.retries": 1, "clips.seconds": 20.0})
+    runner = threading.Thread(target=lambda: outcome.update(stats=run(recipe, list_inputs(videos), tmp_path / "out")), daemon=True)
+    runner.start()
+    killed = []
+    deadline = time.monotonic() + 60
+    while not killed and runner.is_alive() and time.monotonic() < deadline:
+        for pid in _pids_running("_process_in_worker"):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        time.sleep(0.02)
+    runner.join(timeout=120)
+    assert killed, "never saw the worker running the task"
+    stats = outcome["stats"]
+    assert (stats.processed, stats.failed) == (2, 0)
+    table = pq.read_table(tmp_path / "out")
+    ids = table.column("video_id").to_pylist()
+    assert ids.count("long.mp4") == 4 and ids.count("short.mp4") == 1  # 82 s in 20 s clips (short tail merged): each once
+    assert sorted(table.column("sample_id").to_pylist()) == sorted(set(table.column("sample_id").to_pylist()))

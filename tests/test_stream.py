@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,18 +25,10 @@ from codecpatch.pipeline._process import patchify_config, process_clip
 from codecpatch.shards import Manifest
 from codecpatch.stream import StreamSession, WindowPolicy, Windower, run_stream
 
-from .conftest import SAMPLES, skip_or_fail
+from .conftest import SAMPLES
 
 GOP = 25  # frames per GOP of the camera clip (1 s at 25 fps)
 GOPS = 6
-
-
-@pytest.fixture(scope="session")
-def ffmpeg() -> str:
-    path = shutil.which("ffmpeg")
-    if path is None:
-        skip_or_fail("the ffmpeg CLI is not installed (apt-get install ffmpeg)")
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -290,3 +281,15 @@ def test_sigterm_finishes_the_window_and_leaves_a_complete_readable_shard(camera
     assert len(got) < GOPS  # it stopped early, and said why
     stats = json.loads((out / "_stream_stats.json").read_text())
     assert stats["ended"] == "stopped" and stats["windows_written"] == len(got)
+
+
+def test_cli_names_a_bad_source_and_exits_2(tmp_path):
+    from click.testing import CliRunner
+
+    from codecpatch.cli import main
+
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    result = CliRunner().invoke(main, ["stream", str(text), "--output", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 2
+    assert "notes.mp4" in result.output and "not a recognised video" in result.output

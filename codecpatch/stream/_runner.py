@@ -43,6 +43,7 @@ class StreamStats:
     disconnects: list[str] = field(default_factory=list)
     ended: str = ""
     seconds: float = 0.0
+    startup_s: float | None = None
     latencies: list[float] = field(default_factory=list)
     stage_seconds: dict = field(default_factory=lambda: defaultdict(float))
     shards: int = 0
@@ -114,6 +115,7 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
         stats.disconnects = list(counters.disconnects)
         stats.ended = counters.ended
         stats.seconds = round(time.monotonic() - started, 3)
+        stats.startup_s = None if counters.startup_seconds is None else round(counters.startup_seconds, 3)
         stats.shards = len(writer.manifest.shards)
         (output / STREAM_STATS).write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
     return stats

@@ -83,6 +83,15 @@ class SessionCounters:
     sessions: int = 0
     disconnects: list[str] = field(default_factory=list)
     ended: str = ""
+    started_at: float | None = None  # time.monotonic() when decoding started
+    first_frame_at: float | None = None  # ... and when the first frame came out
+
+    @property
+    def startup_seconds(self) -> float | None:
+        """Seconds from opening the source to its first decoded frame (probing included)."""
+        if self.started_at is None or self.first_frame_at is None:
+            return None
+        return self.first_frame_at - self.started_at
 
 
 _END = object()
@@ -225,6 +234,7 @@ class StreamSession:
             self._codec = info.codec
             self._fps = info.header_fps if info.header_fps and PLAUSIBLE_FPS[0] <= info.header_fps <= PLAUSIBLE_FPS[1] else None
 
+        self.counters.started_at = time.monotonic()
         try:
             reconnect = Reconnect(s.max_reconnects, s.backoff_s, s.backoff_max_s)
             for timed in live_frames(self.source, self._decode_options(), stop=self._stop, realtime=s.realtime,
@@ -233,6 +243,8 @@ class StreamSession:
                 if finished:
                     close_window(finished, complete=True)
                 last = timed
+                if self.counters.first_frame_at is None:
+                    self.counters.first_frame_at = timed.decoded_at
                 self.counters.frames += 1
             close_window(windower.flush(), complete=not self._stop.is_set())
             self.counters.ended = "stopped" if self._stop.is_set() else ("source ended" if not is_live(self.source) else "")
