@@ -15,6 +15,7 @@ from .errors import VideoError
 from .summary import FrameRecord, StreamSummary, summarize
 
 _EXIT_BAD_INPUT = 2
+_EXIT_GAVE_UP = 3
 
 
 def _fail(message: str) -> None:
@@ -415,13 +416,14 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
            encoder_dim, progress) -> None:
     """Stream a camera (/dev/videoN), a network URL (rtsp/rtmp/http/tcp/udp) or a file into rolling token shards.
 
-    Ctrl-C or SIGTERM finishes the current window, closes the shard and exits with status 0."""
+    Ctrl-C or SIGTERM finishes the current window, closes the shard and exits with status 0. Exit status 3:
+    a live source stayed away for --max-reconnects attempts (the shards written so far are complete)."""
     import logging
     import signal
     import threading
 
     from .pipeline import RecipeError, load_recipe
-    from .stream import StreamEnded, run_stream
+    from .stream import run_stream
 
     overrides = {"stream.realtime": realtime, "stream.window": window, "stream.window_seconds": window_seconds,
                  "stream.queue": queue, "stream.when_behind": when_behind, "stream.rotate_seconds": rotate_seconds,
@@ -447,14 +449,14 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
                            stop=stop, progress=progress)
     except VideoError as error:
         _fail(str(error))
-    except StreamEnded as error:
-        _fail(str(error))
     summary = stats.to_dict()
     p50, p95 = summary["latency_p50_s"], summary["latency_p95_s"]
     latency = f"latency p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms" if p50 is not None else "no window written"
     click.echo(f"{summary['windows_written']} windows ({summary['frames']} frames, {summary['n_tokens']} tokens) in "
                f"{summary['seconds']:.1f} s; {summary['windows_dropped']} dropped, {summary['windows_failed']} failed, "
                f"{max(0, summary['sessions'] - 1)} reconnects; {latency} -> {output} ({summary['ended'] or 'stopped'})")
+    if stats.gave_up:
+        sys.exit(_EXIT_GAVE_UP)
 
 
 @main.command()

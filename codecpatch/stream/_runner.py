@@ -42,6 +42,7 @@ class StreamStats:
     sessions: int = 0
     disconnects: list[str] = field(default_factory=list)
     ended: str = ""
+    gave_up: bool = False
     seconds: float = 0.0
     startup_s: float | None = None
     latencies: list[float] = field(default_factory=list)
@@ -114,6 +115,7 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
         stats.sessions = counters.sessions
         stats.disconnects = list(counters.disconnects)
         stats.ended = counters.ended
+        stats.gave_up = counters.gave_up
         stats.seconds = round(time.monotonic() - started, 3)
         stats.startup_s = None if counters.startup_seconds is None else round(counters.startup_seconds, 3)
         stats.shards = len(writer.manifest.shards)

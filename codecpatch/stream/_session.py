@@ -83,6 +83,7 @@ class SessionCounters:
     sessions: int = 0
     disconnects: list[str] = field(default_factory=list)
     ended: str = ""
+    gave_up: bool = False  # the live source stayed away for max_reconnects attempts
     started_at: float | None = None  # time.monotonic() when decoding started
     first_frame_at: float | None = None  # ... and when the first frame came out
 
@@ -250,6 +251,7 @@ class StreamSession:
             self.counters.ended = "stopped" if self._stop.is_set() else ("source ended" if not is_live(self.source) else "")
         except StreamEnded as ended:
             self.counters.ended = str(ended)
+            self.counters.gave_up = True
             log.error("%s", ended)
         except BaseException as failure:  # handed to the consumer, which raises it
             self._failure = failure
