@@ -201,3 +201,29 @@ def test_a_worker_killed_mid_video_is_retried_and_the_video_lands_once(ffmpeg, t
     ids = table.column("video_id").to_pylist()
     assert ids.count("long.mp4") == 4 and ids.count("short.mp4") == 1  # 82 s in 20 s clips (short tail merged): each once
     assert sorted(table.column("sample_id").to_pylist()) == sorted(set(table.column("sample_id").to_pylist()))
+
+
+@pytest.mark.slow
+def test_encode_stage_runs_in_gpu_actors_declared_to_ray(dataset, tmp_path):
+    """encode_gpus > 0 splits the work: video tasks decode and patchify, encoder actors holding one (here
+    logical: Ray is told of one GPU, there is no CUDA) GPU share each encode and compress. Same rows."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                           image_size=32, patch_size=8)
+    transformers.CLIPVisionModel(config).save_pretrained(tmp_path / "tower")
+    base = {**RECIPE, "patchify.patch": 8, "encoder.name": "vit", "encoder.path": str(tmp_path / "tower"), "encoder.dim": None}
+    inputs = [i for i in list_inputs(dataset) if i.video_id.startswith("a/")]
+    local = run(load_recipe(None, {**base, "execution.workers": 0}), inputs, tmp_path / "local")
+    split = run(load_recipe(None, {**base, "execution.workers": 2, "execution.gpus": 1, "execution.encode_gpus": 0.5,
+                                   "execution.encoders": 2}), inputs, tmp_path / "split")
+    assert split.processed == local.processed == 2
+    encode = split.resources["encode"]
+    assert encode["GPU"] == 0.5 and encode["actors"] == 2
+    assert [p["gpu_ids"] for p in encode["placement"]] == [["0"], ["0"]]  # both actors share the one GPU
+    expected, got = pq.read_table(tmp_path / "local").to_pylist(), pq.read_table(tmp_path / "split").to_pylist()
+    assert [r["sample_id"] for r in got] == [r["sample_id"] for r in expected]
+    for a, b in zip(expected, got):
+        assert a["positions"] == b["positions"]
+        np.testing.assert_allclose(np.array(a["tokens"], np.float32), np.array(b["tokens"], np.float32), atol=2e-3)
+    assert json.loads((tmp_path / "split" / "_stats.json").read_text())["resources"]["encode"]["actors"] == 2

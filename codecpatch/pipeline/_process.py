@@ -6,11 +6,13 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
 
 import numpy as np
 
 from ..errors import VideoError
-from ..patchify import Budget, ClipSamples, PatchifyConfig, iter_clip_samples, patchify_samples
+from ..patchify import Budget, ClipSamples, PatchifyConfig, PatchSet, iter_clip_samples, patchify_samples
 from ..shards import SampleRow
 from ..tokens import TokenSet, compress, encode_pixels, encode_with_vit, load_vit, parse_xray
 from ._inputs import InputVideo
@@ -85,31 +87,19 @@ class ClipResult:
 
 
 def process_clip(samples: ClipSamples, recipe: Recipe, config: PatchifyConfig, *, video_id: str, source: str,
-                 text: str | None = None, stages: list[str] | None = None) -> ClipResult:
+                 text: str | None = None, stages: list[str] | None = None, encoder: "ClipEncoder | None" = None) -> ClipResult:
     """Patchify, encode and compress one clip's samples into a shard row. Raises on failure; the caller
     learns the stage it was in from ``stages`` (each stage's name is appended as it starts)."""
     stages = stages if stages is not None else []
-    seconds: dict = {}
-    timer = time.perf_counter()
-
-    def spent(name: str) -> None:
-        nonlocal timer
-        now = time.perf_counter()
-        seconds[name] = now - timer
-        timer = now
-
     stages.append("patchify")
+    started = time.perf_counter()
     patches = patchify_samples(samples, config)
-    spent("patchify")
-    stages.append("encode")
-    if recipe.encoder.name == "vit":
-        tokens = encode_with_vit(_vit(recipe), patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
-    else:
-        tokens = encode_pixels(patches.pixels, patches.positions, patches.sample_index, dim=recipe.encoder.dim)
-    spent("encode")
-    stages.append("compress")
-    tokens = compress(tokens, recipe.compress)
-    spent("compress")
+    seconds = {"patchify": time.perf_counter() - started}
+    stages.append("encode+compress")
+    if encoder is None:
+        encoder = partial(_encode_patches, recipe)
+    tokens, encode_seconds = encoder(patches)  # local, or a separate encode stage (e.g. a GPU actor)
+    seconds.update(encode_seconds)
     info = patches.info
     row = SampleRow(
         video_id=video_id, source=source, clip_index=info.clip_index, clip_start=info.time_start,
@@ -123,10 +113,31 @@ def process_clip(samples: ClipSamples, recipe: Recipe, config: PatchifyConfig, *
     return ClipResult(row, tokens, seconds)
 
 
-def process_video(item: InputVideo, recipe: Recipe, decoder_threads: int = 0) -> VideoResult:
+ClipEncoder = Callable[[PatchSet], "tuple[TokenSet, dict]"]
+
+
+def encode_and_compress(recipe: Recipe, pixels, positions, sample_index, grid) -> tuple[TokenSet, dict]:
+    """The encode stage: the recipe's encoder, then its compressor chain. Returns the TokenSet and
+    {"encode", "compress"} -> seconds. Inputs as in PatchSet: pixels (K, 3, P, P) uint8, positions (K, 3)."""
+    started = time.perf_counter()
+    if recipe.encoder.name == "vit":
+        tokens = encode_with_vit(_vit(recipe), pixels, positions, sample_index, grid)
+    else:
+        tokens = encode_pixels(pixels, positions, sample_index, dim=recipe.encoder.dim)
+    encoded = time.perf_counter()
+    tokens = compress(tokens, recipe.compress)
+    return tokens, {"encode": encoded - started, "compress": time.perf_counter() - encoded}
+
+
+def _encode_patches(recipe: Recipe, patches: PatchSet) -> tuple[TokenSet, dict]:
+    return encode_and_compress(recipe, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
+
+
+def process_video(item: InputVideo, recipe: Recipe, decoder_threads: int = 0, encoder: ClipEncoder | None = None) -> VideoResult:
     """Patchify, encode and compress every clip of one video. Bad input becomes ``result.error``.
 
-    ``decoder_threads`` caps FFmpeg's decoder threads (0 = FFmpeg decides; 1 in a one-CPU worker)."""
+    ``decoder_threads`` caps FFmpeg's decoder threads (0 = FFmpeg decides; 1 in a one-CPU worker);
+    ``encoder`` replaces the local encode + compress (a separate encode stage)."""
     result = VideoResult(item.video_id)
     config = patchify_config(recipe)
     stages = ["decode"]
@@ -134,7 +145,8 @@ def process_video(item: InputVideo, recipe: Recipe, decoder_threads: int = 0) ->
     try:
         for samples in iter_clip_samples(item.path, config, decoder_threads=decoder_threads):
             result.stage_seconds["decode+select"] = result.stage_seconds.get("decode+select", 0.0) + time.perf_counter() - timer
-            clip = process_clip(samples, recipe, config, video_id=item.video_id, source=item.path, text=item.text, stages=stages)
+            clip = process_clip(samples, recipe, config, video_id=item.video_id, source=item.path, text=item.text, stages=stages,
+                                encoder=encoder)
             for name, seconds in clip.stage_seconds.items():
                 result.stage_seconds[name] = result.stage_seconds.get(name, 0.0) + seconds
             result.rows.append(clip.row)

@@ -72,6 +72,14 @@ class Execution(_Section):
     deadline_s: float = Field(600, gt=0, description="a video still running after this is killed and recorded")
     retries: int = Field(1, ge=0, description="retries of a task whose worker died")
     max_in_flight: int | None = Field(None, ge=1, description="tasks submitted at once (default: one per worker, so deadlines count running time only)")
+    # Resources per stage. Stage "decode" = one Ray task per video: decode, codec analysis, patchify (and
+    # encode + compress too while encode_gpus is 0). Stage "encode" = encoder + compressors in `encoders`
+    # long-lived Ray actors that hold the model, used when encode_gpus > 0.
+    decode_cpus: float = Field(1.0, gt=0, description="CPUs declared per video task")
+    encode_gpus: float = Field(0.0, ge=0, description="> 0: encode in a separate stage of GPU actors, each declaring this many GPUs")
+    encode_cpus: float = Field(1.0, gt=0, description="CPUs declared per encoder actor")
+    encoders: int = Field(1, ge=1, description="encoder actors (with encode_gpus > 0)")
+    gpus: float | None = Field(None, ge=0, description="GPUs a locally started Ray may schedule (default: what Ray detects)")
 
 
 class Stream(_Section):

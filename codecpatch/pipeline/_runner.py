@@ -8,6 +8,7 @@ decode hangs cannot be interrupted in-process) and is recorded as timed out.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from ..shards import ShardWriter
 from ._inputs import InputVideo
-from ._process import VideoResult, process_video, token_dim
+from ._process import VideoResult, _vit, encode_and_compress, process_video, token_dim
 from ._recipe import Recipe
 
 STATS = "_stats.json"
@@ -42,6 +43,7 @@ class RunStats:
     seconds: float = 0.0
     stage_seconds: dict = field(default_factory=lambda: defaultdict(float))
     errors_by_kind: Counter = field(default_factory=Counter)
+    resources: dict = field(default_factory=dict)  # per stage: what was declared to Ray, and where encoders run
 
     def add(self, result: VideoResult) -> None:
         if result.error:
@@ -80,7 +82,7 @@ def run(recipe: Recipe, inputs: list[InputVideo], output: str | os.PathLike, *, 
     show = (os.isatty(2) if progress is None else progress)
     bar = tqdm(total=len(todo), unit="video", disable=not show, dynamic_ncols=True)
     try:
-        results = _in_process(todo, recipe) if recipe.execution.workers == 0 else _on_ray(todo, recipe)
+        results = _in_process(todo, recipe) if recipe.execution.workers == 0 else _on_ray(todo, recipe, stats)
         for result in results:
             if result.error:
                 writer.add_error(result.video_id, *result.error)
@@ -103,18 +105,31 @@ def _in_process(todo: list[InputVideo], recipe: Recipe) -> Iterator[VideoResult]
         yield process_video(item, recipe)
 
 
-def _on_ray(todo: list[InputVideo], recipe: Recipe) -> Iterator[VideoResult]:
+def _on_ray(todo: list[InputVideo], recipe: Recipe, stats: "RunStats") -> Iterator[VideoResult]:
     """Submit one task per video (bounded in flight), yield results in input order."""
     import ray
 
     execution = recipe.execution
-    started_here = _start_ray(execution.address, execution.workers)
+    split = execution.encode_gpus > 0
+    local_cpus = execution.workers * execution.decode_cpus + (execution.encoders * execution.encode_cpus if split else 0)
+    started_here = _start_ray(execution.address, local_cpus, execution.gpus)
     try:
-        task = ray.remote(num_cpus=1, max_retries=execution.retries)(_process_in_worker)
-        in_flight: dict = {}  # ref -> (index, submitted at)
-        finished: dict[int, VideoResult] = {}
         # One task per worker at a time by default: a queued task would already be counting down its deadline.
         limit = execution.max_in_flight or max(execution.workers, 1)
+        task = ray.remote(num_cpus=execution.decode_cpus, max_retries=execution.retries)(_process_in_worker)
+        encoders: list = [None]
+        if split:  # the encode stage: long-lived actors that hold the model on their GPU
+            actor = ray.remote(num_cpus=execution.encode_cpus, num_gpus=execution.encode_gpus, max_restarts=execution.retries,
+                               max_task_retries=execution.retries)(EncodeStage)
+            encoders = [actor.remote(recipe) for _ in range(execution.encoders)]
+        stats.resources = {"decode": {"CPU": execution.decode_cpus, "tasks_at_once": limit}}
+        if split:
+            stats.resources["encode"] = {"CPU": execution.encode_cpus, "GPU": execution.encode_gpus, "actors": len(encoders),
+                                         "placement": ray.get([e.placement.remote() for e in encoders])}
+        else:
+            stats.resources["decode"]["runs"] = "decode, patchify, encode, compress"
+        in_flight: dict = {}  # ref -> (index, submitted at)
+        finished: dict[int, VideoResult] = {}
         # Results are committed in input order, so finished-but-unwritten results wait in memory: submission
         # stays within a window ahead of the next result to write (memory stays flat), and inside the
         # window the biggest files go first so that no worker idles at the end on one long video.
@@ -129,7 +144,7 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe) -> Iterator[VideoResult]:
                 if not candidates:
                     break
                 index = max(candidates, key=lambda i: (sizes[i], -i))
-                in_flight[task.remote(todo[index], recipe_ref)] = (index, time.monotonic())
+                in_flight[task.remote(todo[index], recipe_ref, encoders[index % len(encoders)])] = (index, time.monotonic())
                 submitted.add(index)
             ready = ray.wait(list(in_flight), num_returns=1, timeout=1.0)[0] if in_flight else []
             for ref in ready:
@@ -160,23 +175,54 @@ def _file_size(path: str) -> int:
         return 0
 
 
-def _process_in_worker(item: InputVideo, recipe: Recipe) -> VideoResult:
-    """A Ray task: one CPU each, so the libraries' own thread pools are held to one thread (two workers on
-    two cores with OpenCV, FFmpeg and torch each spawning per-core threads fight for the cores)."""
-    _single_threaded()
-    return process_video(item, recipe, decoder_threads=1)
+def _process_in_worker(item: InputVideo, recipe: Recipe, encode_stage=None) -> VideoResult:
+    """A Ray task (the decode stage) holding ``execution.decode_cpus`` CPUs: the libraries' own thread pools
+    are held to that many threads (two workers on two cores with OpenCV, FFmpeg and torch each spawning
+    per-core threads fight for the cores). With ``encode_stage`` (an EncodeStage actor) the clips' patches are
+    encoded and compressed there instead of here."""
+    threads = max(1, int(recipe.execution.decode_cpus))
+    _limit_threads(threads)
+    encoder = None
+    if encode_stage is not None:
+        import ray
+
+        def encoder(patches):
+            return ray.get(encode_stage.encode.remote(patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid))
+    return process_video(item, recipe, decoder_threads=threads, encoder=encoder)
 
 
-def _single_threaded() -> None:
+class EncodeStage:
+    """A Ray actor for the encode stage: loads the recipe's encoder once (on its GPU when Ray assigned one
+    and CUDA is there) and encodes + compresses the patches of one clip per call."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        _limit_threads(max(1, int(recipe.execution.encode_cpus)))
+        token_dim(recipe)  # loads the model now, not on the first clip
+
+    def encode(self, pixels, positions, sample_index, grid):
+        return encode_and_compress(self.recipe, pixels, positions, sample_index, grid)
+
+    def placement(self) -> dict:
+        """Where this actor runs: the GPU ids Ray assigned and the encoder's torch device."""
+        import ray
+
+        device = "cpu"
+        if self.recipe.encoder.name == "vit":
+            device = str(next(_vit(self.recipe).parameters()).device)
+        return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "device": device}
+
+
+def _limit_threads(count: int) -> None:
     import cv2
     import torch
 
-    cv2.setNumThreads(1)
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
+    cv2.setNumThreads(count)
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
 
 
-def _start_ray(address: str | None, workers: int) -> bool:
+def _start_ray(address: str | None, cpus: float, gpus: float | None = None) -> bool:
     """Join ``address`` or start a quiet local Ray (no dashboard, own temp dir, no auth token in $HOME)."""
     import ray
 
@@ -188,6 +234,6 @@ def _start_ray(address: str | None, workers: int) -> bool:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     temp_dir = tempfile.mkdtemp(prefix="cpray", dir="/tmp")  # Ray socket paths must stay under 107 bytes
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, configure_logging=False,
+    ray.init(num_cpus=max(1, math.ceil(cpus)), num_gpus=gpus, include_dashboard=False, log_to_driver=False, configure_logging=False,
              _temp_dir=temp_dir, runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
     return True
