@@ -241,7 +241,7 @@ def patchify(video: str, as_json: bool, no_fidelity: bool, **params) -> None:
 @click.option("--compress", "chain", default="", help="Compressor chain, e.g. apet:0.25 or duet:0.5,apet:0.5 (@clip for clip scope).")
 @click.option("--text", "texts", multiple=True, help="Text query for DUET T2V (repeatable).")
 @click.option("--t2v", type=float, default=0.5, show_default=True, help="Fraction of tokens T2V keeps for the --text queries.")
-@click.option("--text-tower", default=None, help="Local CLIP checkpoint folder with tokenizer (default: the vit:PATH folder).")
+@click.option("--text-tower", default=None, help="Local CLIP or SigLIP checkpoint folder with tokenizer (default: the vit:PATH folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per clip (an array when there are several).")
 def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ...], t2v: float, text_tower: str | None,
            as_json: bool, **params) -> None:
@@ -268,18 +268,18 @@ def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ..
         raise click.BadParameter("--xray needs --encoder vit:PATH", param_hint="--xray")
     tower = text_queries = None
     if texts:
-        from .tokens import ClipTextTower
+        from .tokens import TextTower
 
         folder = text_tower or (argument if name == "vit" else None)
         if folder is None:
-            raise click.BadParameter("--text needs --text-tower PATH (or --encoder vit:PATH of a CLIP folder)", param_hint="--text")
+            raise click.BadParameter("--text needs --text-tower PATH (or --encoder vit:PATH of a CLIP or SigLIP folder)", param_hint="--text")
         try:
-            tower = ClipTextTower(folder)
+            tower = TextTower(folder)
         except (OSError, ValueError) as error:
             raise click.BadParameter(f"{folder}: {error}", param_hint="--text-tower") from error
         text_queries = tower.embed_texts(list(texts))
         if model is None:
-            raise click.BadParameter("--text scores CLIP vision tokens: use --encoder vit:PATH", param_hint="--text")
+            raise click.BadParameter("--text scores ViT tokens: use --encoder vit:PATH", param_hint="--text")
     try:
         parse_chain(chain)
     except ValueError as error:

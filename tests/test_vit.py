@@ -289,3 +289,52 @@ def test_encode_command_with_text_queries(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "codecpatch.cli", "encode", str(SAMPLES / "sprites_h264_b.mp4"), "--text", "x"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--text-tower" in bad.stderr
+
+
+def tiny_siglip_with_tokenizer(folder):
+    """A randomly initialised SiglipModel (text + vision) with a word-level fast tokenizer, saved like a hub folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["<pad>", "</s>", "<unk>", "a", "red", "box", "moving", "square", "blue", "sky"]
+    vocab = {w: i for i, w in enumerate(words)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    torch.manual_seed(0)
+    config = transformers.SiglipConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         max_position_embeddings=8, projection_size=64, pad_token_id=0, eos_token_id=1),
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8))
+    model = transformers.SiglipModel(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model, tokenizer
+
+
+def test_text_guided_pruning_with_a_local_siglip(tmp_path):
+    from codecpatch.tokens import TextTower, duet_t2v
+
+    reference, tokenizer = tiny_siglip_with_tokenizer(tmp_path / "siglip")
+    tower = TextTower(tmp_path / "siglip")
+    assert tower.kind == "siglip"
+    texts = ["a red box", "a moving square"]
+    text = tower.embed_texts(texts)
+    ids = tokenizer(texts, padding="max_length", max_length=8, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = reference.get_text_features(input_ids=ids)
+    torch.testing.assert_close(text, getattr(expected, "pooler_output", expected), atol=1e-5, rtol=1e-4)
+    model = load_vit(tmp_path / "siglip")  # the vision tower of the same checkpoint
+    [patches] = list(patchify_video(SAMPLES / "sprites_h264_b.mp4", PatchifyConfig(frames=8, patch=8, size=64, budget="2f")))
+    tokens = encode_with_vit(model, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
+    projected = tower.project_vision(tokens.tokens)
+    assert projected.shape == (tokens.n_tokens, 64)
+    # per token = the image embedding SigLIP's pooling head gives for a picture made of that token only
+    one = tokens.tokens[:1].float()
+    with torch.no_grad():
+        pooled = reference.vision_model.head(reference.vision_model.post_layernorm(one.expand(5, -1))[None])
+    torch.testing.assert_close(projected[:1], pooled, atol=1e-5, rtol=1e-4)
+    kept = duet_t2v(tokens, text, 0.25, vision_projection=tower.project_vision)
+    assert kept.n_tokens == round(0.25 * tokens.n_tokens)
+    scores = torch.softmax(text @ projected.T / 8.0, dim=1).mean(0)  # sqrt(64)
+    assert tuple(tokens.positions[int(torch.argmax(scores))].tolist()) in {tuple(p) for p in kept.positions.tolist()}

@@ -6,12 +6,13 @@ from ._chain import compress, parse_chain
 from ._duet import duet_t2v, duet_v2v, prune_hidden_states, text_guided_scores
 from ._merge import relative_rebuild_error
 from ._pixel import encode_pixels, orthonormal_projection
-from ._text import ClipTextTower
+from ._text import ClipTextTower, TextTower
 from ._types import StageCount, TokenSet
 from ._vit import SparseViT, ViTConfig, encode_with_vit, load_state_dict, load_vit, parse_xray
 
 __all__ = [
     "ClipTextTower",
+    "TextTower",
     "SparseViT",
     "StageCount",
     "TokenSet",
