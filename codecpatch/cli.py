@@ -18,6 +18,10 @@ _EXIT_BAD_INPUT = 2
 _EXIT_GAVE_UP = 3
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _fail(message: str) -> None:
     """Bad input: one line on stderr, exit status 2, no traceback."""
     click.echo(f"error: {message}", err=True)
@@ -393,27 +397,30 @@ def batch(input_spec: str, output: str, workers, address, deadline, budget, chai
 @click.argument("source")
 @click.option("--output", required=True, type=click.Path(file_okay=False), help="Shard folder (a restart continues it).")
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False), default=None,
-              help="Recipe (e.g. pipelines/camera.toml); flags override it.")
+              help="Recipe (e.g. pipelines/camera.toml); flags override it. Without one: built-in defaults (768-d pixel "
+                   "tokens, no compressor, 256 MB shards).")
 @click.option("--id", "stream_id", default=None, help="video_id of the rows (default: the source without its query).")
-@click.option("--realtime/--no-realtime", default=None, help="Play a file at its frame rate, like a camera.")
-@click.option("--window", type=click.Choice(["gop", "seconds"]), default=None, help="Cut per GOP or every --window-seconds.")
-@click.option("--window-seconds", type=float, default=None, help="Window length in seconds mode.")
-@click.option("--queue", type=int, default=None, help="Decoded windows that may wait for processing.")
-@click.option("--when-behind", type=click.Choice(["drop_oldest", "block"]), default=None,
-              help="When the queue is full: drop the oldest window (counted) or stop decoding.")
-@click.option("--rotate-seconds", type=float, default=None, help="Finish the open shard after this many seconds.")
-@click.option("--shard-mb", type=float, default=None, help="... or at about this size.")
-@click.option("--max-reconnects", type=int, default=None, help="Give up after this many failed reconnects in a row (default: never).")
-@click.option("--read-timeout", type=float, default=None, help="Seconds without data before the source counts as stalled.")
-@click.option("--max-windows", type=int, default=None, help="Stop after this many windows.")
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--realtime/--no-realtime", default=None, help="Play a file at its frame rate, like a camera (default: no).")
+@click.option("--window", type=click.Choice(["gop", "seconds"]), default=None, help="Cut before each key frame (gop, the default) or every --window-seconds.")
+@click.option("--window-seconds", type=float, default=None, help="Window length in seconds mode (default: 2).")
+@click.option("--queue", type=int, default=None, help="Decoded windows that may wait for processing (default: 4).")
+@click.option("--when-behind", type=click.Choice(["auto", "drop_oldest", "block"]), default=None,
+              help="When the queue is full: drop the oldest window (counted) or stop decoding (default auto: drop for live "
+                   "sources and --realtime files, block for files read as fast as they decode).")
+@click.option("--rotate-seconds", type=float, default=None, help="Finish the open shard after this many seconds (default: 60).")
+@click.option("--shard-mb", type=float, default=None, help="... or at about this size (default: 256).")
+@click.option("--max-reconnects", type=int, default=None, help="Give up after this many failed reconnect attempts in a row (default: retry forever).")
+@click.option("--read-timeout", type=float, default=None, help="Seconds without data before the source counts as stalled (default: 5).")
+@click.option("--max-windows", type=int, default=None, help="Stop after this many windows (default: no limit).")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: no limit).")
 @click.option("--budget", default=None, help="Override patchify.budget.")
 @click.option("--compress", "chain", default=None, help="Override the compressor chain.")
 @click.option("--encoder-dim", type=int, default=None, help="pixel encoder projection dims.")
+@click.option("--threads", type=int, default=None, help="torch/OpenCV threads for processing (default: 1; 0 = every core).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 def stream(source: str, output: str, recipe_path: str | None, stream_id: str | None, realtime, window, window_seconds, queue,
            when_behind, rotate_seconds, shard_mb, max_reconnects, read_timeout, max_windows, duration, budget, chain,
-           encoder_dim, progress) -> None:
+           encoder_dim, threads, progress) -> None:
     """Stream a camera (/dev/videoN), a network URL (rtsp/rtmp/http/tcp/udp) or a file into rolling token shards.
 
     Ctrl-C or SIGTERM finishes the current window, closes the shard and exits with status 0. Exit status 3:
@@ -428,7 +435,7 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
     overrides = {"stream.realtime": realtime, "stream.window": window, "stream.window_seconds": window_seconds,
                  "stream.queue": queue, "stream.when_behind": when_behind, "stream.rotate_seconds": rotate_seconds,
                  "output.shard_mb": shard_mb, "stream.max_reconnects": max_reconnects, "stream.read_timeout": read_timeout,
-                 "patchify.budget": budget, "compress": chain, "encoder.dim": encoder_dim}
+                 "patchify.budget": budget, "compress": chain, "encoder.dim": encoder_dim, "stream.threads": threads}
     try:
         recipe = load_recipe(recipe_path, overrides)
     except RecipeError as error:
@@ -452,9 +459,9 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
     summary = stats.to_dict()
     p50, p95 = summary["latency_p50_s"], summary["latency_p95_s"]
     latency = f"latency p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms" if p50 is not None else "no window written"
-    click.echo(f"{summary['windows_written']} windows ({summary['frames']} frames, {summary['n_tokens']} tokens) in "
+    click.echo(f"{_plural(summary['windows_written'], 'window')} ({summary['frames']} frames, {summary['n_tokens']} tokens) in "
                f"{summary['seconds']:.1f} s; {summary['windows_dropped']} dropped, {summary['windows_failed']} failed, "
-               f"{max(0, summary['sessions'] - 1)} reconnects; {latency} -> {output} ({summary['ended'] or 'stopped'})")
+               f"{_plural(max(0, summary['sessions'] - 1), 'reconnect')}; {latency} -> {output} ({summary['ended'] or 'stopped'})")
     if stats.gave_up:
         sys.exit(_EXIT_GAVE_UP)
 

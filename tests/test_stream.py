@@ -150,8 +150,9 @@ def test_a_slow_consumer_drops_the_oldest_windows_and_counts_them(camera_clip):
     assert seen == sorted(seen)
 
 
-def test_back_pressure_loses_nothing(camera_clip):
-    with StreamSession(camera_clip, recipe(queue=1, when_behind="block")) as session:
+@pytest.mark.parametrize("when_behind", ["block", "auto"])  # auto = block for a file read at full speed
+def test_back_pressure_loses_nothing(camera_clip, when_behind):
+    with StreamSession(camera_clip, recipe(queue=1, when_behind=when_behind)) as session:
         seen = []
         for window in session.windows():
             if window is not None:

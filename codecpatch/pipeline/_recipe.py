@@ -90,7 +90,9 @@ class Stream(_Section):
     min_window_seconds: float = Field(0.0, ge=0, description="gop: key frames closer than this to the window start do not cut")
     max_window_seconds: float = Field(10.0, gt=0, description="no window spans more than this (bounds memory)")
     queue: int = Field(4, ge=1, description="decoded windows waiting for processing")
-    when_behind: Literal["drop_oldest", "block"] = Field("drop_oldest", description="full queue: drop the oldest window, or stop decoding")
+    when_behind: Literal["auto", "drop_oldest", "block"] = Field(
+        "auto", description="full queue: drop the oldest window, or stop decoding; auto = drop for live sources and "
+                            "real-time files, block for files read as fast as they decode")
     realtime: bool = Field(False, description="play a file at its frame rate, like a camera")
     rotate_seconds: float = Field(60.0, gt=0, description="finish the open shard after this long (and at output.shard_mb)")
     open_timeout: float = Field(10.0, gt=0)
@@ -101,6 +103,8 @@ class Stream(_Section):
     backoff_s: float = Field(0.5, gt=0, description="first wait before reconnecting; doubles per failed attempt")
     backoff_max_s: float = Field(10.0, gt=0)
     decoder_threads: int = Field(1, ge=0, description="FFmpeg decoder threads (0 = FFmpeg decides)")
+    threads: int = Field(1, ge=0, description="torch and OpenCV threads for processing windows (0 = the libraries decide: "
+                                               "every core, which contends with the decode thread)")
 
 
 class Recipe(_Section):

@@ -108,7 +108,8 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
             failures, delay = 0, reconnect.backoff_s
         failures += 1
         if reconnect.max_attempts is not None and failures > reconnect.max_attempts:
-            raise StreamEnded(f"{source}: {reason}; gave up after {reconnect.max_attempts} reconnect attempts")
+            raise StreamEnded(f"{source}: {reason}; gave up after {reconnect.max_attempts} failed reconnect "
+                              f"attempt{'' if reconnect.max_attempts == 1 else 's'}")
         log.warning("%s: %s; reconnecting in %.1f s (attempt %d%s)", source, reason, delay, failures,
                     f" of {reconnect.max_attempts}" if reconnect.max_attempts is not None else "")
         if stop.wait(delay):
