@@ -80,6 +80,7 @@ def test_a_crash_leaves_no_half_shard_and_resume_skips_done_inputs(tmp_path):
     # "crash": the open shard is never closed; only finished shards and their inputs count
     done_before = Manifest.read(tmp_path).inputs_done
     assert 0 < len(done_before) < 7 and list(tmp_path.glob("*.tmp"))
+    writer._lock.close()  # the crashed process is gone, and the OS releases its folder lock with it
     resumed = ShardWriter(tmp_path, DIM, target_bytes=35_000)
     assert not list(tmp_path.glob("*.tmp")) and resumed.done == set(done_before)
     for v in range(7):
@@ -136,3 +137,14 @@ def test_shards_as_a_ray_dataset(tmp_path, monkeypatch):
         import shutil
 
         shutil.rmtree(ray_temp, ignore_errors=True)
+
+
+def test_a_second_writer_on_the_same_folder_is_refused_and_the_first_keeps_its_shard(tmp_path):
+    from codecpatch.shards import FolderInUseError, ShardWriter
+
+    first = ShardWriter(tmp_path, 4)
+    first.add_rows([])  # nothing written: still holds the folder
+    with pytest.raises(FolderInUseError, match="another codecpatch run"):
+        ShardWriter(tmp_path, 4)
+    first.close()
+    ShardWriter(tmp_path, 4).close()  # free again once the first closed

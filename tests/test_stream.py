@@ -61,8 +61,10 @@ def send(ffmpeg: str, clip: Path, url: str, *, realtime: bool = True) -> subproc
 
 
 def in_thread(function, *args, **kwargs):
-    """Run ``function`` on a thread; returns (thread, result dict with "value" or "error")."""
-    outcome: dict = {}
+    """Run ``function`` on a thread; returns (thread, result dict with "value" or "error"). ``outcome["stop"]``
+    is passed as ``stop=`` so a failing test can end the run."""
+    outcome: dict = {"stop": threading.Event()}
+    kwargs.setdefault("stop", outcome["stop"])
 
     def target():
         try:
@@ -78,6 +80,12 @@ def in_thread(function, *args, **kwargs):
 def rows(directory: Path) -> list[dict]:
     shards = sorted(directory.glob("shard-*.parquet"))
     return [row for shard in shards for row in pq.read_table(shard, columns=["sample_id", "clip_index", "clip_start", "frame_types", "n_tokens"]).to_pylist()]
+
+
+def udp_port_bound(port: int) -> bool:
+    """True once some socket on this machine is bound to UDP ``port`` (from /proc/net/udp)."""
+    with open("/proc/net/udp") as table:
+        return any(line.split()[1].endswith(f":{port:04X}") for line in list(table)[1:])
 
 
 def frame(index: int, time_s: float, key: bool = False) -> CodecFrame:
@@ -141,13 +149,27 @@ def test_a_slow_consumer_drops_the_oldest_windows_and_counts_them(camera_clip):
     with StreamSession(camera_clip, recipe(queue=1, when_behind="drop_oldest")) as session:
         seen = []
         for window in session.windows():
-            if window is not None:
-                seen.append(window.index)
-                time.sleep(0.3)  # far slower than decoding
-    counters = session.counters
-    assert counters.dropped > 0
-    assert sorted(seen + counters.dropped_indices) == list(range(GOPS))  # every window either processed or counted
-    assert seen == sorted(seen)
+            if window is None:
+                continue
+            if not seen:  # hold the first window until the decoder has finished the file: it must drop
+                deadline = time.monotonic() + 30
+                while not session.counters.ended and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            seen.append(window.index)
+    dropped = list(session.counters.dropped_indices)
+    assert session.counters.ended == "source ended"
+    assert len(seen) == 2 and seen[-1] == GOPS - 1  # the one in hand and the newest; the rest were dropped
+    assert sorted(seen + dropped) == list(range(GOPS)) and session.counters.dropped == len(dropped) == GOPS - 2
+
+
+@pytest.mark.parametrize("when_behind", ["drop_oldest", "block"])
+def test_leaving_the_loop_early_releases_the_decoder(camera_clip, when_behind):
+    session = StreamSession(camera_clip, recipe(queue=1, when_behind=when_behind))
+    for _ in session.results():
+        break  # no context manager: leaving the loop alone must stop the decode thread
+    session._thread.join(timeout=10)
+    assert not session._thread.is_alive()
+    assert session.counters.ended == "stopped"
 
 
 @pytest.mark.parametrize("when_behind", ["block", "auto"])  # auto = block for a file read at full speed
@@ -195,6 +217,7 @@ def test_tcp_stream_writes_rows_while_it_runs_and_every_window_once(ffmpeg, came
         thread.join(timeout=30)
         assert not thread.is_alive() and "error" not in outcome, outcome
     finally:
+        outcome["stop"].set()
         sender.kill()
         sender.wait()
     stats = outcome["value"]
@@ -211,12 +234,16 @@ def test_udp_stream_ends_on_the_read_timeout_with_every_window(ffmpeg, camera_cl
     port = free_port()
     thread, outcome = in_thread(run_stream, f"udp://127.0.0.1:{port}?fifo_size=1000000&overrun_nonfatal=1",
                                 recipe(max_reconnects=0, read_timeout=1.5), tmp_path, progress=False)
-    time.sleep(1.0)  # the receiver binds first: UDP is not buffered for a late listener
+    deadline = time.monotonic() + 20  # the receiver binds first: UDP is not buffered for a late listener
+    while not udp_port_bound(port) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert udp_port_bound(port)
     sender = send(ffmpeg, camera_clip, f"udp://127.0.0.1:{port}?pkt_size=1316")
     try:
         thread.join(timeout=30)
         assert not thread.is_alive() and "error" not in outcome, outcome
     finally:
+        outcome["stop"].set()
         sender.kill()
         sender.wait()
     stats = outcome["value"]
@@ -241,6 +268,7 @@ def test_a_killed_sender_leads_to_a_reconnect_and_more_rows(ffmpeg, camera_clip,
         thread.join(timeout=40)
         assert not thread.is_alive() and "error" not in outcome, outcome
     finally:
+        outcome["stop"].set()
         for sender in (first, second):
             if sender is not None:
                 sender.kill()
@@ -282,6 +310,11 @@ def test_sigterm_finishes_the_window_and_leaves_a_complete_readable_shard(camera
     assert len(got) < GOPS  # it stopped early, and said why
     stats = json.loads((out / "_stream_stats.json").read_text())
     assert stats["ended"] == "stopped" and stats["windows_written"] == len(got)
+    # the window being decoded at the signal was finished (shorter) and written, not lost
+    assert stats["windows_incomplete"] == 1
+    log = [json.loads(line) for line in (out / "_stream_windows.jsonl").read_text().splitlines()]
+    assert [entry["window"] for entry in log] == list(range(len(got)))
+    assert log[-1]["complete"] is False and log[-1]["status"] == "written" and all(e["complete"] for e in log[:-1])
 
 
 def test_cli_names_a_bad_source_and_exits_2(tmp_path):
@@ -294,3 +327,72 @@ def test_cli_names_a_bad_source_and_exits_2(tmp_path):
     result = CliRunner().invoke(main, ["stream", str(text), "--output", str(tmp_path / "out"), "--no-progress"])
     assert result.exit_code == 2
     assert "notes.mp4" in result.output and "not a recognised video" in result.output
+
+
+def test_a_stop_during_a_stall_ends_within_the_read_timeout(tmp_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    try:
+        thread, outcome = in_thread(run_stream, f"tcp://127.0.0.1:{server.getsockname()[1]}", recipe(read_timeout=2.0, open_timeout=2.0),
+                                    tmp_path, progress=False)
+        time.sleep(0.5)  # connected, nothing arrives
+        stopped_at = time.monotonic()
+        outcome["stop"].set()
+        thread.join(timeout=15)
+        assert not thread.is_alive() and "error" not in outcome, outcome
+        assert time.monotonic() - stopped_at < 4.0  # open/read timeout (2 s) + 1 s grace at most
+    finally:
+        for connection, _ in accepted:
+            connection.close()
+        server.close()
+    assert outcome["value"].windows_written == 0 and Manifest.read(tmp_path).shards == []
+
+
+def test_size_rotation_gives_one_shard_per_window_when_they_are_small(camera_clip, tmp_path):
+    stats = run_stream(camera_clip, load_recipe(None, {"encoder.dim": 32, "output.shard_mb": 0.0001}), tmp_path, progress=False)
+    manifest = Manifest.read(tmp_path)
+    assert stats.shards == len(manifest.shards) == GOPS and [s["rows"] for s in manifest.shards] == [1] * GOPS
+
+
+def test_max_windows_stops_exactly(camera_clip, tmp_path):
+    stats = run_stream(camera_clip, recipe(), tmp_path, progress=False, max_windows=2)
+    assert stats.windows_written == 2 and len(rows(tmp_path)) == 2
+    assert Manifest.read(tmp_path).streams[str(camera_clip)]["windows"] == 2
+
+
+def test_failed_windows_are_recorded_and_a_restart_does_not_reuse_their_numbers(camera_clip, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                           image_size=32, patch_size=8)
+    transformers.CLIPVisionModel(config).save_pretrained(tmp_path / "tower")
+    # an 8-px tower fed 16-px patches: every window fails in the encoder, the stream goes on
+    broken = load_recipe(None, {"encoder.name": "vit", "encoder.path": str(tmp_path / "tower")})
+    out = tmp_path / "out"
+    first = run_stream(camera_clip, broken, out, progress=False, max_windows=3)
+    second = run_stream(camera_clip, broken, out, progress=False, max_windows=2)
+    assert (first.windows_failed, second.windows_failed, second.first_window) == (3, 2, 3)
+    errors = pq.read_table(out / "_errors.parquet").to_pylist()
+    assert [e["input"] for e in errors] == [f"{camera_clip}#{i}" for i in range(5)]
+    assert all(e["stage"] == "encode+compress" for e in errors)
+    assert Manifest.read(out).streams[str(camera_clip)]["windows"] == 5
+
+
+def test_credentials_in_a_url_never_reach_the_rows(tmp_path):
+    from codecpatch.stream import default_stream_id, redact
+
+    url = "rtsp://admin:hunter2@cam.local:554/live?channel=1&token=abc123"
+    assert redact(url) == "rtsp://***@cam.local:554/live?channel=1&token=***"
+    assert default_stream_id(url) == "rtsp://***@cam.local:554/live"
+    assert redact("/dev/video0") == "/dev/video0"
+
+
+def test_a_typo_in_the_protocol_fails_at_once_instead_of_retrying_forever(tmp_path):
+    from codecpatch.errors import VideoOpenError
+
+    started = time.monotonic()
+    with pytest.raises(VideoOpenError, match="rtps://"):
+        run_stream("rtps://127.0.0.1/cam", recipe(), tmp_path, progress=False)
+    assert time.monotonic() - started < 10

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -98,13 +98,25 @@ class Stream(_Section):
     open_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(5.0, gt=0, description="no data for this long = stalled (UDP has no end-of-stream)")
     probesize: int = Field(32768, ge=32, description="bytes FFmpeg reads to recognise a network stream")
-    analyzeduration_s: float = Field(0.0, ge=0, description="seconds FFmpeg analyses a network stream before starting")
+    analyzeduration_s: float = Field(0.1, gt=0, description="at most this many seconds of a network stream are analysed "
+                                                             "before decoding starts (FFmpeg reads 0 as its own 5-7 s default)")
     max_reconnects: int | None = Field(None, ge=0, description="reconnect attempts in a row before giving up (None = forever)")
     backoff_s: float = Field(0.5, gt=0, description="first wait before reconnecting; doubles per failed attempt")
     backoff_max_s: float = Field(10.0, gt=0)
     decoder_threads: int = Field(1, ge=0, description="FFmpeg decoder threads (0 = FFmpeg decides)")
     threads: int = Field(1, ge=0, description="torch and OpenCV threads for processing windows (0 = the libraries decide: "
                                                "every core, which contends with the decode thread)")
+
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Stream":
+        if self.window == "seconds" and self.window_seconds > self.max_window_seconds:
+            raise ValueError(f"window_seconds ({self.window_seconds:g}) is longer than max_window_seconds ({self.max_window_seconds:g})")
+        if self.min_window_seconds >= self.max_window_seconds:
+            raise ValueError(f"min_window_seconds ({self.min_window_seconds:g}) must be below max_window_seconds ({self.max_window_seconds:g})")
+        if self.backoff_max_s < self.backoff_s:
+            raise ValueError(f"backoff_max_s ({self.backoff_max_s:g}) is below backoff_s ({self.backoff_s:g})")
+        return self
 
 
 class Recipe(_Section):

@@ -2,7 +2,7 @@
 
 from ._reader import TokenShardDataset, collate_tokens, shard_paths, to_ray_dataset
 from ._schema import SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
-from ._writer import ERRORS, MANIFEST, ErrorLog, Manifest, ShardWriter
+from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, ShardWriter
 
 __all__ = [
     "ERRORS",
@@ -10,6 +10,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TOKEN_VALUES_PATH",
     "ErrorLog",
+    "FolderInUseError",
     "Manifest",
     "SampleRow",
     "ShardWriter",

@@ -86,6 +86,7 @@ class ShardWriter:
 
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_folder(self.directory)  # one writer per folder: a second would delete our open shard
         self.schema = token_schema(dim, patch_pixels, with_text)
         self.target_bytes = target_bytes
         for stale in self.directory.glob(f"*{_TEMP_SUFFIX}"):
@@ -132,7 +133,11 @@ class ShardWriter:
             self._writer.write_table(table)
             self._current_rows += table.num_rows
         if stream is not None:
-            self._current_streams[stream[0]] = dict(stream[1])
+            if self._writer is None:  # nothing pending (e.g. a failed window): the state is final already
+                self.manifest.streams[stream[0]] = dict(stream[1])
+                self.manifest.write(self.directory)
+            else:
+                self._current_streams[stream[0]] = dict(stream[1])
         if self._writer is not None and self._current.stat().st_size >= self.target_bytes:
             self._finish_shard()
 
@@ -156,11 +161,16 @@ class ShardWriter:
             self._current_inputs.append(input_id)
 
     def close(self) -> Manifest:
-        """Finish the open shard (if any) and return the final manifest."""
-        if self._writer is not None:
-            self._finish_shard()
-        self.errors.flush()
-        self.manifest.write(self.directory)
+        """Finish the open shard (if any), release the folder and return the final manifest."""
+        try:
+            if self._writer is not None:
+                self._finish_shard()
+            self.errors.flush()
+            self.manifest.write(self.directory)
+        finally:
+            if self._lock is not None:
+                self._lock.close()  # closing the file releases the lock
+                self._lock = None
         return self.manifest
 
     def __enter__(self) -> "ShardWriter":
@@ -195,6 +205,26 @@ class ShardWriter:
     def _mark_done(self, inputs: list[str]) -> None:
         self.manifest.inputs_done.extend(inputs)
         self.manifest.write(self.directory)
+
+
+LOCK = "_lock"
+
+
+class FolderInUseError(RuntimeError):
+    """Another writer (a running batch or stream) holds the shard folder."""
+
+
+def _lock_folder(directory: Path):
+    """An exclusive advisory lock on ``directory/_lock``, held while the returned file stays open."""
+    import fcntl
+
+    handle = open(directory / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise FolderInUseError(f"{directory}: another codecpatch run is writing shards here (it holds {directory / LOCK})") from None
+    return handle
 
 
 class ErrorLog:

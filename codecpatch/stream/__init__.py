@@ -6,13 +6,14 @@ model that consumes them online; ``run_stream`` writes them to rolling Parquet s
 
 from __future__ import annotations
 
-from ._runner import STREAM_STATS, StreamStats, run_stream
-from ._session import FrameWindow, SessionCounters, StreamSession, StreamWindowResult, default_stream_id
+from ._runner import STREAM_STATS, STREAM_WINDOWS, StreamStats, run_stream
+from ._session import FrameWindow, SessionCounters, StreamSession, StreamWindowResult, default_stream_id, redact
 from ._source import Reconnect, StreamEnded, TimedFrame, is_live, live_frames
 from ._window import WindowPolicy, Windower
 
 __all__ = [
     "STREAM_STATS",
+    "STREAM_WINDOWS",
     "FrameWindow",
     "Reconnect",
     "SessionCounters",
@@ -26,5 +27,6 @@ __all__ = [
     "default_stream_id",
     "is_live",
     "live_frames",
+    "redact",
     "run_stream",
 ]

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,17 +17,22 @@ from tqdm import tqdm
 from ..pipeline._process import token_dim
 from ..pipeline._recipe import Recipe
 from ..shards import ShardWriter
-from ._session import StreamSession, StreamWindowResult, default_stream_id
+from ._session import StreamSession, StreamWindowResult, default_stream_id, redact
 
 log = logging.getLogger("codecpatch.stream")
 STREAM_STATS = "_stream_stats.json"
+#: One JSON line per window handled: index, session, frames, stream times, latency, tokens, status.
+STREAM_WINDOWS = "_stream_windows.jsonl"
+#: Latency quantiles are over the latest this-many windows (a camera runs for months).
+LATENCY_WINDOWS = 10_000
 
 
 @dataclass
 class StreamStats:
-    """What a stream run did (saved as ``_stream_stats.json`` beside the shards).
+    """What a stream run did (saved as ``_stream_stats.json`` beside the shards at every shard and at the end).
 
-    Latencies are seconds from a window's last frame decoded to its row written into the open shard.
+    Latencies are seconds from a window's last frame decoded to its row written into the open shard;
+    quantiles cover the latest ``LATENCY_WINDOWS`` windows, the max all of them.
     """
 
     source: str = ""
@@ -40,26 +45,39 @@ class StreamStats:
     frames: int = 0
     n_tokens: int = 0
     sessions: int = 0
-    disconnects: list[str] = field(default_factory=list)
+    disconnect_count: int = 0
+    disconnects: list[str] = field(default_factory=list)  # the latest reasons
     ended: str = ""
     gave_up: bool = False
     seconds: float = 0.0
     startup_s: float | None = None
-    latencies: list[float] = field(default_factory=list)
+    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOWS))
+    latency_max_s: float | None = None
     stage_seconds: dict = field(default_factory=lambda: defaultdict(float))
     shards: int = 0
 
     def latency(self, quantile: float) -> float | None:
-        return float(np.quantile(self.latencies, quantile)) if self.latencies else None
+        return float(np.quantile(np.fromiter(self.latencies, float), quantile)) if self.latencies else None
+
+    def add_latency(self, seconds: float) -> None:
+        self.latencies.append(seconds)
+        self.latency_max_s = seconds if self.latency_max_s is None else max(self.latency_max_s, seconds)
 
     def to_dict(self) -> dict:
         data = {k: v for k, v in self.__dict__.items() if k != "latencies"}
+        data["disconnects"] = list(self.disconnects)
         data["stage_seconds"] = {k: round(v, 4) for k, v in self.stage_seconds.items()}
         data["latency_p50_s"] = _rounded(self.latency(0.5))
         data["latency_p95_s"] = _rounded(self.latency(0.95))
-        data["latency_max_s"] = _rounded(max(self.latencies) if self.latencies else None)
+        data["latency_max_s"] = _rounded(self.latency_max_s)
         data["frames_per_second"] = round(self.frames / self.seconds, 2) if self.seconds else None
         return data
+
+    def save(self, directory: Path) -> None:
+        """Write ``_stream_stats.json`` atomically."""
+        temporary = directory / (STREAM_STATS + ".tmp")
+        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(temporary, directory / STREAM_STATS)
 
 
 def _rounded(value: float | None) -> float | None:
@@ -70,10 +88,12 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
                max_windows: int | None = None, duration_s: float | None = None, stop: threading.Event | None = None,
                progress: bool | None = None, recipe_record: dict | None = None) -> StreamStats:
     """Stream ``source`` into shards under ``output`` until it ends, ``max_windows`` windows were handled,
-    ``duration_s`` passed, or ``stop`` is set (Ctrl-C / SIGTERM in the CLI). The window in progress is
-    finished and the open shard closed in every case; windows already written are never lost.
+    ``duration_s`` passed, or ``stop`` is set (Ctrl-C / SIGTERM in the CLI).
 
-    A restart into the same folder continues the window numbering of the stream (``sample_id`` stays unique).
+    On a stop, the rows written so far are committed at once (the open shard is finished), then the window
+    being decoded and the queued ones are processed and committed; ``max_windows`` stops exactly at that
+    count. A restart into the same folder continues the window numbering of the stream (``sample_id`` stays
+    unique). One run writes to a folder at a time (a second one fails with FolderInUseError).
     """
     source = os.fspath(source)
     stream_id = stream_id or default_stream_id(source)
@@ -82,52 +102,73 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
                          patch_pixels=3 * recipe.patchify.patch ** 2 if recipe.output.store_pixels else None,
                          recipe=recipe_record or recipe.model_dump())
     first_window = int(writer.manifest.streams.get(stream_id, {}).get("windows", 0))
-    stats = StreamStats(source=source, stream_id=stream_id, first_window=first_window)
+    stats = StreamStats(source=redact(source), stream_id=stream_id, first_window=first_window)
     session = StreamSession(source, recipe, stream_id=stream_id, first_window=first_window)
     stop = stop or threading.Event()
     started = time.monotonic()
     handled = 0
     show = os.isatty(2) if progress is None else progress
     bar = tqdm(total=max_windows, unit="win", disable=not show, dynamic_ncols=True, desc=stream_id[-40:])
+    windows_log = open(output / STREAM_WINDOWS, "a")
     try:
         with session:
             for window in session.windows():
                 if window is not None:
                     result = session.process(window)
-                    _record(result, writer, stats, stream_id, source)
+                    _record(result, writer, stats, stream_id, windows_log)
                     handled += 1
-                    bar.update(1)
-                    bar.set_postfix(dropped=session.counters.dropped, p95_ms=_ms(stats.latency(0.95)),
-                                    reconnects=max(0, session.counters.sessions - 1), refresh=False)
+                    if show:
+                        bar.update(1)
+                        bar.set_postfix(dropped=session.counters.dropped, p95_ms=_ms(stats.latency(0.95)),
+                                        reconnects=max(0, session.counters.sessions - 1), refresh=False)
+                    if max_windows is not None and handled >= max_windows:
+                        log.info("%s: %d windows written: stopping", stats.source, handled)
+                        break  # leaving the loop stops the session; nothing after the limit is processed
                 if writer.open_shard_seconds >= recipe.stream.rotate_seconds:
-                    writer.roll()
+                    _roll(writer, stats, session, started, output)
                 elapsed = time.monotonic() - started
-                if not session.stopping and (stop.is_set() or (max_windows is not None and handled >= max_windows)
-                                             or (duration_s is not None and elapsed >= duration_s)):
-                    log.info("%s: stopping (finishing the current window)", source)
+                if not session.stopping and (stop.is_set() or (duration_s is not None and elapsed >= duration_s)):
+                    log.info("%s: stopping (finishing the current window)", stats.source)
                     session.stop()
+                    _roll(writer, stats, session, started, output)  # commit what is written before draining
     finally:
         bar.close()
-        writer.close()
-        counters = session.counters
-        stats.windows_dropped = counters.dropped
-        stats.frames = counters.frames
-        stats.sessions = counters.sessions
-        stats.disconnects = list(counters.disconnects)
-        stats.ended = counters.ended
-        stats.gave_up = counters.gave_up
-        stats.seconds = round(time.monotonic() - started, 3)
-        stats.startup_s = None if counters.startup_seconds is None else round(counters.startup_seconds, 3)
-        stats.shards = len(writer.manifest.shards)
-        (output / STREAM_STATS).write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+        windows_log.close()
+        try:
+            writer.close()
+        finally:
+            _update(stats, session, started, writer)
+            stats.save(output)
     return stats
 
 
-def _record(result: StreamWindowResult, writer: ShardWriter, stats: StreamStats, stream_id: str, source: str) -> None:
+def _roll(writer: ShardWriter, stats: StreamStats, session: StreamSession, started: float, output: Path) -> None:
+    writer.roll()
+    _update(stats, session, started, writer)
+    stats.save(output)
+
+
+def _update(stats: StreamStats, session: StreamSession, started: float, writer: ShardWriter) -> None:
+    counters = session.counters
+    stats.windows_dropped = counters.dropped
+    stats.frames = counters.frames
+    stats.sessions = counters.sessions
+    stats.disconnect_count = counters.disconnect_count
+    stats.disconnects = list(counters.disconnects)
+    stats.ended = counters.ended
+    stats.gave_up = counters.gave_up
+    stats.seconds = round(time.monotonic() - started, 3)
+    stats.startup_s = None if counters.startup_seconds is None else round(counters.startup_seconds, 3)
+    stats.shards = len(writer.manifest.shards)
+
+
+def _record(result: StreamWindowResult, writer: ShardWriter, stats: StreamStats, stream_id: str, windows_log) -> None:
     window = result.window
-    state = {"windows": window.index + 1, "source": source}
+    state = {"windows": window.index + 1, "source": stats.source}
     if not window.complete:
         stats.windows_incomplete += 1
+    entry = {"window": window.index, "session": window.session, "frames": result.n_frames, "time_start": result.time_start,
+             "time_end": result.time_end, "complete": window.complete}
     if result.clip is None:
         stage, kind, message = result.error
         writer.errors.add(f"{stream_id}#{window.index}", stage, kind, message)
@@ -135,13 +176,18 @@ def _record(result: StreamWindowResult, writer: ShardWriter, stats: StreamStats,
         writer.add_rows([], stream=(stream_id, state))
         stats.windows_failed += 1
         log.error("%s", message)
-        return
-    writer.add_rows([result.clip.row], stream=(stream_id, state))
-    stats.latencies.append(time.monotonic() - window.last_decoded_at)
-    stats.windows_written += 1
-    stats.n_tokens += result.clip.tokens.n_tokens
-    for name, seconds in result.clip.stage_seconds.items():
-        stats.stage_seconds[name] += seconds
+        entry.update(status="failed", error=kind)
+    else:
+        writer.add_rows([result.clip.row], stream=(stream_id, state))
+        latency = time.monotonic() - window.last_decoded_at
+        stats.add_latency(latency)
+        stats.windows_written += 1
+        stats.n_tokens += result.clip.tokens.n_tokens
+        for name, seconds in result.clip.stage_seconds.items():
+            stats.stage_seconds[name] += seconds
+        entry.update(status="written", latency_s=round(latency, 4), n_tokens=result.clip.tokens.n_tokens)
+    windows_log.write(json.dumps(entry) + "\n")
+    windows_log.flush()
 
 
 def _ms(seconds: float | None) -> str:

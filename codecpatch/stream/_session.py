@@ -9,8 +9,10 @@ import queue
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..decode import CodecFrame, DecodeOptions, StreamInfo
 from ..decode._types import PLAUSIBLE_FPS
@@ -19,12 +21,14 @@ from ..patchify import PatchifyConfig, window_samples
 from ..patchify._collect import canvas_geometry
 from ..pipeline._process import ClipResult, patchify_config, process_clip
 from ..pipeline._recipe import Recipe
-from ._source import Reconnect, StreamEnded, TimedFrame, is_live, live_frames
+from ._source import Reconnect, StreamEnded, is_live, live_frames
 from ._window import WindowPolicy, Windower
 
 log = logging.getLogger("codecpatch.stream")
 
-WhenBehind = Literal["drop_oldest", "block"]
+WhenBehind = Literal["auto", "drop_oldest", "block"]
+#: How many of the latest dropped window numbers and disconnect reasons the counters keep.
+_KEEP_LATEST = 100
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class FrameWindow:
         session: connection number the frames came from.
         last_decoded_at: ``time.monotonic()`` when its last frame was decoded (latency starts here).
         complete: False when a disconnect, the end of the source or a stop cut it short.
+        codec, fps: of the connection the frames came from (fps None when the stream gives no usable rate).
     """
 
     index: int
@@ -44,6 +49,8 @@ class FrameWindow:
     session: int
     last_decoded_at: float
     complete: bool
+    codec: str = ""
+    fps: float | None = None
 
 
 @dataclass(frozen=True)
@@ -79,9 +86,10 @@ class SessionCounters:
     frames: int = 0
     windows: int = 0
     dropped: int = 0
-    dropped_indices: list[int] = field(default_factory=list)
+    dropped_indices: deque = field(default_factory=lambda: deque(maxlen=_KEEP_LATEST))  # the latest ones
     sessions: int = 0
-    disconnects: list[str] = field(default_factory=list)
+    disconnect_count: int = 0
+    disconnects: deque = field(default_factory=lambda: deque(maxlen=_KEEP_LATEST))  # the latest reasons
     ended: str = ""
     gave_up: bool = False  # the live source stayed away for max_reconnects attempts
     started_at: float | None = None  # time.monotonic() when decoding started
@@ -114,6 +122,7 @@ class StreamSession:
 
     def __init__(self, source: str | os.PathLike, recipe: Recipe, *, stream_id: str | None = None, first_window: int = 0) -> None:
         self.source = os.fspath(source)
+        self.public_source = redact(self.source)  # what rows and logs show (no credentials)
         self.recipe = recipe
         self.stream_id = stream_id or default_stream_id(self.source)
         self.config: PatchifyConfig = patchify_config(recipe)
@@ -124,8 +133,7 @@ class StreamSession:
         self._queue: queue.Queue = queue.Queue(maxsize=s.queue)
         self._stop = threading.Event()
         self._next_window = first_window
-        self._codec = ""
-        self._fps: float | None = None
+        self._abandoned = False  # the consumer has gone: the decode thread must not wait for it
         self._thread = threading.Thread(target=self._decode, name=f"decode {self.stream_id}", daemon=True)
         self._started = False
         self._failure: BaseException | None = None
@@ -155,32 +163,57 @@ class StreamSession:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop, release queued windows and wait (bounded) for the decode thread and its connection to end."""
         self.stop()
-        self._thread.join(timeout=self.recipe.stream.read_timeout + 1.0)
+        self._abandon()
+        if self._started:
+            self._thread.join(timeout=self._grace_seconds())
+
+    def _grace_seconds(self) -> float:
+        """How long a stopped decoder may stay blocked in an open or a read before it is left behind."""
+        s = self.recipe.stream
+        return max(s.open_timeout, s.read_timeout) + 1.0
+
+    def _abandon(self) -> None:
+        self._abandoned = True
+        while True:  # free the queue, so that a decoder waiting to put sees room or the flag
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
 
     # -- consuming --------------------------------------------------------------------------------------
 
     def windows(self, poll_s: float = 0.25) -> Iterator[FrameWindow | None]:
         """Queued windows in order; yields None every ``poll_s`` while waiting (so callers can rotate shards or
-        check clocks). Raises what ended the decode thread (a file that cannot be read, StreamEnded)."""
+        check clocks). Ends when the source ends, reconnecting gives up, or after ``stop()`` once the queue is
+        drained; leaving the loop early stops the session. Raises what ended the decode thread (a file that
+        cannot be read, a source that cannot be a video)."""
         self.start()
         grace_until = None
-        while True:
-            try:
-                item = self._queue.get(timeout=poll_s)
-            except queue.Empty:
-                if self._stop.is_set():  # a decode stuck in a blocking read: give it the read timeout, no more
-                    grace_until = grace_until or time.monotonic() + self.recipe.stream.read_timeout + 1.0
-                    if time.monotonic() > grace_until:
-                        log.warning("%s: decoder did not stop within the read timeout; leaving it", self.source)
-                        return
-                yield None
-                continue
-            if item is _END:
-                if self._failure is not None:
-                    raise self._failure
-                return
-            yield item
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=poll_s)
+                except queue.Empty:
+                    if self._stop.is_set():  # a decoder blocked in an open or a read: give it its timeout, no more
+                        grace_until = grace_until or time.monotonic() + self._grace_seconds()
+                        if time.monotonic() > grace_until:
+                            log.warning("%s: decoder did not stop within its timeouts; leaving it", self.public_source)
+                            return
+                    yield None
+                    continue
+                if item is _END:
+                    if self._failure is not None:
+                        raise self._failure
+                    return
+                yield item
+        finally:  # normal end, an exception, or the caller left the loop: release the decoder either way
+            self.stop()
+            self._abandon()
 
     def results(self) -> Iterator[StreamWindowResult]:
         """Processed windows (patchify, encode, compress on the caller's thread), in order."""
@@ -195,16 +228,17 @@ class StreamSession:
         clip, error = None, None
         try:
             started = time.perf_counter()
-            samples = window_samples(frames, self.config, source=self.source, codec=self._codec, fps=self._fps, clip_index=window.index)
+            samples = window_samples(frames, self.config, source=self.public_source, codec=window.codec, fps=window.fps,
+                                     clip_index=window.index)
             if samples is None:
                 raise ValueError("window without frames")
             selected = time.perf_counter()
-            clip = process_clip(samples, self.recipe, self.config, video_id=self.stream_id, source=self.source, stages=stages)
+            clip = process_clip(samples, self.recipe, self.config, video_id=self.stream_id, source=self.public_source, stages=stages)
             clip.stage_seconds["select"] = selected - started
         except Exception as failure:  # one bad window must not end the stream
-            message = f"{self.source} window {window.index}: {failure} | {traceback.format_exc(limit=3)[-400:]}"
+            message = f"{self.public_source} window {window.index}: {failure} | {traceback.format_exc(limit=3)[-400:]}"
             error = (stages[-1], type(failure).__name__, message)
-        released = FrameWindow(window.index, (), window.session, window.last_decoded_at, window.complete)
+        released = FrameWindow(window.index, (), window.session, window.last_decoded_at, window.complete, window.codec, window.fps)
         return StreamWindowResult(released, len(frames), frames[0].time, frames[-1].time, clip, error, time.monotonic())
 
     # -- decode thread ------------------------------------------------------------------------------------
@@ -227,36 +261,40 @@ class StreamSession:
     def _decode(self) -> None:
         s = self.recipe.stream
         windower = Windower(self.policy)
-        last: TimedFrame | None = None
+        connection = {"session": 0, "codec": "", "fps": None}
+        last_decoded_at = 0.0
 
-        def close_window(frames: list[CodecFrame] | None, complete: bool) -> None:
+        def close_window(frames: list[CodecFrame] | None, complete: bool, decoded_at: float) -> None:
             if frames:
-                self._enqueue(FrameWindow(self._next_window, tuple(frames), last.session, last.decoded_at, complete))
+                self._enqueue(FrameWindow(self._next_window, tuple(frames), connection["session"], decoded_at, complete,
+                                          connection["codec"], connection["fps"]))
                 self._next_window += 1
 
         def on_disconnect(reason: str) -> None:
+            self.counters.disconnect_count += 1
             self.counters.disconnects.append(reason)
-            close_window(windower.flush(), complete=False)
+            close_window(windower.flush(), False, last_decoded_at)
 
         def on_session(session: int, info: StreamInfo) -> None:
             self.counters.sessions = session + 1
-            self._codec = info.codec
-            self._fps = info.header_fps if info.header_fps and PLAUSIBLE_FPS[0] <= info.header_fps <= PLAUSIBLE_FPS[1] else None
+            plausible = info.header_fps and PLAUSIBLE_FPS[0] <= info.header_fps <= PLAUSIBLE_FPS[1]
+            connection.update(session=session, codec=info.codec, fps=info.header_fps if plausible else None)
 
         self.counters.started_at = time.monotonic()
         try:
             reconnect = Reconnect(s.max_reconnects, s.backoff_s, s.backoff_max_s)
             for timed in live_frames(self.source, self._decode_options(), stop=self._stop, realtime=s.realtime,
-                                     reconnect=reconnect, on_session=on_session, on_disconnect=on_disconnect):
+                                     reconnect=reconnect, on_session=on_session, on_disconnect=on_disconnect,
+                                     name=self.public_source):
                 finished = windower.add(timed.frame)
-                if finished:
-                    close_window(finished, complete=True)
-                last = timed
+                if finished:  # ends with this frame (seconds mode) or with the one before (a key frame cut)
+                    close_window(finished, True, timed.decoded_at if finished[-1] is timed.frame else last_decoded_at)
+                last_decoded_at = timed.decoded_at
                 if self.counters.first_frame_at is None:
                     self.counters.first_frame_at = timed.decoded_at
                 self.counters.frames += 1
-            close_window(windower.flush(), complete=not self._stop.is_set())
-            self.counters.ended = "stopped" if self._stop.is_set() else ("source ended" if not is_live(self.source) else "")
+            close_window(windower.flush(), not self._stop.is_set(), last_decoded_at)
+            self.counters.ended = "stopped" if self._stop.is_set() else "source ended"
         except StreamEnded as ended:
             self.counters.ended = str(ended)
             self.counters.gave_up = True
@@ -265,14 +303,24 @@ class StreamSession:
             self._failure = failure
             self.counters.ended = f"failed: {failure}"
         finally:
-            self._queue.put(_END)  # blocking: the consumer always drains
+            self._put(_END)
+
+    def _put(self, item) -> bool:
+        """Put ``item``, waiting for room unless the consumer has gone (then it is discarded: False)."""
+        while not self._abandoned:
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def _enqueue(self, window: FrameWindow) -> None:
         self.counters.windows += 1
         if self.when_behind == "block":
-            self._queue.put(window)  # waits for the consumer (back-pressure)
+            self._put(window)  # waits for the consumer (back-pressure)
             return
-        while True:
+        while not self._abandoned:
             try:
                 self._queue.put_nowait(window)
                 return
@@ -281,12 +329,9 @@ class StreamSession:
                     oldest = self._queue.get_nowait()
                 except queue.Empty:
                     continue
-                if oldest is _END:  # cannot happen before our own END; keep it safe anyway
-                    self._queue.put(oldest)
-                    return
                 self.counters.dropped += 1
                 self.counters.dropped_indices.append(oldest.index)
-                log.warning("%s: processing is behind; dropped window %d", self.source, oldest.index)
+                log.warning("%s: processing is behind; dropped window %d", self.public_source, oldest.index)
 
 
 def _limit_threads(count: int) -> None:
@@ -308,6 +353,25 @@ def _content_size(width: int, height: int, config: PatchifyConfig) -> tuple[int,
     return geometry.content_width, geometry.content_height
 
 
+_SECRET_KEYS = ("pass", "pwd", "token", "key", "secret", "auth", "sig", "cred")
+
+
+def redact(source: str) -> str:
+    """``source`` safe to record: a URL's user name and password become ``***``, and so do query values whose
+    key looks secret (token, key, password, signature, ...). Paths and devices come back unchanged."""
+    if not is_url(source):
+        return source
+    parts = urlsplit(source)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if any(word in k.lower() for word in _SECRET_KEYS) else v) for k, v in pairs], safe="*/:")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def default_stream_id(source: str) -> str:
-    """A readable id for a source: the URL without its query, or the file or device path."""
-    return source.split("?", 1)[0]
+    """A readable id for a source: the URL without credentials or query, or the file or device path."""
+    return redact(source).split("?", 1)[0]

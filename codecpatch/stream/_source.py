@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 from ..decode import CodecFrame, DecodeOptions, StreamInfo, VideoReader
 from ..decode._source import is_url
-from ..errors import SourceTimeoutError, VideoError
+from ..errors import InvalidVideoError, NoVideoStreamError, SourceTimeoutError, UnsupportedCodecError, VideoError
 
 log = logging.getLogger("codecpatch.stream")
 
@@ -58,18 +58,22 @@ class StreamEnded(Exception):
 
 def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: threading.Event, realtime: bool = False,
                 reconnect: Reconnect = Reconnect(), on_session: Callable[[int, StreamInfo], None] | None = None,
-                on_disconnect: Callable[[str], None] | None = None) -> Iterator[TimedFrame]:
+                on_disconnect: Callable[[str], None] | None = None, name: str | None = None) -> Iterator[TimedFrame]:
     """Yield the frames of ``source`` until it ends (files), ``stop`` is set, or reconnecting gives up.
 
-    A live source (URL or capture device) that fails to open, stalls for ``options.read_timeout`` or ends is
-    reopened after a backoff; ``on_disconnect(reason)`` is called first so the caller can close the open
-    window. A file ends at its end, and its open errors are raised (nothing to retry).
+    A live source (URL or capture device) that fails to open, stalls for ``options.read_timeout``, loses its
+    connection or ends is reopened after a backoff; ``on_disconnect(reason)`` is called first so the caller
+    can close the open window. A file ends at its end. ``name`` is how logs call the source (e.g. without
+    its credentials).
 
     Raises:
-        VideoError: a file (or, on the first attempt with retries exhausted, a live source) cannot be read.
-        StreamEnded: a live source stayed away for ``reconnect.max_attempts`` attempts.
+        VideoError: a file cannot be read; or a live source is not a video stream we can use (unknown
+            protocol, not a recognised format, no video stream, no decoder) before it ever connected:
+            retrying would not help.
+        StreamEnded: a live source stayed away for ``reconnect.max_attempts`` attempts in a row.
     """
     source = os.fspath(source)
+    name = name or source
     live = is_live(source)
     session, failures, frame_offset = -1, 0, 0
     delay = reconnect.backoff_s
@@ -78,7 +82,7 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
         try:
             with VideoReader(source, options) as reader:
                 session += 1
-                log.info("%s: connected (session %d, %s %dx%d)", source, session, reader.info.codec, reader.info.width, reader.info.height)
+                log.info("%s: connected (session %d, %s %dx%d)", name, session, reader.info.codec, reader.info.width, reader.info.height)
                 if on_session is not None:
                     on_session(session, reader.info)
                 clock = _Pacer() if realtime else None
@@ -90,13 +94,19 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
                     yield TimedFrame(frame, session, time.monotonic())
                     if stop.is_set():
                         break
-                reason = "the source ended" if reader.report.complete else "stopped"
+                report = reader.report
+                if stop.is_set():
+                    reason = "stopped"
+                elif report.complete:
+                    reason = "the source ended"
+                else:
+                    reason = f"connection lost ({report.errors[-1] if report.errors else 'reading stopped'})"
         except SourceTimeoutError as error:
             if not live:
                 raise
             reason = f"stalled ({error.reason})"
         except VideoError as error:
-            if not live:
+            if not live or (session < 0 and _permanent(error)):
                 raise
             reason = f"unavailable ({error.reason})"
         frame_offset += delivered
@@ -108,13 +118,20 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
             failures, delay = 0, reconnect.backoff_s
         failures += 1
         if reconnect.max_attempts is not None and failures > reconnect.max_attempts:
-            raise StreamEnded(f"{source}: {reason}; gave up after {reconnect.max_attempts} failed reconnect "
+            raise StreamEnded(f"{name}: {reason}; gave up after {reconnect.max_attempts} failed reconnect "
                               f"attempt{'' if reconnect.max_attempts == 1 else 's'}")
-        log.warning("%s: %s; reconnecting in %.1f s (attempt %d%s)", source, reason, delay, failures,
+        log.warning("%s: %s; reconnecting in %.1f s (attempt %d%s)", name, reason, delay, failures,
                     f" of {reconnect.max_attempts}" if reconnect.max_attempts is not None else "")
         if stop.wait(delay):
             return
         delay = min(delay * 2, reconnect.backoff_max_s)
+
+
+def _permanent(error: VideoError) -> bool:
+    """Errors that another attempt would repeat: no such protocol, not a video, no video stream, no decoder."""
+    if isinstance(error, (InvalidVideoError, NoVideoStreamError, UnsupportedCodecError)):
+        return True
+    return "protocol not found" in error.reason.lower()
 
 
 class _Pacer:
