@@ -401,9 +401,13 @@ def _from_timm(state: dict) -> tuple[dict, dict]:
     depth = _depth(state, "blocks.", 1)
     settings = dict(dim=dim, depth=depth, heads=max(1, dim // 64), mlp_dim=state["blocks.0.mlp.fc1.weight"].shape[0],
                     patch=patch, patch_bias="patch_embed.proj.bias" in state, pos_grid=grid, cls=has_cls,
-                    pre_norm="norm_pre.weight" in state, final_norm="all", activation="gelu", eps=1e-6)
-    mapped = {"patch_embed.weight": state["patch_embed.proj.weight"], "pos_embed": grid_positions.reshape(grid, grid, dim),
-              "final_norm.weight": state["norm.weight"], "final_norm.bias": state["norm.bias"]}
+                    pre_norm="norm_pre.weight" in state, final_norm="all" if "norm.weight" in state else "none",
+                    activation="gelu", eps=1e-6)
+    mapped = {"patch_embed.weight": state["patch_embed.proj.weight"], "pos_embed": grid_positions.reshape(grid, grid, dim)}
+    if "norm.weight" in state:
+        mapped.update({"final_norm.weight": state["norm.weight"], "final_norm.bias": state["norm.bias"]})
+    # else: an average-pooling timm ViT (use_fc_norm): its token features are not normalised; ``fc_norm``
+    # applies to the pooled vector only, which is the caller's business
     if settings["patch_bias"]:
         mapped["patch_embed.bias"] = state["patch_embed.proj.bias"]
     if has_cls:
