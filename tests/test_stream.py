@@ -230,6 +230,24 @@ def test_tcp_stream_writes_rows_while_it_runs_and_every_window_once(ffmpeg, came
     assert json.loads((tmp_path / "_stream_stats.json").read_text())["windows_written"] == GOPS
 
 
+@pytest.mark.parametrize("protocol", ["http", "rtmp"])
+def test_http_and_rtmp_feeds_deliver_every_window(ffmpeg, camera_clip, tmp_path, protocol):
+    port = free_port()
+    served = {"http": (["-f", "mpegts", "-listen", "1"], f"http://127.0.0.1:{port}/live.ts"),
+              "rtmp": (["-f", "flv", "-listen", "1"], f"rtmp://127.0.0.1:{port}/live/cam")}
+    options, url = served[protocol]
+    sender = subprocess.Popen([ffmpeg, "-loglevel", "error", "-i", str(camera_clip), "-c", "copy", *options, url],
+                              stdin=subprocess.DEVNULL)  # FFmpeg serves one client, as fast as it reads
+    try:
+        stats = run_stream(url, recipe(max_reconnects=2), tmp_path, progress=False)
+    finally:
+        sender.kill()
+        sender.wait()
+    got = rows(tmp_path)
+    assert stats.sessions == 1 and len(got) == stats.windows_written == GOPS
+    np.testing.assert_allclose(np.diff([r["clip_start"] for r in got]), 1.0, atol=1e-6)
+
+
 def test_udp_stream_ends_on_the_read_timeout_with_every_window(ffmpeg, camera_clip, tmp_path):
     port = free_port()
     thread, outcome = in_thread(run_stream, f"udp://127.0.0.1:{port}?fifo_size=1000000&overrun_nonfatal=1",
