@@ -148,3 +148,18 @@ def test_a_second_writer_on_the_same_folder_is_refused_and_the_first_keeps_its_s
         ShardWriter(tmp_path, 4)
     first.close()
     ShardWriter(tmp_path, 4).close()  # free again once the first closed
+
+
+def test_hugging_face_datasets_reads_the_shards(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")  # a dev dependency: always there in CI
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rows = write_dataset(tmp_path / "shards")
+    shards = sorted(str(p) for p in (tmp_path / "shards").glob("shard-*.parquet"))
+    table = datasets.load_dataset("parquet", data_files=shards, split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert table.num_rows == 24
+    table = table.with_format("numpy")
+    first = table[0]
+    expected = rows[first["video_id"]][int(first["clip_index"])]
+    assert np.array_equal(np.stack(first["tokens"]).astype(np.float16), expected.tokens.astype(np.float16))
+    assert np.array_equal(np.stack(first["positions"]), expected.positions)
