@@ -163,3 +163,11 @@ def test_hugging_face_datasets_reads_the_shards(tmp_path, monkeypatch):
     expected = rows[first["video_id"]][int(first["clip_index"])]
     assert np.array_equal(np.stack(first["tokens"]).astype(np.float16), expected.tokens.astype(np.float16))
     assert np.array_equal(np.stack(first["positions"]), expected.positions)
+
+
+def test_warm_up_writes_nothing_to_the_folder(tmp_path):
+    writer = ShardWriter(tmp_path, DIM, patch_pixels=48, with_text=True)
+    writer.warm_up()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_lock"]
+    writer.close()
+    assert Manifest.read(tmp_path).shards == []

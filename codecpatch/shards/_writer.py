@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -141,6 +142,19 @@ class ShardWriter:
         if self._writer is not None and self._current.stat().st_size >= self.target_bytes:
             self._finish_shard()
 
+    def warm_up(self) -> None:
+        """Write one blank row to memory with this writer's settings: pyarrow's first Parquet write costs
+        ~0.2 s of set-up, which a live stream would otherwise add to its first window's latency."""
+        dim = self.schema.field("tokens").type.value_type.list_size
+        pixels = self.schema.field("pixels").type.value_type.list_size if "pixels" in self.schema.names else None
+        blank = SampleRow(video_id="warm-up", source="", clip_index=0, clip_start=0.0, clip_end=0.0, fps=None, width=0, height=0,
+                          codec="", mode="", budget="", encoder="", compressors="", n_dense=1, n_selected=1,
+                          tokens=np.zeros((1, dim), np.float16), positions=np.zeros((1, 3), np.int32), frame_types=("I",),
+                          pixels=np.zeros((1, pixels), np.uint8) if pixels else None, text="" if "text" in self.schema.names else None)
+        sink = pa.BufferOutputStream()
+        with pq.ParquetWriter(sink, self.schema, **self._parquet_options()) as writer:
+            writer.write_table(rows_to_table([blank], self.schema))
+
     def roll(self) -> None:
         """Finish the open shard now (time-based rotation); nothing happens when no shard is open."""
         if self._writer is not None:
@@ -182,14 +196,16 @@ class ShardWriter:
     def _open_shard(self) -> None:
         name = f"shard-{len(self.manifest.shards):05d}.parquet"
         self._current = self.directory / (name + _TEMP_SUFFIX)
-        # Dictionary encoding silently blocks byte-stream-split, so it is off for the numeric columns.
-        self._writer = pq.ParquetWriter(
-            self._current, self.schema, compression="zstd",
-            use_dictionary=["sample_id", "video_id", "source", "codec", "mode", "budget", "encoder", "compressors", "frame_types"],
-            column_encoding={TOKEN_VALUES_PATH: "BYTE_STREAM_SPLIT"},
-        )
+        self._writer = pq.ParquetWriter(self._current, self.schema, **self._parquet_options())
         self._current_rows = 0
         self._opened_at = time.monotonic()
+
+    @staticmethod
+    def _parquet_options() -> dict:
+        # Dictionary encoding silently blocks byte-stream-split, so it is off for the numeric columns.
+        return dict(compression="zstd",
+                    use_dictionary=["sample_id", "video_id", "source", "codec", "mode", "budget", "encoder", "compressors", "frame_types"],
+                    column_encoding={TOKEN_VALUES_PATH: "BYTE_STREAM_SPLIT"})
 
     def _finish_shard(self) -> None:
         self._writer.close()

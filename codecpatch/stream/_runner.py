@@ -111,7 +111,8 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
     bar = tqdm(total=max_windows, unit="win", disable=not show, dynamic_ncols=True, desc=stream_id[-40:])
     windows_log = open(output / STREAM_WINDOWS, "a")
     try:
-        with session:
+        with session:  # starting it loads and runs the encoder once while the decode thread opens the source
+            writer.warm_up()
             for window in session.windows():
                 if window is not None:
                     result = session.process(window)
