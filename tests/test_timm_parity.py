@@ -47,6 +47,10 @@ for name, extra in variants.items():
         out[name] = model.forward_features(image)
         out[name + ".prefix"] = torch.tensor(model.num_prefix_tokens)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{folder}/{name}.safetensors")
+unsupported = {"qk_norm": dict(qk_norm=True), "layer_scale": dict(init_values=0.1), "registers": dict(reg_tokens=4, no_embed_class=True)}
+for name, extra in unsupported.items():
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=128, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=0, **extra)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{folder}/{name}.safetensors")
 save_file({k: v.contiguous() for k, v in out.items()}, f"{folder}/reference.safetensors")
 print(timm.__version__)
 """
@@ -98,3 +102,9 @@ def test_same_tokens_as_timm_on_dense_inputs(timm_models, variant):
             else:
                 assert cls is None
             assert valid.all()
+
+
+@pytest.mark.parametrize("variant", ["qk_norm", "layer_scale", "registers"])
+def test_timm_variants_we_cannot_map_are_refused_not_loaded_wrong(timm_models, variant):
+    with pytest.raises(ValueError, match="does not support"):
+        load_vit(timm_models / f"{variant}.safetensors", device="cpu")

@@ -306,6 +306,9 @@ def tiny_siglip_with_tokenizer(folder):
                          max_position_embeddings=8, projection_size=64, pad_token_id=0, eos_token_id=1),
         vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8))
     model = transformers.SiglipModel(config).eval()
+    with torch.no_grad():  # a LayerNorm left at 1/0 would hide a norm applied twice
+        model.vision_model.post_layernorm.weight.uniform_(0.5, 1.5)
+        model.vision_model.post_layernorm.bias.normal_(0.0, 0.5)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -329,11 +332,15 @@ def test_text_guided_pruning_with_a_local_siglip(tmp_path):
     tokens = encode_with_vit(model, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
     projected = tower.project_vision(tokens.tokens)
     assert projected.shape == (tokens.n_tokens, 64)
-    # per token = the image embedding SigLIP's pooling head gives for a picture made of that token only
-    one = tokens.tokens[:1].float()
+    # per token = the image embedding SigLIP's pooling head gives for a picture made of that token only,
+    # computed from transformers' own tower: its last_hidden_state (after post_layernorm) on a dense image
+    image = torch.randn(1, 3, 32, 32)
+    patch_pixels, positions = dense_patches(image)
     with torch.no_grad():
-        pooled = reference.vision_model.head(reference.vision_model.post_layernorm(one.expand(5, -1))[None])
-    torch.testing.assert_close(projected[:1], pooled, atol=1e-5, rtol=1e-4)
+        ours, *_ = model(patch_pixels, positions, torch.ones(1, 16, dtype=torch.bool), (4, 4))
+        hidden = reference.vision_model(pixel_values=image).last_hidden_state  # (1, 16, 64)
+        expected_token = reference.vision_model.head(hidden[:, :1])  # the first patch alone through the head
+    torch.testing.assert_close(tower.project_vision(ours[0, :1]), expected_token, atol=1e-5, rtol=1e-4)
     kept = duet_t2v(tokens, text, 0.25, vision_projection=tower.project_vision)
     assert kept.n_tokens == round(0.25 * tokens.n_tokens)
     scores = torch.softmax(text @ projected.T / 8.0, dim=1).mean(0)  # sqrt(64)

@@ -50,15 +50,20 @@ class TextTower:
     def project_vision(self, tokens: torch.Tensor) -> torch.Tensor:
         """(K, D) vision-tower tokens -> (K, E) in the joint space.
 
-        CLIP: post-LayerNorm, then the visual projection, as CLIP does for its pooled [CLS] embedding.
-        SigLIP (no [CLS]; an attention-pooling head makes the image embedding): post-LayerNorm, then the head
-        applied to each token alone, i.e. the image embedding that token would give by itself.
+        ``tokens`` are what ``load_vit`` of the same checkpoint outputs. CLIP: those are before the final
+        LayerNorm (it applies to [CLS] only), so post-LayerNorm, then the visual projection, as CLIP does for
+        its pooled [CLS] embedding. SigLIP (no [CLS]; an attention-pooling head makes the image embedding):
+        those are after the final LayerNorm already, so the head applied to each token alone, i.e. the image
+        embedding that token would give by itself.
         """
         tower = self.model.vision_model
-        normed = tower.post_layernorm(tokens.to(torch.float32))
+        tokens = tokens.to(torch.float32)
         if self.kind == "siglip":
-            return tower.head(normed[:, None, :]).float()
-        return self.model.visual_projection(normed).float()
+            if getattr(tower, "head", None) is None:
+                raise ValueError("this SigLIP checkpoint has no attention-pooling head (vision_use_head=False): "
+                                 "its vision tokens have no text-aligned projection")
+            return tower.head(tokens[:, None, :]).float()
+        return self.model.visual_projection(tower.post_layernorm(tokens)).float()
 
 
 #: The name it had when it read CLIP only.

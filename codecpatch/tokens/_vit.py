@@ -9,6 +9,7 @@ Xray blocks compute only the [CLS] query row of attention on the side, so every 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -21,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._types import StageCount, TokenSet
+
+log = logging.getLogger("codecpatch.tokens")
 
 Activation = Literal["quick_gelu", "gelu", "gelu_tanh"]
 
@@ -317,17 +320,58 @@ def load_vit(path: str | os.PathLike, *, device: str | torch.device | None = Non
     """
     state = load_state_dict(path)
     if any(key.startswith("blocks.") and ".attn.qkv." in key for key in state):
-        settings, mapped = _from_timm(state)
+        layout, read = "timm", _ReadTracker(state)
+        settings, mapped = _mapped_or_error(_from_timm, read, path, layout)
+        _reject_unmapped(read, path, layout, ignorable=("head.", "fc_norm.", "attn_pool."))
     elif any(key.startswith("visual.transformer.resblocks.") for key in state):
-        settings, mapped = _from_open_clip(state)
+        layout, read = "OpenCLIP", _ReadTracker(state)
+        settings, mapped = _mapped_or_error(_from_open_clip, read, path, layout)
+        _reject_unmapped(read, path, layout, ignorable=("visual.proj", "text", "token_embedding", "positional_embedding",
+                                                        "transformer.", "ln_final.", "logit_scale", "text_projection",
+                                                        "attn_mask", "logit_bias"))
     else:
+        layout = "Hugging Face"
         settings, mapped = _from_hugging_face(state, path)
+    if layout != "Hugging Face" and "heads" not in overrides:
+        log.warning("%s: %s checkpoints do not record the attention head count; assuming 64-wide heads (%d heads for "
+                    "width %d). Pass heads=... if the model uses another head width (e.g. ViT-H/14: 16 heads of 80).",
+                    path, layout, settings["heads"], settings["dim"])
     settings.update(overrides)
     model = SparseViT(ViTConfig(**settings))
     mapped["time_embed"] = model.time_embed.detach().clone()
     model.load_state_dict(mapped, strict=True)
     default_device, default_dtype = default_device_and_dtype()
     return model.to(device=device or default_device, dtype=dtype or (default_dtype if device is None else torch.float32)).eval()
+
+
+class _ReadTracker(dict):
+    """A state dict that remembers which keys were read, to find weights a layout mapping did not use."""
+
+    def __init__(self, state: dict) -> None:
+        super().__init__(state)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def _mapped_or_error(mapping, state: _ReadTracker, path, layout: str) -> tuple[dict, dict]:
+    try:
+        return mapping(state)
+    except KeyError as missing:
+        raise ValueError(f"{path}: a {layout} ViT without {missing}: a variant this loader does not support "
+                         "(e.g. no qkv/projection bias, no position embedding)") from None
+
+
+def _reject_unmapped(state: _ReadTracker, path, layout: str, ignorable: tuple[str, ...]) -> None:
+    """Weights the mapping did not use would change the model's output: loading without them would give
+    wrong tokens silently, so refuse and name them (classifier heads and pooling are fine to leave out)."""
+    unused = sorted(k for k in state if k not in state.read and not k.startswith(ignorable))
+    if unused:
+        examples = ", ".join(unused[:6]) + (f" and {len(unused) - 6} more" if len(unused) > 6 else "")
+        raise ValueError(f"{path}: this {layout} ViT has weights the loader does not support ({examples}): e.g. layer "
+                         "scale, qk-norm, register or distillation tokens, extra norms; loading it would give wrong tokens")
 
 
 _BLOCK_PARTS = ("norm1", "q", "k", "v", "proj", "norm2", "fc1", "fc2")
