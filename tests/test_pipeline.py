@@ -227,3 +227,11 @@ def test_encode_stage_runs_in_gpu_actors_declared_to_ray(dataset, tmp_path):
         assert a["positions"] == b["positions"]
         np.testing.assert_allclose(np.array(a["tokens"], np.float32), np.array(b["tokens"], np.float32), atol=2e-3)
     assert json.loads((tmp_path / "split" / "_stats.json").read_text())["resources"]["encode"]["actors"] == 2
+
+
+def test_an_encode_stage_the_cluster_cannot_hold_is_refused_at_once(dataset, tmp_path):
+    recipe = load_recipe(None, {**RECIPE, "execution.workers": 1, "execution.gpus": 0, "execution.encode_gpus": 1})
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="encode stage wants 1 actor"):
+        run(recipe, list_inputs(dataset)[:1], tmp_path / "out")
+    assert time.monotonic() - started < 60

@@ -100,6 +100,7 @@ def test_errors_are_recorded_and_count_as_done(tmp_path):
     assert set(json.loads((tmp_path / MANIFEST).read_text())["inputs_done"]) == {"good", "bad.mp4"}
     with pytest.raises(ValueError, match="dim"):
         ShardWriter(tmp_path, DIM + 1)
+    ShardWriter(tmp_path, DIM).close()  # the refused writer released the folder
 
 
 def test_dataloader_workers_and_ranks_split_shards_and_collate_pads(tmp_path):

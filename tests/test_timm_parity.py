@@ -10,7 +10,6 @@ checkpoint and saves its ``forward_features`` on random images; this process loa
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -62,8 +61,11 @@ def timm_python() -> str:
     configured = os.environ.get("CODECPATCH_TIMM_PYTHON")
     if configured:
         return configured
-    if importlib.util.find_spec("timm") is not None:
+    try:
+        import timm  # noqa: F401  (it may be installed and still fail to import: torchvision)
         return sys.executable
+    except Exception:
+        pass
     skip_or_fail("timm is not importable here (it needs torchvision, which fails beside the CPU torch 2.13.0); "
                  "set CODECPATCH_TIMM_PYTHON to an interpreter with timm, as .ci/run does")
 

@@ -58,10 +58,19 @@ def _vit(recipe: Recipe):
     return _MODELS[key]
 
 
+_WIDTHS: dict = {}
+
+
 def token_dim(recipe: Recipe) -> int:
-    """Width of the tokens this recipe writes."""
+    """Width of the tokens this recipe writes. For a ViT it is read from the checkpoint on the CPU and the
+    model is not kept: the process asking (e.g. the driver of a Ray run) need not hold it on a GPU."""
     if recipe.encoder.name == "vit":
-        return _vit(recipe).config.dim
+        key = (recipe.encoder.path, recipe.encoder.xray)
+        if key in _MODELS:
+            return _MODELS[key].config.dim
+        if key not in _WIDTHS:
+            _WIDTHS[key] = load_vit(recipe.encoder.path, device="cpu", **parse_xray(recipe.encoder.xray)).config.dim
+        return _WIDTHS[key]
     return recipe.encoder.dim or 3 * recipe.patchify.patch ** 2
 
 

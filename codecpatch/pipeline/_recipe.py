@@ -79,7 +79,14 @@ class Execution(_Section):
     encode_gpus: float = Field(0.0, ge=0, description="> 0: encode in a separate stage of GPU actors, each declaring this many GPUs")
     encode_cpus: float = Field(1.0, gt=0, description="CPUs declared per encoder actor")
     encoders: int = Field(1, ge=1, description="encoder actors (with encode_gpus > 0)")
-    gpus: float | None = Field(None, ge=0, description="GPUs a locally started Ray may schedule (default: what Ray detects)")
+    gpus: int | None = Field(None, ge=0, description="GPUs a locally started Ray may schedule (default: what Ray detects)")
+
+    @field_validator("encode_gpus")
+    @classmethod
+    def _whole_above_one(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(f"above 1, GPUs per actor must be whole (Ray's rule), got {value:g}")
+        return value
 
 
 class Stream(_Section):

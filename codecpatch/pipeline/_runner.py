@@ -119,15 +119,27 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe, stats: "RunStats") -> Iterat
         task = ray.remote(num_cpus=execution.decode_cpus, max_retries=execution.retries)(_process_in_worker)
         encoders: list = [None]
         if split:  # the encode stage: long-lived actors that hold the model on their GPU
-            actor = ray.remote(num_cpus=execution.encode_cpus, num_gpus=execution.encode_gpus, max_restarts=execution.retries,
+            _check_encode_resources(execution, ray.cluster_resources())
+            # An actor that dies (or is killed at a video's deadline) is restarted, without limit: a clip that
+            # kills it every time fails its own video after ``retries`` retried calls, and the per-video
+            # deadline bounds the rest.
+            actor = ray.remote(num_cpus=execution.encode_cpus, num_gpus=execution.encode_gpus, max_restarts=-1,
                                max_task_retries=execution.retries)(EncodeStage)
             encoders = [actor.remote(recipe) for _ in range(execution.encoders)]
-        stats.resources = {"decode": {"CPU": execution.decode_cpus, "tasks_at_once": limit}}
+        stats.resources = {"decode": {"CPU": execution.decode_cpus, "tasks_at_once": limit,
+                                      "runs": "decode, patchify" + ("" if split else ", encode, compress")}}
         if split:
+            placements = [e.placement.remote() for e in encoders]
+            placed, waiting = ray.wait(placements, num_returns=len(placements), timeout=_PLACEMENT_TIMEOUT_S)
+            if waiting:
+                raise RuntimeError(f"{len(waiting)} of {len(encoders)} encoder actors (each {execution.encode_gpus:g} GPU, "
+                                   f"{execution.encode_cpus:g} CPU) could not be placed within {_PLACEMENT_TIMEOUT_S} s; "
+                                   f"the cluster has {ray.cluster_resources()}")
             stats.resources["encode"] = {"CPU": execution.encode_cpus, "GPU": execution.encode_gpus, "actors": len(encoders),
-                                         "placement": ray.get([e.placement.remote() for e in encoders])}
-        else:
-            stats.resources["decode"]["runs"] = "decode, patchify, encode, compress"
+                                         "runs": "encode, compress", "placement": ray.get(placed)}
+        stats.resources["cluster"] = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+        next_encoder = 0  # handed out round-robin per submitted video
+        encoder_of: dict[int, object] = {}
         in_flight: dict = {}  # ref -> (index, submitted at)
         finished: dict[int, VideoResult] = {}
         # Results are committed in input order, so finished-but-unwritten results wait in memory: submission
@@ -144,7 +156,9 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe, stats: "RunStats") -> Iterat
                 if not candidates:
                     break
                 index = max(candidates, key=lambda i: (sizes[i], -i))
-                in_flight[task.remote(todo[index], recipe_ref, encoders[index % len(encoders)])] = (index, time.monotonic())
+                encoder_of[index] = encoders[next_encoder % len(encoders)]
+                next_encoder += 1
+                in_flight[task.remote(todo[index], recipe_ref, encoder_of[index])] = (index, time.monotonic())
                 submitted.add(index)
             ready = ray.wait(list(in_flight), num_returns=1, timeout=1.0)[0] if in_flight else []
             for ref in ready:
@@ -158,6 +172,8 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe, stats: "RunStats") -> Iterat
                 if now - submitted_at > execution.deadline_s:
                     ray.cancel(ref, force=True)  # kills the worker process: native decode hangs stop too
                     in_flight.pop(ref)
+                    if split:  # its encode call may still be running there: restart the actor so others do not queue behind it
+                        ray.kill(encoder_of[index], no_restart=False)
                     finished[index] = VideoResult(todo[index].video_id, error=(
                         "worker", "timeout", f"{todo[index].path}: still running after {execution.deadline_s:g} s, worker killed"))
             while next_yield in finished:
@@ -166,6 +182,18 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe, stats: "RunStats") -> Iterat
     finally:
         if started_here:
             ray.shutdown()
+
+
+_PLACEMENT_TIMEOUT_S = 120
+
+
+def _check_encode_resources(execution, cluster: dict) -> None:
+    """Refuse at once an encode stage the cluster cannot hold (Ray would wait for it forever, silently)."""
+    wanted_gpus = execution.encoders * execution.encode_gpus
+    if cluster.get("GPU", 0) < execution.encode_gpus or (execution.address is None and cluster.get("GPU", 0) < wanted_gpus):
+        raise RuntimeError(f"the encode stage wants {execution.encoders} actor(s) x {execution.encode_gpus:g} GPU = "
+                           f"{wanted_gpus:g} GPU, but Ray has {cluster.get('GPU', 0):g} (set execution.gpus to declare GPUs "
+                           "to a local Ray, or lower encoders / encode_gpus)")
 
 
 def _file_size(path: str) -> int:
@@ -187,7 +215,14 @@ def _process_in_worker(item: InputVideo, recipe: Recipe, encode_stage=None) -> V
         import ray
 
         def encoder(patches):
-            return ray.get(encode_stage.encode.remote(patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid))
+            call = encode_stage.encode.remote(patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
+            try:
+                return ray.get(call)
+            except ray.exceptions.RayTaskError as error:  # the clip's own failure in the actor: report it as such
+                cause = getattr(error, "cause", None)
+                if isinstance(cause, Exception):
+                    raise cause from None
+                raise
     return process_video(item, recipe, decoder_threads=threads, encoder=encoder)
 
 
@@ -198,7 +233,8 @@ class EncodeStage:
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
         _limit_threads(max(1, int(recipe.execution.encode_cpus)))
-        token_dim(recipe)  # loads the model now, not on the first clip
+        if recipe.encoder.name == "vit":
+            _vit(recipe)  # loads the model now (on the actor's GPU when it has one), not on the first clip
 
     def encode(self, pixels, positions, sample_index, grid):
         return encode_and_compress(self.recipe, pixels, positions, sample_index, grid)

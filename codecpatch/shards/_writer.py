@@ -88,15 +88,19 @@ class ShardWriter:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = _lock_folder(self.directory)  # one writer per folder: a second would delete our open shard
-        self.schema = token_schema(dim, patch_pixels, with_text)
-        self.target_bytes = target_bytes
-        for stale in self.directory.glob(f"*{_TEMP_SUFFIX}"):
-            stale.unlink()  # a shard or manifest a crash left half-written
-        previous = Manifest.read(self.directory)
-        if previous is not None and previous.dim not in (0, dim):
-            raise ValueError(f"{self.directory}: existing shards have dim {previous.dim}, not {dim}")
-        self.manifest = previous or Manifest(package_version=__version__, recipe=recipe or {}, dim=dim)
-        self.errors = ErrorLog(self.directory)
+        try:
+            self.schema = token_schema(dim, patch_pixels, with_text)
+            self.target_bytes = target_bytes
+            for stale in self.directory.glob(f"*{_TEMP_SUFFIX}"):
+                stale.unlink()  # a shard or manifest a crash left half-written
+            previous = Manifest.read(self.directory)
+            if previous is not None and previous.dim not in (0, dim):
+                raise ValueError(f"{self.directory}: existing shards have dim {previous.dim}, not {dim}")
+            self.manifest = previous or Manifest(package_version=__version__, recipe=recipe or {}, dim=dim)
+            self.errors = ErrorLog(self.directory)
+        except BaseException:
+            self._lock.close()  # a writer that could not start must not keep the folder
+            raise
         self._writer: pq.ParquetWriter | None = None
         self._current: Path | None = None
         self._current_rows = 0
