@@ -82,6 +82,8 @@ def run(recipe: Recipe, inputs: list[InputVideo], output: str | os.PathLike, *, 
     show = (os.isatty(2) if progress is None else progress)
     bar = tqdm(total=len(todo), unit="video", disable=not show, dynamic_ncols=True)
     try:
+        if recipe.execution.workers == 0:
+            stats.resources = {"in_process": {"runs": "decode, patchify, encode, compress"}}
         results = _in_process(todo, recipe) if recipe.execution.workers == 0 else _on_ray(todo, recipe, stats)
         for result in results:
             if result.error:

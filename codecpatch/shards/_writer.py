@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,8 @@ class Manifest:
         data = json.loads(path.read_text())
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"{path}: schema version {data.get('schema_version')} is not {SCHEMA_VERSION}")
-        return Manifest(**data)
+        known = {f.name for f in fields(Manifest)}
+        return Manifest(**{k: v for k, v in data.items() if k in known})  # keys a newer version added are left out
 
     def write(self, directory: Path) -> None:
         _write_atomically(Path(directory) / MANIFEST, (json.dumps(self.__dict__, indent=2) + "\n").encode())
