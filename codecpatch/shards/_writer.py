@@ -115,12 +115,7 @@ class ShardWriter:
 
     def add_input(self, input_id: str, rows: list[SampleRow]) -> None:
         """Write all rows of one input (possibly none: it still counts as done once its shard finishes)."""
-        if rows:
-            table = rows_to_table(rows, self.schema)
-            if self._writer is None:
-                self._open_shard()
-            self._writer.write_table(table)
-            self._current_rows += table.num_rows
+        self._write(rows)
         self._current_inputs.append(input_id)
         if self._writer is not None and self._current.stat().st_size >= self.target_bytes:
             self._finish_shard()
@@ -132,12 +127,7 @@ class ShardWriter:
         """Append rows that belong to no tracked input (a live stream's windows). They become visible when
         their shard finishes (size rollover, ``roll()`` or ``close()``), and ``stream`` = (stream id, state)
         is then recorded in the manifest's ``streams``."""
-        if rows:
-            table = rows_to_table(rows, self.schema)
-            if self._writer is None:
-                self._open_shard()
-            self._writer.write_table(table)
-            self._current_rows += table.num_rows
+        self._write(rows)
         if stream is not None:
             if self._writer is None:  # nothing pending (e.g. a failed window): the state is final already
                 self.manifest.streams[stream[0]] = dict(stream[1])
@@ -159,6 +149,16 @@ class ShardWriter:
         sink = pa.BufferOutputStream()
         with pq.ParquetWriter(sink, self.schema, **self._parquet_options()) as writer:
             writer.write_table(rows_to_table([blank], self.schema))
+
+    def _write(self, rows: list[SampleRow]) -> None:
+        """Append rows to the open shard (opening one if needed); nothing happens for no rows."""
+        if not rows:
+            return
+        table = rows_to_table(rows, self.schema)
+        if self._writer is None:
+            self._open_shard()
+        self._writer.write_table(table)
+        self._current_rows += table.num_rows
 
     def roll(self) -> None:
         """Finish the open shard now (time-based rotation); nothing happens when no shard is open."""
