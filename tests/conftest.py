@@ -51,6 +51,26 @@ def ffmpeg() -> str:
     return path
 
 
+@pytest.fixture()
+def silent_tcp_server():
+    """A TCP server on 127.0.0.1 that accepts connections and never sends a byte: a hanging source.
+    Yields its port; connections and the socket are closed afterwards."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        for connection, _ in accepted:
+            connection.close()
+        server.close()
+
+
 def shared_clips() -> list[str]:
     """Names of the real clips (parametrisation must not fail at collection when the folder is absent)."""
     names = ["bbb_360p_h264_ipb.264", "bbb_720p_h264_ip.mp4", "bbb_720p_mpeg4part2.mp4", "bear_180p_hevc.h265",

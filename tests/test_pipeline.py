@@ -133,25 +133,12 @@ def test_input_lists_carry_ids_and_text(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_hanging_source_is_killed_at_the_deadline_and_the_run_goes_on(tmp_path):
-    import socket
-    import threading
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(4)
-    accepted = []
-    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
+def test_a_hanging_source_is_killed_at_the_deadline_and_the_run_goes_on(tmp_path, silent_tcp_server):
     shutil.copy(SAMPLES / "sprites_h264_p.mp4", tmp_path / "good.mp4")
     listing = tmp_path / "list.txt"
-    listing.write_text(f"tcp://127.0.0.1:{server.getsockname()[1]}\ngood.mp4\n")  # a source that never sends
+    listing.write_text(f"tcp://127.0.0.1:{silent_tcp_server}\ngood.mp4\n")  # a source that never sends
     started = time.monotonic()
-    try:
-        stats = run(load_recipe(None, {**RECIPE, "execution.workers": 1, "execution.deadline_s": 4}), list_inputs(listing), tmp_path / "out")
-    finally:
-        for connection, _ in accepted:
-            connection.close()
-        server.close()
+    stats = run(load_recipe(None, {**RECIPE, "execution.workers": 1, "execution.deadline_s": 4}), list_inputs(listing), tmp_path / "out")
     assert time.monotonic() - started < 60
     assert stats.processed == 1 and stats.errors_by_kind == {"timeout": 1}
     [error] = pq.read_table(tmp_path / "out" / "_errors.parquet").to_pylist()

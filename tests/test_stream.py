@@ -347,25 +347,15 @@ def test_cli_names_a_bad_source_and_exits_2(tmp_path):
     assert "notes.mp4" in result.output and "not a recognised video" in result.output
 
 
-def test_a_stop_during_a_stall_ends_within_the_read_timeout(tmp_path):
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    accepted = []
-    threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
-    try:
-        thread, outcome = in_thread(run_stream, f"tcp://127.0.0.1:{server.getsockname()[1]}", recipe(read_timeout=2.0, open_timeout=2.0),
-                                    tmp_path, progress=False)
-        time.sleep(0.5)  # connected, nothing arrives
-        stopped_at = time.monotonic()
-        outcome["stop"].set()
-        thread.join(timeout=15)
-        assert not thread.is_alive() and "error" not in outcome, outcome
-        assert time.monotonic() - stopped_at < 4.0  # open/read timeout (2 s) + 1 s grace at most
-    finally:
-        for connection, _ in accepted:
-            connection.close()
-        server.close()
+def test_a_stop_during_a_stall_ends_within_the_read_timeout(tmp_path, silent_tcp_server):
+    thread, outcome = in_thread(run_stream, f"tcp://127.0.0.1:{silent_tcp_server}", recipe(read_timeout=2.0, open_timeout=2.0),
+                                tmp_path, progress=False)
+    time.sleep(0.5)  # connected, nothing arrives
+    stopped_at = time.monotonic()
+    outcome["stop"].set()
+    thread.join(timeout=15)
+    assert not thread.is_alive() and "error" not in outcome, outcome
+    assert time.monotonic() - stopped_at < 4.0  # open/read timeout (2 s) + 1 s grace at most
     assert outcome["value"].windows_written == 0 and Manifest.read(tmp_path).shards == []
 
 

@@ -61,6 +61,20 @@ def _vit(recipe: Recipe):
 _WIDTHS: dict = {}
 
 
+def limit_threads(count: int) -> None:
+    """Hold torch and OpenCV to ``count`` threads (0 leaves them alone). Their default, one per core, makes
+    concurrent work contend: two Ray workers on two cores, or a stream's windows against its decode thread
+    (on 2 cores, ApET took 97 ms per 720p window instead of 22 ms, and seconds while other work ran)."""
+    if count <= 0:
+        return
+    import cv2
+    import torch
+
+    cv2.setNumThreads(count)
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+
+
 def token_dim(recipe: Recipe) -> int:
     """Width of the tokens this recipe writes. For a ViT it is read from the checkpoint on the CPU and the
     model is not kept: the process asking (e.g. the driver of a Ray run) need not hold it on a GPU."""

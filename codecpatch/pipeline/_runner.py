@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..shards import ShardWriter
 from ._inputs import InputVideo
-from ._process import VideoResult, _vit, encode_and_compress, process_video, token_dim
+from ._process import VideoResult, _vit, encode_and_compress, limit_threads, process_video, token_dim
 from ._recipe import Recipe
 
 STATS = "_stats.json"
@@ -211,7 +211,7 @@ def _process_in_worker(item: InputVideo, recipe: Recipe, encode_stage=None) -> V
     per-core threads fight for the cores). With ``encode_stage`` (an EncodeStage actor) the clips' patches are
     encoded and compressed there instead of here."""
     threads = max(1, int(recipe.execution.decode_cpus))
-    _limit_threads(threads)
+    limit_threads(threads)
     encoder = None
     if encode_stage is not None:
         import ray
@@ -234,7 +234,7 @@ class EncodeStage:
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
-        _limit_threads(max(1, int(recipe.execution.encode_cpus)))
+        limit_threads(max(1, int(recipe.execution.encode_cpus)))
         if recipe.encoder.name == "vit":
             _vit(recipe)  # loads the model now (on the actor's GPU when it has one), not on the first clip
 
@@ -249,15 +249,6 @@ class EncodeStage:
         if self.recipe.encoder.name == "vit":
             device = str(next(_vit(self.recipe).parameters()).device)
         return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "device": device}
-
-
-def _limit_threads(count: int) -> None:
-    import cv2
-    import torch
-
-    cv2.setNumThreads(count)
-    if torch.get_num_threads() != count:
-        torch.set_num_threads(count)
 
 
 def _start_ray(address: str | None, cpus: float, gpus: float | None = None) -> bool:

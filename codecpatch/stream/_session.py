@@ -21,7 +21,7 @@ from ..decode._types import PLAUSIBLE_FPS
 from ..decode._source import is_url
 from ..patchify import PatchifyConfig, window_samples
 from ..patchify._collect import canvas_geometry
-from ..pipeline._process import ClipResult, encode_and_compress, patchify_config, process_clip
+from ..pipeline._process import ClipResult, encode_and_compress, limit_threads, patchify_config, process_clip
 from ..pipeline._recipe import Recipe
 from ._source import Reconnect, StreamEnded, is_live, live_frames
 from ._window import WindowPolicy, Windower
@@ -149,7 +149,7 @@ class StreamSession:
     def start(self) -> "StreamSession":
         if not self._started:
             self._started = True
-            _limit_threads(self.recipe.stream.threads)
+            limit_threads(self.recipe.stream.threads)
             self._thread.start()
             self._warm_up()  # while the decode thread opens the source
         return self
@@ -349,20 +349,6 @@ class StreamSession:
                 self.counters.dropped += 1
                 self.counters.dropped_indices.append(oldest.index)
                 log.warning("%s: processing is behind; dropped window %d", self.public_source, oldest.index)
-
-
-def _limit_threads(count: int) -> None:
-    """Hold torch and OpenCV to ``count`` threads (0 leaves them alone). Their default, one per core, makes
-    every window's work contend with the decode thread: on 2 cores, ApET took 97 ms per 720p window instead
-    of 22 ms, and seconds while other work ran."""
-    if count <= 0:
-        return
-    import cv2
-    import torch
-
-    cv2.setNumThreads(count)
-    if torch.get_num_threads() != count:
-        torch.set_num_threads(count)
 
 
 def _content_size(width: int, height: int, config: PatchifyConfig) -> tuple[int, int]:
