@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from typing import NoReturn
 
 import click
 from tqdm import tqdm
@@ -22,7 +23,7 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     """Bad input: one line on stderr, exit status 2, no traceback."""
     click.echo(f"error: {message}", err=True)
     sys.exit(_EXIT_BAD_INPUT)
@@ -37,7 +38,46 @@ def _printed_as_json(video: str, records: list[dict], as_json: bool) -> bool:
     return as_json
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Every user mistake, click's own (a missing option, a bad choice) included, is one line
+    ``error: ...`` on stderr with exit status 2: no usage block, no traceback."""
+
+    def main(self, *args, **kwargs):
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.ClickException as error:
+            if isinstance(error, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # bare `codecpatch`: the help
+                error.show()
+                sys.exit(_EXIT_BAD_INPUT)
+            message = " ".join(error.format_message().split())
+            click.echo(f"error: {message}", err=True)
+            sys.exit(_EXIT_BAD_INPUT if isinstance(error, click.UsageError) else error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class _BudgetType(click.ParamType):
+    """A ``--budget`` value in the Budget grammar: 0.125 / 12.5% (a fraction), 8f (frames' worth), 1500t (tokens)."""
+
+    name = "budget"
+
+    def convert(self, value, param, ctx):
+        from .patchify import Budget
+
+        try:
+            return str(Budget.parse(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+BUDGET = _BudgetType()
+_BUDGET_HELP = "Patches to keep: a fraction (0.125 or 12.5%), frames' worth (8f) or tokens (1500t); a bare integer is refused."
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="codecpatch")
 def main() -> None:
     """codecpatch: video -> compact visual tokens, using what the codec already knows."""
@@ -128,8 +168,7 @@ def _patchify_options(command):
     options = [
         click.option("--mode", type=click.Choice(["codec", "chunk", "image"]), default="codec", show_default=True,
                      help="codec: energy-selected patches; chunk: one whole frame per chunk; image: one frame."),
-        click.option("--budget", default="0.125", show_default=True,
-                     help="Patches to keep: fraction (0.125, 12.5%), frames' worth (8f) or tokens (1500)."),
+        click.option("--budget", type=BUDGET, default="0.125", show_default=True, help=_BUDGET_HELP),
         click.option("--frames", type=int, default=64, show_default=True, help="Frames sampled per clip (chunks in chunk mode)."),
         click.option("--size", type=int, default=224, show_default=True, help="Square letterboxed canvas side, px."),
         click.option("--max-side", type=int, default=None, help="Native-aspect canvas with this longer side instead of --size."),
@@ -156,15 +195,19 @@ def _patchify_options(command):
 
 
 def _patchify_config(params: dict):
+    """The PatchifyConfig of the shared options; an inconsistent combination is a user error (exit 2)."""
     from .patchify import Budget, PatchifyConfig
 
-    return PatchifyConfig(
-        mode=params["mode"], budget=Budget.parse(params["budget"]), frames=params["frames"], size=params["size"],
-        max_side=params["max_side"], patch=params["patch"], clip_seconds=params["clip_seconds"],
-        clip_frames=params["clip_frames"], energy=params["energy"], normalise=params["normalise"],
-        fusion=params["fusion"], camera=params["camera"], keep_i_frames=params["keep_i_frames"],
-        refresh=params["refresh"], keep_first=not params["no_keep_first"], image_frame=params["image_frame"], seed=params["seed"],
-    )
+    try:
+        return PatchifyConfig(
+            mode=params["mode"], budget=Budget.parse(params["budget"]), frames=params["frames"], size=params["size"],
+            max_side=params["max_side"], patch=params["patch"], clip_seconds=params["clip_seconds"],
+            clip_frames=params["clip_frames"], energy=params["energy"], normalise=params["normalise"],
+            fusion=params["fusion"], camera=params["camera"], keep_i_frames=params["keep_i_frames"],
+            refresh=params["refresh"], keep_first=not params["no_keep_first"], image_frame=params["image_frame"], seed=params["seed"],
+        )
+    except ValueError as error:
+        _fail(str(error))
 
 
 def _clip_record(samples, patches, fidelity: dict | None) -> dict:
@@ -331,21 +374,39 @@ def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ..
         click.echo("  relative rebuild error " + "  ".join(f"{k} {v:.4f}" for k, v in record["fidelity"].items()))
 
 
-def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrides: dict, progress: bool | None) -> None:
-    from .pipeline import RecipeError, list_inputs, load_recipe, run
+_EXIT_INPUTS_FAILED = 4  # --strict: the run finished, but some inputs failed (recorded in _errors.parquet)
+
+
+def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrides: dict, flags: dict) -> None:
+    """Validate, plan and run; ``flags``: progress, dry_run, limit, strict."""
+    from .pipeline import RecipeError, format_plan, ignored_files, list_inputs, load_recipe, plan_run, run
 
     try:
-        recipe = load_recipe(recipe_path, overrides)
+        recipe = load_recipe(recipe_path, overrides, _FLAG_NAMES)
         inputs = list_inputs(input_spec)
     except (RecipeError, FileNotFoundError, ValueError) as error:
-        raise click.UsageError(str(error)) from error
-    stats = run(recipe, inputs, output, progress=progress)
+        _fail(str(error))
+    ignored = ignored_files(input_spec)
+    if not inputs:
+        seen = f"{_plural(len(ignored), 'file')}, none with a video suffix" if ignored else "it is empty"
+        _fail(f"{input_spec}: no input videos ({seen}); nothing to do")
+    plan = plan_run(inputs, output, flags["limit"])
+    if flags["dry_run"]:
+        click.echo(format_plan(plan, ignored))
+        click.echo(f"dry run: nothing written to {output}")
+        return
+    stats = run(recipe, plan.inputs, output, progress=flags["progress"])
     summary = stats.to_dict()
+    left = f", {len(plan.over_limit)} left by --limit" if plan.over_limit else ""
     click.echo(f"{summary['inputs']} inputs: {summary['processed']} processed, {summary['failed']} failed, "
-               f"{summary['skipped_done']} already done; {summary['clips']} clips, {summary['n_tokens']} tokens "
+               f"{summary['skipped_done']} already done{left}; {summary['clips']} clips, {summary['n_tokens']} tokens "
                f"in {summary['seconds']:.1f} s -> {output}")
     for kind, count in summary["errors_by_kind"].items():
         click.echo(f"  errors: {kind} x{count} (see {output}/_errors.parquet)")
+    failed = summary["failed"] + len(plan.failed_before)
+    if flags["strict"] and failed:
+        click.echo(f"error: --strict: {_plural(failed, 'input')} failed (see {output}/_errors.parquet)", err=True)
+        sys.exit(_EXIT_INPUTS_FAILED)
 
 
 _RUN_OVERRIDES = [
@@ -354,12 +415,23 @@ _RUN_OVERRIDES = [
     click.option("--workers", type=int, default=None, help="0 = in-process; N = N Ray workers (recipe: execution.workers)."),
     click.option("--address", default=None, help="Join a Ray cluster: auto or ray://host:port."),
     click.option("--deadline", type=float, default=None, help="Seconds before a video's worker is killed."),
-    click.option("--budget", default=None, help="Override patchify.budget."),
+    click.option("--budget", type=BUDGET, default=None, help=_BUDGET_HELP + " Overrides patchify.budget."),
     click.option("--compress", "chain", default=None, help="Override the compressor chain."),
     click.option("--store-pixels/--no-store-pixels", default=None, help="Store the kept patches' pixels."),
     click.option("--shard-mb", type=float, default=None, help="Roll shards over at about this many MB (recipe: output.shard_mb)."),
     click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."),
+    click.option("--dry-run", is_flag=True, help="List what would run, what is already done and what is skipped (and why); write nothing."),
+    click.option("--limit", type=click.IntRange(min=1), default=None, help="Process at most N inputs not yet done (try a recipe on a few)."),
+    click.option("--strict", is_flag=True, help=f"Exit with status {_EXIT_INPUTS_FAILED} when any input failed (this run or an earlier one)."),
 ]
+
+#: The flag behind each recipe override, so a bad value is reported under the flag the user typed.
+_FLAG_NAMES = {"execution.workers": "--workers", "execution.address": "--address", "execution.deadline_s": "--deadline",
+               "patchify.budget": "--budget", "compress": "--compress", "output.store_pixels": "--store-pixels",
+               "output.shard_mb": "--shard-mb", "encoder.dim": "--encoder-dim", "stream.realtime": "--realtime",
+               "stream.window": "--window", "stream.window_seconds": "--window-seconds", "stream.queue": "--queue",
+               "stream.when_behind": "--when-behind", "stream.rotate_seconds": "--rotate-seconds",
+               "stream.max_reconnects": "--max-reconnects", "stream.read_timeout": "--read-timeout", "stream.threads": "--threads"}
 
 
 def _run_options(command):
@@ -377,20 +449,20 @@ def _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @_run_options
 def run_recipe(recipe: str, input_spec: str, output: str, workers, address, deadline, budget, chain, store_pixels, shard_mb,
-               progress) -> None:
+               **flags) -> None:
     """Run a pipeline recipe (pipelines/*.toml) over a video dataset into Parquet token shards."""
-    _run_pipeline(recipe, input_spec, output, _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb), progress)
+    _run_pipeline(recipe, input_spec, output, _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb), flags)
 
 
 @main.command()
 @_run_options
 @click.option("--encoder-dim", type=int, default=None, help="pixel encoder projection dims.")
-def batch(input_spec: str, output: str, workers, address, deadline, budget, chain, store_pixels, shard_mb, progress,
-          encoder_dim) -> None:
+def batch(input_spec: str, output: str, workers, address, deadline, budget, chain, store_pixels, shard_mb, encoder_dim,
+          **flags) -> None:
     """The batch pipeline with flags only (recipe defaults for everything not given)."""
     overrides = _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb)
     overrides["encoder.dim"] = encoder_dim
-    _run_pipeline(None, input_spec, output, overrides, progress)
+    _run_pipeline(None, input_spec, output, overrides, flags)
 
 
 @main.command()
@@ -413,7 +485,7 @@ def batch(input_spec: str, output: str, workers, address, deadline, budget, chai
 @click.option("--read-timeout", type=float, default=None, help="Seconds without data before the source counts as stalled (default: 5).")
 @click.option("--max-windows", type=int, default=None, help="Stop after this many windows (default: no limit).")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: no limit).")
-@click.option("--budget", default=None, help="Override patchify.budget.")
+@click.option("--budget", type=BUDGET, default=None, help=_BUDGET_HELP + " Overrides patchify.budget.")
 @click.option("--compress", "chain", default=None, help="Override the compressor chain.")
 @click.option("--encoder-dim", type=int, default=None, help="pixel encoder projection dims.")
 @click.option("--threads", type=int, default=None, help="torch/OpenCV threads for processing (default: 1; 0 = every core).")
@@ -437,9 +509,9 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
                  "output.shard_mb": shard_mb, "stream.max_reconnects": max_reconnects, "stream.read_timeout": read_timeout,
                  "patchify.budget": budget, "compress": chain, "encoder.dim": encoder_dim, "stream.threads": threads}
     try:
-        recipe = load_recipe(recipe_path, overrides)
+        recipe = load_recipe(recipe_path, overrides, _FLAG_NAMES)
     except RecipeError as error:
-        raise click.UsageError(str(error)) from error
+        _fail(str(error))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     stop = threading.Event()
 
@@ -491,6 +563,34 @@ def viz(video: str, out: str, columns: int, max_tiles: int, **params) -> None:
     except (ValueError, OSError) as error:
         raise click.UsageError(str(error)) from error
     click.echo(f"wrote {path} (clip 0: {patches.n_kept}/{patches.n_dense} tokens kept)")
+
+
+@main.command()
+@click.argument("shards", type=click.Path(file_okay=False))
+@click.option("--sample", "sample_id", default=None, help="sample_id of the row (VIDEO_ID#CLIP), or a video_id for its first clip.")
+@click.option("--index", type=click.IntRange(min=0), default=None, help="Row number over the folder's finished shards, from 0.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.png (grid of sampled frames) or FILE.mp4.")
+@click.option("--columns", type=int, default=8, show_default=True, help="Tiles per row in the PNG.")
+@click.option("--max-tiles", type=int, default=16, show_default=True, help="Sampled frames shown in the PNG.")
+def show(shards: str, sample_id: str | None, index: int | None, out: str, columns: int, max_tiles: int) -> None:
+    """Draw one stored shard row: its kept patches (stored with --store-pixels) on the timeline, like viz."""
+    from .shards import read_row
+    from .viz import draw_stored_row, save_tiles
+
+    if (sample_id is None) == (index is None):
+        _fail("give one of --sample ID or --index N")
+    try:
+        row = read_row(shards, sample_id=sample_id, index=index)
+    except (FileNotFoundError, KeyError, IndexError, ValueError) as error:
+        _fail(str(error).strip("'\""))
+    tiles = draw_stored_row(row.pixels, row.positions, row.frame_types, row.grid, row.slots)
+    title = (f"{row.sample_id}  {row.mode}  budget {row.budget}: {len(row.pixels)}/{row.n_dense} patches "
+             f"({100 * len(row.pixels) / max(row.n_dense, 1):.1f}%)  {row.clip_start:.2f}-{row.clip_end:.2f} s  (stored row; dropped patches are not stored)")
+    try:
+        path = save_tiles(tiles, title, out, columns=columns, max_tiles=max_tiles)
+    except (ValueError, OSError) as error:
+        _fail(str(error))
+    click.echo(f"wrote {path} ({row.sample_id}: {len(row.pixels)} patches on {len(row.slots)} sampled frames)")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def test_scene_cut_frame_gets_the_most_patches():
 
 
 @pytest.mark.parametrize("clip", CLIPS)
-@pytest.mark.parametrize("budget", ["0.031", "0.125", "0.25", "3f", "500"])
+@pytest.mark.parametrize("budget", ["0.031", "0.125", "0.25", "3f", "500t"])
 def test_invariants_budget_grid_uniqueness_padding(clip, budget):
     samples, patches, cfg = one_clip(clip, budget=Budget.parse(budget), frames=24)
     t_max, rows, cols = patches.grid
@@ -157,7 +157,7 @@ def test_budget_parsing():
     assert Budget.parse("0.125") == Budget(0.125, "fraction")
     assert Budget.parse("12.5%") == Budget(0.125, "fraction")
     assert Budget.parse("8f") == Budget(8, "frames")
-    assert Budget.parse("1500") == Budget(1500, "tokens")
+    assert Budget.parse("1500t") == Budget(1500, "tokens")
     assert Budget(8, "frames").tokens(64, 196) == 1568 == Budget(0.125).tokens(64, 196)
     with pytest.raises(ValueError, match="budget"):
         Budget.parse("lots")

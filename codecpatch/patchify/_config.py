@@ -20,7 +20,14 @@ BudgetUnit = Literal["fraction", "frames", "tokens"]
 @dataclass(frozen=True)
 class Budget:
     """How many patches to keep: a fraction of the dense count, a number of whole frames' worth, or an
-    absolute token count. ``Budget.parse("0.125")``, ``Budget.parse("8f")``, ``Budget.parse("1500")``."""
+    absolute token count. Every unit is written out, so no number can be misread as another unit:
+
+    - fraction: a decimal in (0, 1] (``"0.125"``), a percentage (``"12.5%"``) or ``"fraction=0.125"``;
+    - frames' worth: ``"8f"``, ``"8 frames"`` or ``"frames=8"``;
+    - tokens: ``"1500t"``, ``"1500 tokens"`` or ``"tokens=1500"``.
+
+    A bare integer (``"2"``, ``1500``) is refused as ambiguous: it used to mean a token count, which kept
+    2 tokens where "2" was meant as a rate or a frame count."""
 
     value: float
     unit: BudgetUnit = "fraction"
@@ -28,27 +35,40 @@ class Budget:
     def __post_init__(self) -> None:
         _check_choice("budget unit", self.unit, BudgetUnit)
         if self.unit == "fraction" and not 0.0 < self.value <= 1.0:
-            raise ValueError(f"a fractional budget must be in (0, 1], got {self.value}")
+            raise ValueError(f"a fractional budget must be in (0, 1] (0% < rate <= 100%), got {self.value:g}")
         if self.unit != "fraction" and self.value <= 0:
-            raise ValueError(f"a budget in {self.unit} must be > 0, got {self.value}")
+            raise ValueError(f"a budget in {self.unit} must be > 0, got {self.value:g}")
+        if self.unit == "tokens" and self.value != int(self.value):
+            raise ValueError(f"a token budget must be a whole number, got {self.value:g}")
 
     @staticmethod
-    def parse(text: str | float | int) -> "Budget":
-        """"0.125" or "12.5%" -> fraction; "8f" / "8frames" -> frames' worth; "1500" / "1500t" -> tokens."""
-        if isinstance(text, (int, float)) and not isinstance(text, bool):
-            return Budget(float(text), "fraction" if float(text) <= 1.0 else "tokens")
+    def parse(text: "str | float | int | Budget") -> "Budget":
+        """Parse the grammar above; raise ValueError naming the text and what would be accepted."""
+        if isinstance(text, Budget):
+            return text
+        if isinstance(text, float):
+            return Budget(text, "fraction")
         raw = str(text).strip().lower()
-        match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(%|f|frames?|t|tokens?)?", raw)
-        if not match:
-            raise ValueError(f"budget {text!r} is not a fraction (0.125, 12.5%), frames (8f) or tokens (1500)")
-        number, suffix = float(match.group(1)), match.group(2) or ""
+        named = re.fullmatch(r"(fraction|frames|tokens)\s*=\s*([0-9]*\.?[0-9]+)", raw)
+        suffixed = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(%|f|frames?|t|tokens?)?", raw)
+        if named:
+            unit, number_text, suffix = named.group(1), named.group(2), ""
+        elif suffixed:
+            number_text, suffix = suffixed.group(1), suffixed.group(2) or ""
+            unit = {"": "fraction", "%": "fraction"}.get(suffix, "frames" if suffix.startswith("f") else "tokens")
+        else:
+            raise ValueError(f"budget {text!r} is not a fraction (0.125, 12.5%), frames' worth (8f) or tokens (1500t)")
+        number = float(number_text)
+        if unit == "fraction" and not suffix and not named and "." not in number_text:
+            raise ValueError(f"budget {text!r} is ambiguous: write {number_text}t for {number_text} tokens, "
+                             f"{number_text}f for {number_text} frames' worth, or a fraction such as 0.125 or 12.5%")
         if suffix == "%":
-            return Budget(number / 100.0, "fraction")
-        if suffix.startswith("f"):
-            return Budget(number, "frames")
-        if suffix.startswith("t") or number > 1.0:
-            return Budget(number, "tokens")
-        return Budget(number, "fraction")
+            if not 0.0 < number <= 100.0:
+                raise ValueError(f"budget {text!r}: a percentage must be above 0% and at most 100%")
+            number /= 100.0
+        if unit == "fraction" and not 0.0 < number <= 1.0:
+            raise ValueError(f"budget {text!r}: a fraction must be above 0 and at most 1 (for a count write {number_text}t)")
+        return Budget(number, unit)
 
     def tokens(self, n_frames: int, patches_per_frame: int) -> int:
         """The token count this budget allows for ``n_frames`` x ``patches_per_frame`` dense patches."""
@@ -62,7 +82,10 @@ class Budget:
         return max(1, min(count, dense))
 
     def __str__(self) -> str:
-        return {"fraction": f"{self.value:g}", "frames": f"{self.value:g}f", "tokens": f"{int(self.value)}t"}[self.unit]
+        """The budget in the grammar ``parse`` reads (a fraction always with its decimal point)."""
+        fraction = f"{self.value:.10f}".rstrip("0")
+        return {"fraction": fraction if not fraction.endswith(".") else fraction + "0", "frames": f"{self.value:g}f",
+                "tokens": f"{int(self.value)}t"}[self.unit]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ the bad key. The CLI's flags override recipe values."""
 
 from __future__ import annotations
 
+import difflib
 import sys
 from pathlib import Path
 from typing import Literal
@@ -150,9 +151,10 @@ class RecipeError(ValueError):
     """A recipe that does not validate; the message names the file and each bad key."""
 
 
-def load_recipe(path: str | Path | None = None, overrides: dict | None = None) -> Recipe:
+def load_recipe(path: str | Path | None = None, overrides: dict | None = None, override_names: dict[str, str] | None = None) -> Recipe:
     """Read and validate a TOML recipe (or the defaults when ``path`` is None), then apply ``overrides``
-    given as {"section.key": value} (e.g. from CLI flags)."""
+    given as {"section.key": value} (e.g. from CLI flags). A bad override is reported under its name in
+    ``override_names`` (e.g. {"patchify.budget": "--budget"}), not under the recipe file."""
     data: dict = {}
     where = "defaults"
     if path is not None:
@@ -163,6 +165,7 @@ def load_recipe(path: str | Path | None = None, overrides: dict | None = None) -
             raise RecipeError(f"{path}: no such recipe") from None
         except tomllib.TOMLDecodeError as error:
             raise RecipeError(f"{path}: not valid TOML ({error})") from None
+    given: dict[tuple, str] = {}
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -171,8 +174,26 @@ def load_recipe(path: str | Path | None = None, overrides: dict | None = None) -
             data.setdefault(section, {})[key] = value
         else:
             data[section] = value
+        given[tuple(dotted.split("."))] = (override_names or {}).get(dotted, dotted)
     try:
         return Recipe.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        from_flags = [_problem(e) for e in error.errors() if tuple(map(str, e["loc"])) in given]
+        if from_flags:
+            loc = next(tuple(map(str, e["loc"])) for e in error.errors() if tuple(map(str, e["loc"])) in given)
+            raise RecipeError(f"{given[loc]}: {from_flags[0]}") from None
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {_problem(e)}" for e in error.errors())
         raise RecipeError(f"{where}: {problems}") from None
+
+
+def _problem(error: dict) -> str:
+    """One pydantic error in words: an unknown key names the closest known one."""
+    if error["type"] == "extra_forbidden":
+        *parents, key = map(str, error["loc"])
+        model = Recipe
+        for parent in parents:
+            model = model.model_fields[parent].annotation
+        close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+        return f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(model.model_fields)})")
+    message = error["msg"]
+    return message.removeprefix("Value error, ")
