@@ -56,3 +56,13 @@ def list_inputs(spec: str | os.PathLike) -> list[InputVideo]:
     if len(set(ids)) != len(ids):
         raise ValueError(f"{spec}: duplicate input ids")
     return sorted(inputs, key=lambda i: i.video_id)
+
+
+def ignored_files(spec: str | os.PathLike) -> list[tuple[str, str]]:
+    """(file, reason) for the files of an input folder that are not taken as inputs (no video suffix).
+    Empty for a glob or a list, which name their inputs."""
+    path = Path(spec)
+    if not path.is_dir():
+        return []
+    return sorted((p.relative_to(path).as_posix(), f"not a video suffix ({p.suffix or 'none'})")
+                  for p in path.rglob("*") if p.is_file() and p.suffix.lower() not in VIDEO_SUFFIXES)
