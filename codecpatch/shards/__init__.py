@@ -1,6 +1,7 @@
 """Token shards: the Parquet format codecpatch writes (schema v1), its writer, and readers for training."""
 
 from ._reader import TokenShardDataset, collate_tokens, shard_paths, to_ray_dataset
+from ._row import StoredRow, read_row
 from ._schema import SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
 from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, ShardWriter
 
@@ -14,8 +15,10 @@ __all__ = [
     "Manifest",
     "SampleRow",
     "ShardWriter",
+    "StoredRow",
     "TokenShardDataset",
     "collate_tokens",
+    "read_row",
     "rows_to_table",
     "shard_paths",
     "to_ray_dataset",
