@@ -90,9 +90,9 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
     """Stream ``source`` into shards under ``output`` until it ends, ``max_windows`` windows were handled,
     ``duration_s`` passed, or ``stop`` is set (Ctrl-C / SIGTERM in the CLI).
 
-    On a stop, the rows written so far are committed at once (the open shard is finished), then the window
-    being decoded and the queued ones are processed and committed; ``max_windows`` stops exactly at that
-    count. A restart into the same folder continues the window numbering of the stream (``sample_id`` stays
+    On a stop, the window being decoded and the queued ones are processed and finished into the open shard
+    with the rows before them (a short tail window gets no shard of its own; a second Ctrl-C still commits
+    what is written); ``max_windows`` stops exactly at that count. A restart into the same folder continues the window numbering of the stream (``sample_id`` stays
     unique). One run writes to a folder at a time (a second one fails with FolderInUseError).
     """
     source = os.fspath(source)
@@ -130,8 +130,7 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
                 elapsed = time.monotonic() - started
                 if not session.stopping and (stop.is_set() or (duration_s is not None and elapsed >= duration_s)):
                     log.info("%s: stopping (finishing the current window)", stats.source)
-                    session.stop()
-                    _roll(writer, stats, session, started, output)  # commit what is written before draining
+                    session.stop()  # the tail windows drain into the open shard, which close() finishes
     finally:
         bar.close()
         windows_log.close()
