@@ -22,7 +22,7 @@ from ..motion import (
     grid_shape_for,
 )
 from ._source import open_container
-from ._types import CODECS_WITH_VECTORS, PLAUSIBLE_FPS, CodecFrame, DecodeOptions, DecodeReport, MotionSource, StreamInfo
+from ._types import ASSUMED_FPS, CODECS_WITH_VECTORS, PLAUSIBLE_FPS, CodecFrame, DecodeOptions, DecodeReport, MotionSource, StreamInfo
 
 _PICT_TYPE_NAMES = {1: "I", 2: "P", 3: "B", 4: "S", 5: "SI", 6: "SP", 7: "BI"}
 # Pixel formats whose first plane is 8-bit luma that can be read in place.
@@ -96,7 +96,7 @@ class VideoReader:
         self._use_flow = self.options.motion == "flow" or (self.options.motion == "auto" and not self._export_vectors)
         self._configure_decoder()
         self.info = self._stream_info(codec_name)
-        self._fps = self.info.header_fps if self._plausible(self.info.header_fps) else None
+        self._fps = self.info.header_fps if self._plausible(self.info.header_fps) else self._container_fps()
         self._flow = OpticalFlowEstimator() if self._use_flow else None
         self._residuals = ResidualEstimator()
 
@@ -276,9 +276,9 @@ class VideoReader:
             state.frame_indexed = True
             self.report.timestamps = "frame_index"
             why = "no timestamps" if pts is None else "timestamps stop increasing"
-            rate = f"{self._fps:g} fps" if self._fps else "1 frame per second (no usable frame rate)"
-            self.report.warnings.append(f"{why} from frame {index}: times are frame-indexed at {rate}")
-        seconds_per_frame = 1.0 / self._fps if self._fps else 1.0
+            rate = f"{self._fps:g} fps" if self._fps else f"an assumed {ASSUMED_FPS:g} fps (no frame rate in the stream or container)"
+            self.report.warnings.append(f"{why} from frame {index}: times are estimated from frame indices at {rate}")
+        seconds_per_frame = 1.0 / (self._fps or ASSUMED_FPS)
         return state.last_time + (index - state.last_timed_index) * seconds_per_frame
 
     # -- setup ----------------------------------------------------------------------------------------
@@ -318,6 +318,12 @@ class VideoReader:
         while max(width, height) / factor > self.options.analysis_max_side and factor * 2 <= self.options.block_size // 2:
             factor *= 2
         return factor
+
+    def _container_fps(self) -> float | None:
+        """Frames over the container's duration, when the header has no usable rate but both are known."""
+        frames, duration = self._stream.frames, self._container.duration  # duration in microseconds
+        fps = frames / (duration / 1e6) if frames and duration and duration > 0 else None
+        return fps if self._plausible(fps) else None
 
     @staticmethod
     def _plausible(fps: float | None) -> bool:

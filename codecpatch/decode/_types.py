@@ -19,6 +19,9 @@ MotionSource = Literal["codec", "flow", "none"]
 #: Frame rates outside this range (frames per second) are treated as "no usable rate" (e.g. a 1/1000
 #: time base reported as 1000 fps).
 PLAUSIBLE_FPS = (1.0, 480.0)
+#: Frame rate assumed for a stream with neither timestamps nor a usable rate in its header or container (e.g.
+#: IVF with all-zero pts): its times are estimates, and the decode report and shard rows say so.
+ASSUMED_FPS = 25.0
 
 #: Decoders for which FFmpeg exports motion vectors with ``flags2=+export_mvs`` (H.264 and the
 #: mpegvideo family). Everything else gets pixel-based motion when motion is asked for.

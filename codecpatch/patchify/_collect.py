@@ -78,6 +78,7 @@ def iter_clip_samples(
     with VideoReader(source, options) as reader:
         collector.codec = reader.info.codec
         for frame in reader:
+            collector.times_estimated = reader.report.timestamps != "pts"
             yield from collector.add(frame)
             if collector.done:
                 break
@@ -129,6 +130,7 @@ class _ClipState:
     first_time: float
     last_time: float = 0.0
     frames: int = 0
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) at the start and after each change
     samples: list[_Sample] = field(default_factory=list)
     chunk_choice: dict[int, _Sample] = field(default_factory=dict)  # chunk -> chosen frame (chunk mode)
 
@@ -138,6 +140,7 @@ class _Collector:
 
     def __init__(self, source: str, config: PatchifyConfig, clips: list[tuple[int, int]], fps: float | None) -> None:
         self.source, self.config, self.clips, self.fps = source, config, clips, fps
+        self.times_estimated = False  # frame times counted from frame indices (no usable timestamps)
         self.codec = ""
         self.done = not clips
         self.warnings: list[str] = []
@@ -207,6 +210,8 @@ class _Collector:
             clip = self._clip = _ClipState(start, end, geometry, grid_shape_for(frame.height, frame.width, self.config.block_size), frame.time)
         clip.frames += 1
         clip.last_time = frame.time
+        if not clip.sizes or clip.sizes[-1] != (frame.width, frame.height):
+            clip.sizes.append((frame.width, frame.height))
         if self.config.mode == "codec":
             self._accumulate(frame, clip)
         elif self.config.mode == "chunk":
@@ -294,7 +299,8 @@ class _Collector:
         if not samples:
             return
         info = ClipInfo(self.source, self.first_clip_index + self._clip_number, clip.start, clip.start + clip.frames, clip.first_time, clip.last_time,
-                        self.fps, clip.geometry.source_width, clip.geometry.source_height, self.codec)
+                        self.fps, clip.geometry.source_width, clip.geometry.source_height, self.codec,
+                        times_estimated=self.times_estimated, sizes=tuple(clip.sizes))
         yield ClipSamples(
             info=info, geometry=clip.geometry,
             frame_indices=np.array([s.index for s in samples], np.int64),

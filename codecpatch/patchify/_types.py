@@ -21,6 +21,10 @@ class ClipInfo:
         fps: frames per second used to plan the clips (measured, else header), None if unknown.
         width, height: size of the clip's first decoded frame.
         codec: decoder name.
+        times_estimated: the stream has no usable timestamps: times are frame indices over the header's
+            or container's frame rate, else over an assumed 25 fps (the decode report's warning says which).
+        sizes: (width, height) of the clip's first frame and after each size change, in order (more than one:
+            the size changes).
     """
 
     source: str
@@ -33,6 +37,8 @@ class ClipInfo:
     width: int
     height: int
     codec: str
+    times_estimated: bool = False
+    sizes: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def process_clip(samples: ClipSamples, recipe: Recipe, config: PatchifyConfig, *
         n_dense=patches.n_dense, n_selected=patches.n_kept, tokens=tokens.tokens.numpy().astype(np.float16),
         positions=tokens.positions.numpy(), frame_types=samples.picture_types,
         pixels=patches.pixels if recipe.output.store_pixels else None,  # every selected patch
-        text=text,
+        text=text, times_estimated=info.times_estimated, sizes=tuple(f"{w}x{h}" for w, h in info.sizes),
     )
     return ClipResult(row, tokens, seconds)
 

@@ -1,8 +1,10 @@
-"""The token-shard schema (version 1): one Parquet row per clip sample.
+"""The token-shard schema (version 2): one Parquet row per clip sample.
 
-Columns (D = token width, fixed per dataset):
+Columns (D = token width, fixed per dataset; units and nulls in README's "Shard columns"):
     sample_id (string, "<video_id>#<clip_index>"), video_id, source, clip_index (int32), clip_start /
-    clip_end (float64, seconds), fps (float32, null when unknown), width / height (int32), codec, mode,
+    clip_end (float64, seconds), times_estimated (bool: the source had no usable timestamps, so the times
+    are frame indices over a frame rate), fps (float32, null when unknown), width / height (int32, the
+    first frame's), sizes (list<string> "WxH": the first size and each size it changes to, in order), codec, mode,
     budget, encoder, compressors (string), n_dense / n_selected / n_tokens (int32),
     tokens (list<fixed_size_list<float16, D>>), positions (list<fixed_size_list<int32, 3>>: t, h, w),
     frame_types (list<string>: picture type of each sampled frame), pixels (optional,
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: times_estimated and sizes
 #: Parquet column path of the token values: the key ``column_encoding`` needs (a bare "tokens" is ignored
 #: silently) for byte-stream-split.
 TOKEN_VALUES_PATH = "tokens.list.element.list.element"
@@ -31,9 +33,11 @@ def token_schema(dim: int, patch_pixels: int | None = None, with_text: bool = Fa
         pa.field("clip_index", pa.int32()),
         pa.field("clip_start", pa.float64()),
         pa.field("clip_end", pa.float64()),
+        pa.field("times_estimated", pa.bool_()),
         pa.field("fps", pa.float32()),
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
+        pa.field("sizes", pa.list_(pa.string())),
         pa.field("codec", pa.string()),
         pa.field("mode", pa.string()),
         pa.field("budget", pa.string()),
@@ -59,6 +63,7 @@ class SampleRow:
 
     Attributes:
         tokens: (K, D) array (written as float16).
+        sizes: "WxH" of the first frame and after each size change (empty: just width x height).
         positions: (K, 3) int (t, h, w).
         pixels: (K, 3, P, P) uint8 or None.
         the rest: as the schema's columns.
@@ -84,6 +89,8 @@ class SampleRow:
     frame_types: tuple[str, ...]
     pixels: np.ndarray | None = None
     text: str | None = None
+    times_estimated: bool = False
+    sizes: tuple[str, ...] = ()
 
     @property
     def sample_id(self) -> str:
@@ -110,9 +117,11 @@ def rows_to_table(rows: list[SampleRow], schema: pa.Schema) -> pa.Table:
         "clip_index": [r.clip_index for r in rows],
         "clip_start": [r.clip_start for r in rows],
         "clip_end": [r.clip_end for r in rows],
-        "fps": [r.fps for r in rows],
+        "times_estimated": [r.times_estimated for r in rows],
+        "fps": [None if r.fps is None or r.fps != r.fps else r.fps for r in rows],  # unknown is null, never NaN
         "width": [r.width for r in rows],
         "height": [r.height for r in rows],
+        "sizes": [list(r.sizes) or [f"{r.width}x{r.height}"] for r in rows],
         "codec": [r.codec for r in rows],
         "mode": [r.mode for r in rows],
         "budget": [r.budget for r in rows],
