@@ -304,3 +304,19 @@ def test_a_stream_without_timestamps_gets_estimated_seconds_null_fps_and_its_siz
     assert timed.returncode == 0
     [row] = pq.read_table(shard_paths(tmp_path / "timed")).to_pylist()
     assert row["times_estimated"] is False and row["fps"] == 25.0 and row["sizes"] == ["320x240"]
+
+
+# -- (k): every column described ---------------------------------------------------------------------------
+
+def test_the_manifest_and_readme_describe_every_column(tmp_path):
+    from codecpatch.shards import COLUMNS, ShardWriter, token_schema
+
+    names = token_schema(8, 3 * 4 * 4, with_text=True).names
+    assert set(names) == set(COLUMNS)
+    assert all("null" in COLUMNS[name] for name in names)  # each says what null means
+    ShardWriter(tmp_path, 8).close()
+    assert Manifest.read(tmp_path).columns == COLUMNS
+    table = (REPO / "README.md").read_text().split("| column | type, unit | null means |")[1].split("\n\n")[0]
+    described = {name for line in table.splitlines() if line.startswith("|")
+                 for name in line.split("|")[1].replace("`", "").replace(",", " ").split()}
+    assert set(names) <= described

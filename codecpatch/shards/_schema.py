@@ -24,6 +24,42 @@ SCHEMA_VERSION = 2  # 2: times_estimated and sizes
 TOKEN_VALUES_PATH = "tokens.list.element.list.element"
 
 
+#: Every column's meaning, unit and what null means (recorded in each ``_manifest.json`` as ``columns``;
+#: README's "Shard columns" table says the same).
+COLUMNS: dict[str, str] = {
+    "sample_id": "string '<video_id>#<clip_index>', unique in a folder; never null",
+    "video_id": "string: the input's path relative to the input root (or the list's id; a stream's id); never null",
+    "source": "string: the path or URL read (a stream's URL without its credentials); never null",
+    "clip_index": "int32: clip number within the video (a stream's window number), from 0; never null",
+    "clip_start": "float64 seconds from the stream start of the clip's first decoded frame; never null",
+    "clip_end": "float64 seconds of the clip's last decoded frame (not one past it); never null",
+    "times_estimated": "bool: true when the source had no usable timestamps, so clip_start/clip_end are frame "
+                       "indices over the header's or container's frame rate, else over an assumed 25 fps; never null",
+    "fps": "float32 frames per second measured from the timestamps, else the header's; null when unknown "
+           "(no timestamps and no plausible header rate); never NaN",
+    "width": "int32 pixels: the clip's first decoded frame; never null",
+    "height": "int32 pixels: the clip's first decoded frame; never null",
+    "sizes": "list<string 'WxH'>: the first frame's size and each size the clip changes to, in order (one entry: "
+             "the size never changes); never null",
+    "codec": "string: FFmpeg decoder name (h264, hevc, vp9, ...; 'image' for a still); never null",
+    "mode": "string: codec | chunk | image (patchify.mode); never null",
+    "budget": "string: the patch budget as given in the budget grammar (0.125, 8f, 1500t); never null",
+    "encoder": "string: pixel, pixel:D or vit:PATH[+xray:...]; never null",
+    "compressors": "string: the compressor chain ('' = none); never null",
+    "n_dense": "int32: patches of the dense grid T x H x W (before selection); never null",
+    "n_selected": "int32: patches the selection kept (before compression); never null",
+    "n_tokens": "int32: tokens stored (K = rows of tokens/positions); never null",
+    "tokens": "list<fixed_size_list<float16, D>>: K token vectors (pixel tokens: normalised values; ViT: "
+              "embedding units); never null",
+    "positions": "list<fixed_size_list<int32, 3>>: K positions (t, h, w): t a slot on a 64-slot timeline, h/w "
+                 "patch row/column on the canvas; never null",
+    "frame_types": "list<string>: picture type (I/P/B) of each sampled frame, in timeline order; never null",
+    "pixels": "list<fixed_size_list<uint8, 3*P*P>> (only with output.store_pixels): every selected patch, RGB "
+              "channel-first, 0-255; never null where the column exists",
+    "text": "string (only for inputs listed with a caption): the caption; null for an input without one",
+}
+
+
 def token_schema(dim: int, patch_pixels: int | None = None, with_text: bool = False) -> pa.Schema:
     """The Arrow schema of a shard with tokens ``dim`` wide (and pixel patches of ``patch_pixels`` bytes)."""
     fields = [

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._schema import SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
+from ._schema import COLUMNS, SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
 
 MANIFEST = "_manifest.json"
 ERRORS = "_errors.parquet"
@@ -45,6 +45,7 @@ class Manifest:
         inputs_done: ids of inputs whose rows are all in finished shards (or that failed and were recorded).
         streams: live streams written here: stream id -> {"windows": windows committed, ...} (what a
             restarted ``codecpatch stream`` continues numbering from).
+        columns: every column's meaning, unit and null meaning (``COLUMNS``).
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -54,6 +55,7 @@ class Manifest:
     shards: list[dict] = field(default_factory=list)
     inputs_done: list[str] = field(default_factory=list)
     streams: dict = field(default_factory=dict)
+    columns: dict = field(default_factory=lambda: dict(COLUMNS))
 
     @staticmethod
     def read(directory: Path) -> "Manifest | None":
