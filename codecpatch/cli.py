@@ -380,6 +380,7 @@ _EXIT_INPUTS_FAILED = 4  # --strict: the run finished, but some inputs failed (r
 def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrides: dict, flags: dict) -> None:
     """Validate, plan and run; ``flags``: progress, dry_run, limit, strict."""
     from .pipeline import RecipeError, format_plan, ignored_files, list_inputs, load_recipe, plan_run, run
+    from .shards import FolderInUseError
 
     try:
         recipe = load_recipe(recipe_path, overrides, _FLAG_NAMES)
@@ -390,12 +391,18 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
     if not inputs:
         seen = f"{_plural(len(ignored), 'file')}, none with a video suffix" if ignored else "it is empty"
         _fail(f"{input_spec}: no input videos ({seen}); nothing to do")
-    plan = plan_run(inputs, output, flags["limit"])
+    try:
+        plan = plan_run(inputs, output, flags["limit"])
+    except ValueError as error:  # e.g. a folder written by another schema version
+        _fail(str(error))
     if flags["dry_run"]:
         click.echo(format_plan(plan, ignored))
         click.echo(f"dry run: nothing written to {output}")
         return
-    stats = run(recipe, plan.inputs, output, progress=flags["progress"])
+    try:
+        stats = run(recipe, plan.inputs, output, progress=flags["progress"])
+    except FolderInUseError as error:
+        _fail(str(error))
     summary = stats.to_dict()
     left = f", {len(plan.over_limit)} left by --limit" if plan.over_limit else ""
     click.echo(f"{summary['inputs']} inputs: {summary['processed']} processed, {summary['failed']} failed, "
