@@ -215,7 +215,8 @@ def _clip_record(samples, patches, fidelity: dict | None) -> dict:
     info = patches.info
     record = {
         "source": info.source, "clip_index": info.clip_index, "clip_start": round(info.time_start, 6),
-        "clip_end": round(info.time_end, 6), "frame_start": info.frame_start, "frame_end": info.frame_end,
+        "clip_end": round(info.time_end, 6), "times_estimated": info.times_estimated,
+        "sizes": [f"{w}x{h}" for w, h in info.sizes], "frame_start": info.frame_start, "frame_end": info.frame_end,
         "mode": patches.mode, "budget": patches.budget, "n_budget": patches.n_budget,
         "n_dense": patches.n_dense, "n_kept": patches.n_kept, "keep_ratio": round(patches.n_kept / patches.n_dense, 6),
         "grid": list(patches.grid), "canvas": [patches.geometry.canvas_height, patches.geometry.canvas_width],
