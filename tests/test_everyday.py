@@ -320,3 +320,20 @@ def test_the_manifest_and_readme_describe_every_column(tmp_path):
     described = {name for line in table.splitlines() if line.startswith("|")
                  for name in line.split("|")[1].replace("`", "").replace(",", " ").split()}
     assert set(names) <= described
+
+
+# -- (g): README's DataLoader snippet prints what README shows ------------------------------------------
+
+def test_readme_dataloader_snippet_prints_what_readme_shows(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    command = "codecpatch run pipelines/batch.toml --input sample_videos/ --output out/samples --workers 0"
+    assert f"`{command}`" in readme
+    after = readme.split("this is a training loop's input:")[1]
+    snippet = after.split("```python\n")[1].split("```")[0]
+    shown = after.split("```text\n")[1].split("```")[0]
+    made = codecpatch("run", REPO / "pipelines" / "batch.toml", "--input", SAMPLES, "--output", tmp_path / "out" / "samples",
+                      "--workers", "0", "--no-progress")
+    assert made.returncode == 0, made.stderr
+    printed = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == shown
