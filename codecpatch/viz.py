@@ -21,7 +21,8 @@ _MIN_ARROW_PX = 1.0
 #: ... and more than this many times the clip's median patch motion (codec vectors of a still scene jitter).
 _NOISE_FACTOR = 3.0
 _WHOLE_REASONS = {"first": "first frame kept whole", "I-frame": "I-frame kept whole",
-                  "static fallback": "static clip: whole frame"}
+                  "static fallback": "static clip: whole frame", "chunk": "chunk mode: whole frame",
+                  "image": "image mode: whole frame"}
 
 
 def moving_patches(patch_motion: np.ndarray, static_clip: bool, kept: np.ndarray | None = None) -> np.ndarray:
