@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..decode._types import ASSUMED_FPS
 from ._config import PatchifyConfig
-
-#: Clip length used with ``clip_seconds`` when a stream has no usable frame rate.
-FALLBACK_FPS = 25.0
 
 
 def plan_clips(n_frames: int, fps: float | None, config: PatchifyConfig) -> list[tuple[int, int]]:
@@ -17,7 +15,8 @@ def plan_clips(n_frames: int, fps: float | None, config: PatchifyConfig) -> list
     if config.clip_frames is not None:
         length = config.clip_frames
     elif config.clip_seconds is not None:
-        length = max(1, int(round(config.clip_seconds * (fps or FALLBACK_FPS))))
+        # no usable rate: the rate the decode layer times such a stream at, so clips match the rows' seconds
+        length = max(1, int(round(config.clip_seconds * (fps or ASSUMED_FPS))))
     else:
         return [(0, n_frames)]
     starts = list(range(0, n_frames, length))
