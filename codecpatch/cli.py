@@ -332,18 +332,25 @@ def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ..
 
 
 def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrides: dict, progress: bool | None) -> None:
-    from .pipeline import RecipeError, list_inputs, load_recipe, run
+    from .pipeline import RecipeError, load_recipe, run, scan_inputs
+    from .pipeline._inputs import SKIPPED, parse_extensions
 
     try:
         recipe = load_recipe(recipe_path, overrides)
-        inputs = list_inputs(input_spec)
+        extensions = parse_extensions(recipe.inputs.extensions)
+        scan = scan_inputs(input_spec, extensions)
     except (RecipeError, FileNotFoundError, ValueError) as error:
         raise click.UsageError(str(error)) from error
-    stats = run(recipe, inputs, output, progress=progress)
+    stats = run(recipe, scan.inputs, output, progress=progress)
+    scan.write_skipped(output)  # after the run: the folder is ours (the writer's lock) and exists
     summary = stats.to_dict()
+    click.echo(f"{scan.summary()}" + (f" (see {output}/{SKIPPED})" if scan.skipped else ""))
     click.echo(f"{summary['inputs']} inputs: {summary['processed']} processed, {summary['failed']} failed, "
                f"{summary['skipped_done']} already done; {summary['clips']} clips, {summary['n_tokens']} tokens "
                f"in {summary['seconds']:.1f} s -> {output}")
+    if summary.get("partial"):
+        click.echo(f"  partial decodes: {summary['partial']} (rows with complete = false; recipe limits.partial = "
+                   f"{recipe.limits.partial})")
     for kind, count in summary["errors_by_kind"].items():
         click.echo(f"  errors: {kind} x{count} (see {output}/_errors.parquet)")
 
@@ -359,6 +366,17 @@ _RUN_OVERRIDES = [
     click.option("--store-pixels/--no-store-pixels", default=None, help="Store the kept patches' pixels."),
     click.option("--shard-mb", type=float, default=None, help="Roll shards over at about this many MB (recipe: output.shard_mb)."),
     click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."),
+    click.option("--extensions", default=None, help="Suffixes a folder input takes as videos, e.g. .mp4,.mkv (default: "
+                 "the common video suffixes; recipe: inputs.extensions). Other files are listed as skipped."),
+    click.option("--clip-seconds", type=float, default=None, help="Split videos into clips of this many seconds (default 30; "
+                 "0 = one clip per video; recipe: clips.seconds)."),
+    click.option("--max-pixels", type=int, default=None, help="Refuse frames larger than this (default 7680x4320; 0 = no limit)."),
+    click.option("--max-seconds", type=float, default=None, help="Refuse sources longer than this (default 6 h; 0 = no limit)."),
+    click.option("--max-file-mb", type=float, default=None, help="Refuse files larger than this many MiB (default 64 GiB; 0 = no limit)."),
+    click.option("--max-frames", type=int, default=None, help="Refuse sources with more frames (default 1,000,000; 0 = no limit)."),
+    click.option("--partial", type=click.Choice(["keep", "flag", "reject"]), default=None,
+                 help="Partial decodes (damaged or cut files): keep their rows, flag them in _stats.json too (default), "
+                      "or reject them as errors."),
 ]
 
 
@@ -368,27 +386,29 @@ def _run_options(command):
     return command
 
 
-def _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb) -> dict:
+def _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb, extensions=None, clip_seconds=None,
+               max_pixels=None, max_seconds=None, max_file_mb=None, max_frames=None, partial=None) -> dict:
     return {"execution.workers": workers, "execution.address": address, "execution.deadline_s": deadline,
-            "patchify.budget": budget, "compress": chain, "output.store_pixels": store_pixels, "output.shard_mb": shard_mb}
+            "patchify.budget": budget, "compress": chain, "output.store_pixels": store_pixels, "output.shard_mb": shard_mb,
+            "inputs.extensions": extensions.split(",") if extensions else None, "clips.seconds": clip_seconds,
+            "limits.max_pixels": max_pixels, "limits.max_seconds": max_seconds, "limits.max_file_mb": max_file_mb,
+            "limits.max_frames": max_frames, "limits.partial": partial}
 
 
 @main.command(name="run")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @_run_options
-def run_recipe(recipe: str, input_spec: str, output: str, workers, address, deadline, budget, chain, store_pixels, shard_mb,
-               progress) -> None:
+def run_recipe(recipe: str, input_spec: str, output: str, progress, **flags) -> None:
     """Run a pipeline recipe (pipelines/*.toml) over a video dataset into Parquet token shards."""
-    _run_pipeline(recipe, input_spec, output, _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb), progress)
+    _run_pipeline(recipe, input_spec, output, _overrides(**flags), progress)
 
 
 @main.command()
 @_run_options
 @click.option("--encoder-dim", type=int, default=None, help="pixel encoder projection dims.")
-def batch(input_spec: str, output: str, workers, address, deadline, budget, chain, store_pixels, shard_mb, progress,
-          encoder_dim) -> None:
+def batch(input_spec: str, output: str, progress, encoder_dim, **flags) -> None:
     """The batch pipeline with flags only (recipe defaults for everything not given)."""
-    overrides = _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb)
+    overrides = _overrides(**flags)
     overrides["encoder.dim"] = encoder_dim
     _run_pipeline(None, input_spec, output, overrides, progress)
 

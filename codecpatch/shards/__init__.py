@@ -1,10 +1,11 @@
 """Token shards: the Parquet format codecpatch writes (schema v1), its writer, and readers for training."""
 
 from ._reader import TokenShardDataset, collate_tokens, shard_paths, to_ray_dataset
-from ._schema import SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
+from ._schema import DECODE_COLUMNS, SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
 from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, ShardWriter
 
 __all__ = [
+    "DECODE_COLUMNS",
     "ERRORS",
     "MANIFEST",
     "SCHEMA_VERSION",

@@ -6,7 +6,12 @@ Columns (D = token width, fixed per dataset):
     budget, encoder, compressors (string), n_dense / n_selected / n_tokens (int32),
     tokens (list<fixed_size_list<float16, D>>), positions (list<fixed_size_list<int32, 3>>: t, h, w),
     frame_types (list<string>: picture type of each sampled frame), pixels (optional,
-    list<fixed_size_list<uint8, 3*P*P>>: the kept patches, with --store pixels), text (optional string).
+    list<fixed_size_list<uint8, 3*P*P>>: the kept patches, with --store pixels), text (optional string),
+    frames_decoded (int32: frames decoded in the clip's span), packets_skipped (int32: undecodable packets
+    dropped in the whole source), complete (bool: the whole source decoded cleanly: no skipped packets, no
+    concealed frames, every frame its header and packet index announce). The last three are null where
+    unknown (live-stream windows) and absent from shards written before they existed: readers fill them
+    with None (``DECODE_COLUMNS``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ SCHEMA_VERSION = 1
 #: Parquet column path of the token values: the key ``column_encoding`` needs (a bare "tokens" is ignored
 #: silently) for byte-stream-split.
 TOKEN_VALUES_PATH = "tokens.list.element.list.element"
+#: Columns added after version 1's first shards (same version: an additive change); older shards lack them.
+DECODE_COLUMNS = ("frames_decoded", "packets_skipped", "complete")
 
 
 def token_schema(dim: int, patch_pixels: int | None = None, with_text: bool = False) -> pa.Schema:
@@ -45,6 +52,9 @@ def token_schema(dim: int, patch_pixels: int | None = None, with_text: bool = Fa
         pa.field("tokens", pa.list_(pa.list_(pa.float16(), dim))),
         pa.field("positions", pa.list_(pa.list_(pa.int32(), 3))),
         pa.field("frame_types", pa.list_(pa.string())),
+        pa.field("frames_decoded", pa.int32()),
+        pa.field("packets_skipped", pa.int32()),
+        pa.field("complete", pa.bool_()),
     ]
     if patch_pixels is not None:
         fields.append(pa.field("pixels", pa.list_(pa.list_(pa.uint8(), patch_pixels))))
@@ -61,6 +71,7 @@ class SampleRow:
         tokens: (K, D) array (written as float16).
         positions: (K, 3) int (t, h, w).
         pixels: (K, 3, P, P) uint8 or None.
+        frames_decoded, packets_skipped, complete: how complete the decode was (None = unknown).
         the rest: as the schema's columns.
     """
 
@@ -84,6 +95,9 @@ class SampleRow:
     frame_types: tuple[str, ...]
     pixels: np.ndarray | None = None
     text: str | None = None
+    frames_decoded: int | None = None
+    packets_skipped: int | None = None
+    complete: bool | None = None
 
     @property
     def sample_id(self) -> str:
@@ -127,6 +141,9 @@ def rows_to_table(rows: list[SampleRow], schema: pa.Schema) -> pa.Table:
                              3, pa.int32(), lengths),
         "frame_types": [list(r.frame_types) for r in rows],
     }
+    for name in DECODE_COLUMNS:
+        if name in schema.names:
+            columns[name] = [getattr(r, name) for r in rows]
     if "pixels" in schema.names:
         patch_pixels = schema.field("pixels").type.value_type.list_size
         columns["pixels"] = _nested(np.concatenate([np.asarray(r.pixels, np.uint8).reshape(len(r.pixels), -1) for r in rows]),
