@@ -238,3 +238,26 @@ def test_no_credential_reaches_any_output_file(tmp_path, http_folder):
         for text in texts:
             assert password not in text and token not in text, path
     assert password not in result.output and token not in result.output
+
+
+def test_shards_written_before_the_decode_columns_still_read(tmp_path):
+    """An older shard (no frames_decoded / packets_skipped / complete) beside a new one: both read, the
+    missing columns as None, and batches of both collate."""
+    from codecpatch.shards import DECODE_COLUMNS, TokenShardDataset, collate_tokens
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    shutil.copy(GOOD, corpus / "a.mp4")
+    output = tmp_path / "out"
+    result = CliRunner().invoke(main, ["batch", "--input", str(corpus), "--output", str(output), "--workers", "0",
+                                       "--encoder-dim", "32", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    shard = output / Manifest.read(output).shards[0]["file"]
+    new = pq.read_table(shard)
+    assert new.column("complete").to_pylist() == [True]
+    pq.write_table(new.drop_columns(list(DECODE_COLUMNS)), shard)  # as an older version wrote it
+    samples = list(TokenShardDataset(output))
+    assert len(samples) == 1 and all(samples[0][name] is None for name in DECODE_COLUMNS)
+    assert collate_tokens(samples + [dict(samples[0], complete=True)])["complete"] == [None, True]
+    chosen = list(TokenShardDataset(output, columns=["sample_id", "tokens", "complete"]))
+    assert chosen[0]["complete"] is None and chosen[0]["sample_id"] == "a.mp4#0"
