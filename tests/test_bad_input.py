@@ -57,8 +57,8 @@ def test_text_file_renamed_mp4(tmp_path):
     expect_error(path, InvalidVideoError, "not a recognised video")
 
 
-def test_audio_only_file(tmp_path):
-    path = tmp_path / "tone.m4a"
+def write_audio_only(path) -> None:
+    """An AAC-only file (0.64 s of silence) at ``path`` (container from the suffix: .m4a, .mp4, ...)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=16000)
         for i in range(10):
@@ -68,6 +68,21 @@ def test_audio_only_file(tmp_path):
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+
+
+def faststart_copy(source, destination) -> None:
+    """``source`` remuxed with its moov index first (so a cut copy keeps its index)."""
+    with av.open(str(source)) as src, av.open(str(destination), "w", options={"movflags": "faststart"}) as output:
+        out_stream = output.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = out_stream
+                output.mux(packet)
+
+
+def test_audio_only_file(tmp_path):
+    path = tmp_path / "tone.m4a"
+    write_audio_only(path)
     expect_error(path, NoVideoStreamError, "no video stream", "audio")
 
 
@@ -79,12 +94,7 @@ def test_mp4_truncated_before_its_index(tmp_path):
 
 def test_mp4_truncated_after_its_index_gives_a_partial_result(tmp_path):
     faststart = tmp_path / "faststart.mp4"
-    with av.open(str(CLIP)) as source, av.open(str(faststart), "w", options={"movflags": "faststart"}) as output:
-        out_stream = output.add_stream_from_template(source.streams.video[0])
-        for packet in source.demux(source.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = out_stream
-                output.mux(packet)
+    faststart_copy(CLIP, faststart)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(faststart.read_bytes()[: int(faststart.stat().st_size * 0.6)])
     with VideoReader(cut, on_error="skip") as reader:

@@ -23,30 +23,9 @@ from codecpatch.cli import main
 from codecpatch.shards import Manifest
 
 from .conftest import SAMPLES
+from .test_bad_input import faststart_copy, write_audio_only
 
 GOOD = SAMPLES / "sprites_h264_p.mp4"
-
-
-def _faststart_copy(source: Path, destination: Path) -> None:
-    """``source`` remuxed with its moov index first (so a cut file keeps its index)."""
-    with av.open(str(source)) as src, av.open(str(destination), "w", options={"movflags": "faststart"}) as out:
-        stream = out.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(src.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
-
-
-def _audio_only(path: Path) -> None:
-    with av.open(str(path), "w", format="mp4" if path.suffix == ".mp4" else None) as container:
-        stream = container.add_stream("aac", rate=16000)
-        for i in range(10):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, i * 1024
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
 
 
 def _static_clip(path: Path, seconds: int, fps: int = 1) -> None:
@@ -77,7 +56,7 @@ def build_corpus(root: Path) -> dict[str, str]:
     add("zero.mp4", "zero bytes").write_bytes(b"")
     add("text.mp4", "text renamed .mp4").write_text("this is not a video\n" * 40)
     faststart = root.parent / "faststart.mp4"
-    _faststart_copy(GOOD, faststart)
+    faststart_copy(GOOD, faststart)
     data = faststart.read_bytes()
     for percent in (5, 30, 60, 90, 99):
         add(f"cut_{percent:02d}.mp4", f"faststart mp4 truncated at {percent}%").write_bytes(data[: len(data) * percent // 100])
@@ -92,8 +71,8 @@ def build_corpus(root: Path) -> dict[str, str]:
     mdat = plain.index(b"mdat") - 4
     add("moov_end_cut_mdat.mp4", "moov at the end, mdat cut").write_bytes(plain[: mdat + (moov - mdat) // 2] + plain[moov:])
     add("cut_before_moov.mp4", "moov at the end, file cut before it").write_bytes(plain[: len(plain) // 2])
-    _audio_only(add("audio_only.mp4", "audio only, .mp4 suffix"))
-    _audio_only(add("tone.m4a", "audio only, .m4a"))
+    write_audio_only(add("audio_only.mp4", "audio only, .mp4 suffix"))
+    write_audio_only(add("tone.m4a", "audio only, .m4a"))
     image = root.parent / "image.png"
     import cv2
 
@@ -169,7 +148,7 @@ def test_partial_policy_reject_turns_partial_decodes_into_errors(tmp_path):
     corpus.mkdir()
     shutil.copy(GOOD, corpus / "good.mp4")
     faststart = tmp_path / "faststart.mp4"
-    _faststart_copy(GOOD, faststart)
+    faststart_copy(GOOD, faststart)
     data = faststart.read_bytes()
     (corpus / "cut.mp4").write_bytes(data[: len(data) * 6 // 10])
     output = tmp_path / "out"
@@ -261,3 +240,25 @@ def test_shards_written_before_the_decode_columns_still_read(tmp_path):
     assert collate_tokens(samples + [dict(samples[0], complete=True)])["complete"] == [None, True]
     chosen = list(TokenShardDataset(output, columns=["sample_id", "tokens", "complete"]))
     assert chosen[0]["complete"] is None and chosen[0]["sample_id"] == "a.mp4#0"
+
+
+@pytest.mark.slow
+def test_corrupt_files_give_the_same_rows_with_workers_0_and_2(tmp_path, shared_videos):
+    """The issue's check end to end: in-process and two Ray workers write identical tokens for damaged files."""
+    from .test_bad_input import corrupt_copy
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    shutil.copy(GOOD, corpus / "good.mp4")
+    for seed, name in enumerate(["bbb_360p_h264_ipb.264", "bear_180p_hevc.h265", "nasa_jwst_180p_h264_ipb.mp4"]):
+        corrupt_copy(shared_videos / name, corpus / f"damaged_{seed}{Path(name).suffix}", seed=seed, hits=8)
+    tokens = []
+    for workers in ("0", "2"):
+        output = tmp_path / f"out{workers}"
+        result = CliRunner().invoke(main, ["batch", "--input", str(corpus), "--output", str(output), "--workers", workers,
+                                           "--encoder-dim", "32", "--no-progress"])
+        assert result.exit_code == 0, result.output
+        table = pq.read_table([output / s["file"] for s in Manifest.read(output).shards], columns=["sample_id", "tokens", "complete"])
+        tokens.append({row["sample_id"]: (row["tokens"], row["complete"]) for row in table.to_pylist()})
+    assert len(tokens[0]) >= 4 and tokens[0] == tokens[1]
+    assert sum(1 for _, complete in tokens[0].values() if not complete) >= 2  # the damage was real
