@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict
 from typing import NoReturn
@@ -379,36 +380,42 @@ _EXIT_INPUTS_FAILED = 4  # --strict: the run finished, but some inputs failed (r
 
 
 def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrides: dict, flags: dict) -> None:
-    """Validate, plan and run; ``flags``: progress, dry_run, limit, strict."""
-    from .pipeline import RecipeError, format_plan, ignored_files, list_inputs, load_recipe, plan_run, run
+    """Validate, scan the inputs, plan and run; ``flags``: progress, dry_run, limit, strict."""
+    from .pipeline import SKIPPED, RecipeError, format_plan, load_recipe, parse_extensions, plan_run, run, scan_inputs
     from .shards import FolderInUseError
 
     try:
         recipe = load_recipe(recipe_path, overrides, _FLAG_NAMES)
-        inputs = list_inputs(input_spec)
+        scan = scan_inputs(input_spec, parse_extensions(recipe.inputs.extensions))
     except (RecipeError, FileNotFoundError, ValueError) as error:
         _fail(str(error))
-    ignored = ignored_files(input_spec)
-    if not inputs:
-        seen = f"{_plural(len(ignored), 'file')}, none with a video suffix" if ignored else "it is empty"
+    skipped = [(_shown_path(entry.path, input_spec), f"{entry.reason} ({entry.detail})" if entry.detail else entry.reason)
+               for entry in scan.skipped]
+    if not scan.inputs:
+        seen = scan.summary().replace("0 inputs, ", "") if scan.skipped else "it is empty"
         _fail(f"{input_spec}: no input videos ({seen}); nothing to do")
     try:
-        plan = plan_run(inputs, output, flags["limit"])
+        plan = plan_run(scan.inputs, output, flags["limit"])
     except ValueError as error:  # e.g. a folder written by another schema version
         _fail(str(error))
     if flags["dry_run"]:
-        click.echo(format_plan(plan, ignored))
+        click.echo(format_plan(plan, skipped))
         click.echo(f"dry run: nothing written to {output}")
         return
     try:
         stats = run(recipe, plan.inputs, output, progress=flags["progress"])
     except FolderInUseError as error:
         _fail(str(error))
+    scan.write_skipped(output)  # after the run: the folder is ours (the writer's lock) and exists
     summary = stats.to_dict()
     left = f", {len(plan.over_limit)} left by --limit" if plan.over_limit else ""
+    click.echo(scan.summary() + (f" (see {output}/{SKIPPED})" if scan.skipped else ""))
     click.echo(f"{summary['inputs']} inputs: {summary['processed']} processed, {summary['failed']} failed, "
                f"{summary['skipped_done']} already done{left}; {summary['clips']} clips, {summary['n_tokens']} tokens "
                f"in {summary['seconds']:.1f} s -> {output}")
+    if summary.get("partial"):
+        click.echo(f"  partial decodes: {summary['partial']} (rows with complete = false; recipe limits.partial = "
+                   f"{recipe.limits.partial})")
     for kind, count in summary["errors_by_kind"].items():
         click.echo(f"  errors: {kind} x{count} (see {output}/_errors.parquet)")
     failed = summary["failed"] + len(plan.failed_before)
@@ -431,6 +438,17 @@ _RUN_OVERRIDES = [
     click.option("--dry-run", is_flag=True, help="List what would run, what is already done and what is skipped (and why); write nothing."),
     click.option("--limit", type=click.IntRange(min=1), default=None, help="Process at most N inputs not yet done (try a recipe on a few)."),
     click.option("--strict", is_flag=True, help=f"Exit with status {_EXIT_INPUTS_FAILED} when any input failed (this run or an earlier one)."),
+    click.option("--extensions", default=None, help="Suffixes a folder input takes as videos, e.g. .mp4,.mkv (default: "
+                 "the common video suffixes; recipe: inputs.extensions). Other files are listed as skipped."),
+    click.option("--clip-seconds", type=float, default=None, help="Split videos into clips of this many seconds (default 30; "
+                 "0 = one clip per video; recipe: clips.seconds)."),
+    click.option("--max-pixels", type=int, default=None, help="Refuse frames larger than this (default 7680x4320; 0 = no limit)."),
+    click.option("--max-seconds", type=float, default=None, help="Refuse sources longer than this (default 6 h; 0 = no limit)."),
+    click.option("--max-file-mb", type=float, default=None, help="Refuse files larger than this many MiB (default 64 GiB; 0 = no limit)."),
+    click.option("--max-frames", type=int, default=None, help="Refuse sources with more frames (default 1,000,000; 0 = no limit)."),
+    click.option("--partial", type=click.Choice(["keep", "flag", "reject"]), default=None,
+                 help="Partial decodes (damaged or cut files): keep their rows, flag them in _stats.json too (default), "
+                      "or reject them as errors."),
 ]
 
 #: The flag behind each recipe override, so a bad value is reported under the flag the user typed.
@@ -439,7 +457,15 @@ _FLAG_NAMES = {"execution.workers": "--workers", "execution.address": "--address
                "output.shard_mb": "--shard-mb", "encoder.dim": "--encoder-dim", "stream.realtime": "--realtime",
                "stream.window": "--window", "stream.window_seconds": "--window-seconds", "stream.queue": "--queue",
                "stream.when_behind": "--when-behind", "stream.rotate_seconds": "--rotate-seconds",
-               "stream.max_reconnects": "--max-reconnects", "stream.read_timeout": "--read-timeout", "stream.threads": "--threads"}
+               "stream.max_reconnects": "--max-reconnects", "stream.read_timeout": "--read-timeout", "stream.threads": "--threads",
+               "inputs.extensions": "--extensions", "clips.seconds": "--clip-seconds", "limits.max_pixels": "--max-pixels",
+               "limits.max_seconds": "--max-seconds", "limits.max_file_mb": "--max-file-mb",
+               "limits.max_frames": "--max-frames", "limits.partial": "--partial"}
+
+
+def _shown_path(path: str, input_spec: str) -> str:
+    """``path`` relative to a folder input (as ids are), else as it is."""
+    return os.path.relpath(path, input_spec) if os.path.isdir(input_spec) else path
 
 
 def _run_options(command):
@@ -448,29 +474,33 @@ def _run_options(command):
     return command
 
 
-def _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb) -> dict:
+def _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb, extensions=None, clip_seconds=None,
+               max_pixels=None, max_seconds=None, max_file_mb=None, max_frames=None, partial=None) -> dict:
     return {"execution.workers": workers, "execution.address": address, "execution.deadline_s": deadline,
-            "patchify.budget": budget, "compress": chain, "output.store_pixels": store_pixels, "output.shard_mb": shard_mb}
+            "patchify.budget": budget, "compress": chain, "output.store_pixels": store_pixels, "output.shard_mb": shard_mb,
+            "inputs.extensions": extensions.split(",") if extensions else None, "clips.seconds": clip_seconds,
+            "limits.max_pixels": max_pixels, "limits.max_seconds": max_seconds, "limits.max_file_mb": max_file_mb,
+            "limits.max_frames": max_frames, "limits.partial": partial}
 
 
 @main.command(name="run")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @_run_options
-def run_recipe(recipe: str, input_spec: str, output: str, workers, address, deadline, budget, chain, store_pixels, shard_mb,
-               **flags) -> None:
+def run_recipe(recipe: str, input_spec: str, output: str, progress, dry_run, limit, strict, **flags) -> None:
     """Run a pipeline recipe (pipelines/*.toml) over a video dataset into Parquet token shards."""
-    _run_pipeline(recipe, input_spec, output, _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb), flags)
+    _run_pipeline(recipe, input_spec, output, _overrides(**flags),
+                  {"progress": progress, "dry_run": dry_run, "limit": limit, "strict": strict})
 
 
 @main.command()
 @_run_options
 @click.option("--encoder-dim", type=int, default=None, help="pixel encoder projection dims.")
-def batch(input_spec: str, output: str, workers, address, deadline, budget, chain, store_pixels, shard_mb, encoder_dim,
-          **flags) -> None:
+def batch(input_spec: str, output: str, progress, dry_run, limit, strict, encoder_dim, **flags) -> None:
     """The batch pipeline with flags only (recipe defaults for everything not given)."""
-    overrides = _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb)
+    overrides = _overrides(**flags)
     overrides["encoder.dim"] = encoder_dim
-    _run_pipeline(None, input_spec, output, overrides, flags)
+    _run_pipeline(None, input_spec, output, overrides,
+                  {"progress": progress, "dry_run": dry_run, "limit": limit, "strict": strict})
 
 
 @main.command()

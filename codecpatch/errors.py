@@ -70,3 +70,26 @@ class CorruptVideoError(VideoError):
     def __init__(self, source: str, reason: str, frames_decoded: int) -> None:
         self.frames_decoded = frames_decoded
         super().__init__(source, f"{reason} (after {frames_decoded} decoded frames)")
+
+
+class LimitExceededError(VideoError):
+    """The source is larger than a decode limit allows (frame size, duration, file size, frame count); it is
+    refused instead of decoded.
+
+    Attributes:
+        limit: the limit's name ("max_pixels", "max_seconds", "max_file_mb", "max_frames").
+        value: what the source has (or claims in its header).
+        allowed: the limit's value.
+    """
+
+    kind = "limit_exceeded"
+
+    def __init__(self, source: str, what: str, limit: str, value: float, allowed: float) -> None:
+        self.limit, self.value, self.allowed = limit, value, allowed
+        super().__init__(source, f"{what} exceeds {limit} = {_number(allowed)}; to decode it, raise {limit} "
+                                 f"(recipe [limits] {limit}, or the --{limit.replace('_', '-')} flag)")
+
+
+def _number(value: float) -> str:
+    """12345678 -> "12,345,678"; 1.5 -> "1.5" (limits are shown in full, never in e-notation)."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.1f}"

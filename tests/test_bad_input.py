@@ -57,8 +57,8 @@ def test_text_file_renamed_mp4(tmp_path):
     expect_error(path, InvalidVideoError, "not a recognised video")
 
 
-def test_audio_only_file(tmp_path):
-    path = tmp_path / "tone.m4a"
+def write_audio_only(path) -> None:
+    """An AAC-only file (0.64 s of silence) at ``path`` (container from the suffix: .m4a, .mp4, ...)."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=16000)
         for i in range(10):
@@ -68,6 +68,21 @@ def test_audio_only_file(tmp_path):
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+
+
+def faststart_copy(source, destination) -> None:
+    """``source`` remuxed with its moov index first (so a cut copy keeps its index)."""
+    with av.open(str(source)) as src, av.open(str(destination), "w", options={"movflags": "faststart"}) as output:
+        out_stream = output.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = out_stream
+                output.mux(packet)
+
+
+def test_audio_only_file(tmp_path):
+    path = tmp_path / "tone.m4a"
+    write_audio_only(path)
     expect_error(path, NoVideoStreamError, "no video stream", "audio")
 
 
@@ -79,12 +94,7 @@ def test_mp4_truncated_before_its_index(tmp_path):
 
 def test_mp4_truncated_after_its_index_gives_a_partial_result(tmp_path):
     faststart = tmp_path / "faststart.mp4"
-    with av.open(str(CLIP)) as source, av.open(str(faststart), "w", options={"movflags": "faststart"}) as output:
-        out_stream = output.add_stream_from_template(source.streams.video[0])
-        for packet in source.demux(source.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = out_stream
-                output.mux(packet)
+    faststart_copy(CLIP, faststart)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(faststart.read_bytes()[: int(faststart.stat().st_size * 0.6)])
     with VideoReader(cut, on_error="skip") as reader:
@@ -195,3 +205,104 @@ def test_memory_stays_flat_while_exporting_vectors(shared_videos):
         if frame.index in (40, 330):
             readings.append(resident_mib())
     assert readings[1] - readings[0] < 40, readings
+
+
+# -- decode limits ------------------------------------------------------------------------------------------
+
+
+def test_limits_refuse_from_the_header_before_decoding(tmp_path):
+    from codecpatch.decode import DecodeLimits
+    from codecpatch.errors import LimitExceededError
+
+    huge = tmp_path / "huge.y4m"  # a 16000x16000 header with a few bytes: nothing may be decoded
+    huge.write_bytes(b"YUV4MPEG2 W16000 H16000 F25:1 Ip A1:1 C420jpeg\nFRAME\n" + bytes(4096))
+    with pytest.raises(LimitExceededError) as caught:
+        VideoReader(huge, limits=DecodeLimits())
+    error = caught.value
+    assert error.kind == "limit_exceeded" and error.limit == "max_pixels" and error.value == 16000 * 16000
+    assert str(huge) in str(error) and "16000x16000" in str(error) and "33,177,600" in str(error) and "--max-pixels" in str(error)
+    for limits, name in ((DecodeLimits(max_file_mb=0.01), "max_file_mb"), (DecodeLimits(max_frames=10), "max_frames"),
+                         (DecodeLimits(max_seconds=0.5), "max_seconds")):
+        with pytest.raises(LimitExceededError) as caught:
+            VideoReader(CLIP, limits=limits)  # 42 KB, 50 frames, 2 s
+        assert caught.value.limit == name
+
+
+def test_limits_are_checked_again_on_decoded_frames(shared_videos):
+    """The header says 640x360; the stream grows to 1280x720 later (headers lie): refused on arrival."""
+    from codecpatch.decode import DecodeLimits
+    from codecpatch.errors import LimitExceededError
+
+    with VideoReader(shared_videos / "traffic_reschange_vp9.ivf", residual="none", limits=DecodeLimits(max_pixels=500_000)) as reader:
+        assert (reader.info.width, reader.info.height) == (640, 360)
+        with pytest.raises(LimitExceededError, match="decoded frame size 1280x720"):
+            list(reader)
+        assert reader.report.frames_decoded > 0
+
+
+def test_partial_decode_is_reported_and_a_clean_one_is_not(tmp_path, shared_videos):
+    from codecpatch.pipeline import InputVideo, load_recipe, process_video
+
+    recipe = load_recipe(None, {"patchify.frames": 8, "encoder.dim": 16})
+    good = process_video(InputVideo(str(CLIP), "good"), recipe)
+    assert good.rows and not good.partial and all(r.complete and r.packets_skipped == 0 for r in good.rows)
+    assert sum(r.frames_decoded for r in good.rows) == 50
+    damaged = tmp_path / "damaged.mp4"
+    corrupt_copy(CLIP, damaged, seed=3, hits=6)
+    result = process_video(InputVideo(str(damaged), "damaged"), recipe)
+    assert result.rows and result.partial and result.flagged
+    assert not any(r.complete for r in result.rows)
+
+
+@pytest.mark.parametrize("name", ["bbb_360p_h264_ipb.264", "bear_180p_hevc.h265"])
+def test_rows_of_a_corrupt_file_do_not_depend_on_where_it_ran(tmp_path, shared_videos, name):
+    """In-process (--workers 0) and in a Ray worker the decoder gets the same settings: the worker's entry
+    point is called directly here (same code as on Ray), and a 2-CPU recipe decodes with 2 threads in both."""
+    from codecpatch.pipeline import InputVideo, load_recipe, process_video
+    from codecpatch.pipeline._runner import _process_in_worker
+
+    damaged = tmp_path / f"damaged{os.path.splitext(name)[1]}"
+    corrupt_copy(shared_videos / name, damaged, seed=0, hits=8)
+    for cpus in (1, 2):
+        recipe = load_recipe(None, {"patchify.frames": 8, "encoder.dim": 16, "execution.decode_cpus": cpus, "clips.seconds": 0})
+        item = InputVideo(str(damaged), "damaged")
+        here, there = process_video(item, recipe), _process_in_worker(item, recipe)
+        assert here.error is None and here.partial
+        assert len(here.rows) == len(there.rows) > 0
+        for a, b in zip(here.rows, there.rows):
+            assert np.array_equal(a.tokens, b.tokens) and a.frame_types == b.frame_types
+
+
+def test_input_walk_lists_every_entry_it_does_not_process(tmp_path):
+    from codecpatch.pipeline import scan_inputs
+
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    (tmp_path / "b.MKV").write_bytes(b"x")
+    (tmp_path / "c.m4a").write_bytes(b"x")
+    (tmp_path / "d.mp4").mkdir()
+    (tmp_path / "d.mp4" / "inner.mov").write_bytes(b"x")
+    os.symlink("nowhere.mp4", tmp_path / "broken.mp4")
+    os.symlink("loop.mp4", tmp_path / "loop.mp4")
+    os.symlink(tmp_path / "d.mp4", tmp_path / "linked_dir")
+    os.mkfifo(tmp_path / "pipe.mp4")
+    scan = scan_inputs(tmp_path)
+    assert [i.video_id for i in scan.inputs] == ["a.mp4", "b.MKV", "d.mp4/inner.mov"]
+    reasons = {os.path.basename(s.path): s.reason for s in scan.skipped}
+    assert reasons == {"c.m4a": "extension not selected", "d.mp4": "directory with a video suffix", "broken.mp4": "broken symlink",
+                       "loop.mp4": "symlink loop", "linked_dir": "symlink to a folder", "pipe.mp4": "not a regular file"}
+    assert scan.seen == 9 and scan.summary().startswith("3 inputs, 6 skipped: ")
+    only_m4a = scan_inputs(tmp_path, frozenset({".m4a"}))
+    assert [i.video_id for i in only_m4a.inputs] == ["c.m4a"] and only_m4a.seen == 8  # d.mp4 is now a plain folder
+
+
+def test_one_redaction_for_every_path():
+    from codecpatch.decode import redact, redact_text
+    from codecpatch.stream import redact as stream_redact
+
+    url = "http://admin:pa55word@host:8080/x.mp4?token=abc123&size=2"
+    assert stream_redact is redact
+    assert redact(url) == "http://***@host:8080/x.mp4?token=***&size=2"
+    message = f"{url}: could not open (rtsp://u:p@cam/live refused)"
+    cleaned = redact_text(message, url)
+    assert "pa55word" not in cleaned and "abc123" not in cleaned and "u:p@" not in cleaned and "host:8080/x.mp4" in cleaned
+    assert redact("/data/videos/a.mp4") == "/data/videos/a.mp4"

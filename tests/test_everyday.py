@@ -124,7 +124,7 @@ def test_an_empty_input_folder_is_an_error_saying_so(tmp_path):
     assert_one_line_error(codecpatch("batch", "--input", empty, "--output", tmp_path / "o", *FAST), "no input videos", "it is empty")
     (empty / "notes.txt").write_text("not a video")
     assert_one_line_error(codecpatch("batch", "--input", empty, "--output", tmp_path / "o", *FAST),
-                          "1 file, none with a video suffix")
+                          "1 skipped: 1 extension not selected")
     assert not (tmp_path / "o").exists()
 
 
@@ -146,7 +146,7 @@ def test_dry_run_and_limit_show_and_do_what_a_run_would(three_inputs, tmp_path):
     dry = codecpatch(*args, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would run (3):\n  a.mp4\n  b.mp4\n  c.mp4\nalready done (0):" in dry.stdout
-    assert "README.txt: not a video suffix (.txt)" in dry.stdout and not out.exists()
+    assert "README.txt: extension not selected (.txt is not in the input extensions" in dry.stdout and not out.exists()
 
     first = codecpatch(*args, "--limit", "1")
     assert first.returncode == 0, first.stderr

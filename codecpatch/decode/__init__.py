@@ -6,13 +6,16 @@ vectors, a block motion field, a residual-energy map and (on request) RGB pixels
 
 from ._plan import PacketPlan, plan_packets
 from ._reader import VideoReader, probe, read_frames
+from ._source import redact, redact_text
 from ._transcode import TranscodeResult, transcode_for_vectors
 from ._write import write_rgb_video
-from ._types import CODECS_WITH_VECTORS, CodecFrame, DecodeOptions, DecodeReport, StreamInfo
+from ._types import CODECS_WITH_VECTORS, NO_LIMITS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport, StreamInfo
 
 __all__ = [
     "CODECS_WITH_VECTORS",
     "CodecFrame",
+    "NO_LIMITS",
+    "DecodeLimits",
     "DecodeOptions",
     "DecodeReport",
     "PacketPlan",
@@ -22,6 +25,8 @@ __all__ = [
     "plan_packets",
     "probe",
     "read_frames",
+    "redact",
+    "redact_text",
     "transcode_for_vectors",
     "write_rgb_video",
 ]

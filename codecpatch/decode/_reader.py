@@ -12,7 +12,7 @@ import cv2
 from av.sidedata.sidedata import SideDataContainer
 import numpy as np
 
-from ..errors import CorruptVideoError, SourceTimeoutError
+from ..errors import CorruptVideoError, LimitExceededError, SourceTimeoutError
 from ..motion import (
     MOTION_VECTOR_DTYPE,
     BlockMotion,
@@ -21,8 +21,9 @@ from ..motion import (
     block_motion_from_vectors,
     grid_shape_for,
 )
-from ._source import open_container
-from ._types import ASSUMED_FPS, CODECS_WITH_VECTORS, PLAUSIBLE_FPS, CodecFrame, DecodeOptions, DecodeReport, MotionSource, StreamInfo
+from ._source import is_url, open_container
+from ._types import (ASSUMED_FPS, CODECS_WITH_VECTORS, PLAUSIBLE_FPS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport,
+                     MotionSource, StreamInfo)
 
 _PICT_TYPE_NAMES = {1: "I", 2: "P", 3: "B", 4: "S", 5: "SI", 6: "SP", 7: "BI"}
 # Pixel formats whose first plane is 8-bit luma that can be read in place.
@@ -83,6 +84,7 @@ class VideoReader:
         self.source = os.fspath(source)
         self.report = DecodeReport()
         self._iterated = False
+        check_file_size(self.source, self.options.limits)
         self._container = open_container(
             self.source,
             input_format=self.options.input_format,
@@ -96,6 +98,11 @@ class VideoReader:
         self._use_flow = self.options.motion == "flow" or (self.options.motion == "auto" and not self._export_vectors)
         self._configure_decoder()
         self.info = self._stream_info(codec_name)
+        try:
+            check_header_limits(self.info, self._container, self.options.limits)
+        except BaseException:
+            self.close()
+            raise
         self._fps = self.info.header_fps if self._plausible(self.info.header_fps) else self._container_fps()
         self._flow = OpticalFlowEstimator() if self._use_flow else None
         self._residuals = ResidualEstimator()
@@ -188,7 +195,12 @@ class VideoReader:
     def _codec_frame(self, av_frame: av.VideoFrame, state: _DecodeState, future_distance: int) -> CodecFrame:
         options = self.options
         width, height = av_frame.width, av_frame.height
+        limits = options.limits
+        if limits.max_frames is not None and state.count >= limits.max_frames:
+            raise LimitExceededError(self.source, f"more than {limits.max_frames} decoded frames", "max_frames",
+                                     state.count + 1, limits.max_frames)
         if state.previous_size != (width, height):
+            check_frame_size(self.source, width, height, limits, "decoded frame")
             if state.previous_size is not None:
                 self.report.warnings.append(
                     f"frame size changed at frame {state.count}: {state.previous_size[0]}x{state.previous_size[1]}"
@@ -244,7 +256,7 @@ class VideoReader:
         frame = CodecFrame(
             index=state.count,
             pts=av_frame.pts,
-            time=self._frame_time(av_frame, state),
+            time=self._checked_time(av_frame, state),
             pict_type=pict_type,
             key_frame=bool(av_frame.key_frame),
             width=width,
@@ -262,6 +274,14 @@ class VideoReader:
         state.count += 1
         self.report.frames_decoded = state.count
         return frame
+
+    def _checked_time(self, av_frame: av.VideoFrame, state: _DecodeState) -> float:
+        time_s = self._frame_time(av_frame, state)
+        allowed = self.options.limits.max_seconds
+        if allowed is not None and time_s > allowed:
+            raise LimitExceededError(self.source, f"a frame at {time_s:.1f} s (the stream is longer than its limit)",
+                                     "max_seconds", time_s, allowed)
+        return time_s
 
     def _frame_time(self, av_frame: av.VideoFrame, state: _DecodeState) -> float:
         """Seconds from the stream start. Falls back to counting frames once timestamps are missing or stop
@@ -289,9 +309,11 @@ class VideoReader:
             context.options = {"flags2": "+export_mvs"}
         thread_type = self.options.thread_type
         if thread_type == "auto":
-            # Frame threading drops or alters exported H.264 B-frame vectors from run to run.
-            thread_type = "slice" if self._export_vectors else "auto"
-        if thread_type == "none":
+            # Frame threading drops or alters exported H.264 B-frame vectors from run to run, and conceals
+            # damaged frames differently for each thread count: slice threading decodes the same frames
+            # whatever the count (so rows do not depend on the worker layout).
+            thread_type = "slice"
+        if thread_type == "none" or self.options.threads == 1:
             context.thread_count = 1
         else:
             context.thread_type = thread_type.upper()
@@ -328,6 +350,37 @@ class VideoReader:
     @staticmethod
     def _plausible(fps: float | None) -> bool:
         return fps is not None and PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1]
+
+
+def check_file_size(source: str, limits: DecodeLimits) -> None:
+    """Refuse a local file larger than ``limits.max_file_mb`` (URLs and devices have no size to check)."""
+    if limits.max_file_mb is None or is_url(source) or source.startswith("/dev/"):
+        return
+    try:
+        size_mb = os.path.getsize(source) / 2**20
+    except OSError:
+        return  # missing or unreadable: opening it says why
+    if size_mb > limits.max_file_mb:
+        raise LimitExceededError(source, f"file size {size_mb:.1f} MiB", "max_file_mb", size_mb, limits.max_file_mb)
+
+
+def check_frame_size(source: str, width: int, height: int, limits: DecodeLimits, where: str) -> None:
+    """Refuse frames of more than ``limits.max_pixels`` pixels (``where``: "header" or "decoded frame")."""
+    if limits.max_pixels is not None and width * height > limits.max_pixels:
+        raise LimitExceededError(source, f"{where} size {width}x{height} = {width * height} pixels", "max_pixels",
+                                 width * height, limits.max_pixels)
+
+
+def check_header_limits(info: StreamInfo, container: av.container.InputContainer, limits: DecodeLimits) -> None:
+    """Refuse a source whose header announces more than ``limits`` allow (before anything is decoded)."""
+    check_frame_size(info.source, info.width, info.height, limits, "header")
+    if limits.max_frames is not None and info.header_frames > limits.max_frames:
+        raise LimitExceededError(info.source, f"header frame count {info.header_frames}", "max_frames",
+                                 info.header_frames, limits.max_frames)
+    if limits.max_seconds is not None and container.duration:
+        seconds = container.duration / av.time_base
+        if seconds > limits.max_seconds:
+            raise LimitExceededError(info.source, f"header duration {seconds:.1f} s", "max_seconds", seconds, limits.max_seconds)
 
 
 def _luma(av_frame: av.VideoFrame, factor: int) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import av
 
@@ -24,6 +25,40 @@ _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 def is_url(source: str) -> bool:
     """True for ``scheme://...`` sources (rtsp, rtmp, http(s), tcp, udp, srt, file, ...)."""
     return bool(_URL.match(source))
+
+
+_SECRET_KEYS = ("pass", "pwd", "token", "key", "secret", "auth", "sig", "cred")
+
+
+def redact(source: str) -> str:
+    """``source`` safe to record: a URL's user name and password become ``***``, and so do query values whose
+    key looks secret (token, key, password, signature, ...). Paths and devices come back unchanged.
+
+    The one redaction every output path uses (batch rows, error tables, manifests, stats, stream logs): use
+    ``redact_text`` for messages that may quote the source."""
+    if not is_url(source):
+        return source
+    parts = urlsplit(source)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if any(word in k.lower() for word in _SECRET_KEYS) else v) for k, v in pairs], safe="*/:")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str, source: str) -> str:
+    """``text`` (an error message, a log line) with every occurrence of ``source`` replaced by
+    ``redact(source)``, and any other URL credentials in it masked too."""
+    public = redact(source)
+    if public != source:
+        text = text.replace(source, public)
+    return _URL_IN_TEXT.sub(lambda match: redact(match.group(0)), text)
+
+
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 
 
 def default_input_format(source: str) -> str | None:

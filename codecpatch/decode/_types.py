@@ -31,6 +31,36 @@ CODECS_WITH_VECTORS = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one source may cost to decode; a source over a limit is refused (``LimitExceededError``) instead of
+    taking a worker's memory or hours. Checked from the header before decoding (file size, frame size,
+    duration, frame count) and again on decoded frames (headers lie). ``None`` switches a limit off.
+
+    Attributes:
+        max_pixels: width x height of one frame (default 8K UHD, 7680 x 4320; a 16000 x 16000 H.264 frame
+            needs ~2.7 GB while decoding).
+        max_seconds: duration of the source in seconds (default 6 hours).
+        max_file_mb: size of a local file in MiB (default 64 GiB).
+        max_frames: frames decoded from one source (default 1,000,000: 9.2 hours at 30 fps); every clip of
+            the source is bounded by it too.
+    """
+
+    max_pixels: int | None = 7680 * 4320
+    max_seconds: float | None = 6 * 3600.0
+    max_file_mb: float | None = 64 * 1024.0
+    max_frames: int | None = 1_000_000
+
+    def __post_init__(self) -> None:
+        for name in ("max_pixels", "max_seconds", "max_file_mb", "max_frames"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0 (or None for no limit), got {value}")
+
+
+#: No limits at all (the decode layer's default for direct use; pipelines pass their recipe's limits).
+NO_LIMITS = DecodeLimits(None, None, None, None)
+
 
 @dataclass(frozen=True)
 class DecodeOptions:
@@ -54,9 +84,11 @@ class DecodeOptions:
         rgb_select: with ``rgb=True``, a predicate ``(index, pict_type) -> bool`` choosing which frames get
             RGB (e.g. only the frames a sampler wants); None converts every frame.
         keep_vectors: keep the raw structured motion-vector array on each frame.
-        thread_type: decoder threading. "auto" picks slice threading when vectors are exported (frame
-            threading corrupts exported H.264 B-frame vectors) and FFmpeg's default otherwise.
+        thread_type: decoder threading. "auto" is slice threading: its output does not depend on the thread
+            count, also on corrupt input, while frame threading changes exported H.264 B-frame vectors and
+            how damaged frames are concealed (rows would depend on the machine). "frame" must be asked for.
         threads: decoder thread count (0 = FFmpeg chooses).
+        limits: DecodeLimits refusing sources too large to decode (default: none).
         open_timeout, read_timeout: seconds before opening / a blocking read gives up (network sources).
         on_error: "raise" raises CorruptVideoError at the first undecodable packet; "skip" drops the packet,
             counts it in the report and goes on (a demuxer failure still ends the stream, cleanly).
@@ -82,6 +114,7 @@ class DecodeOptions:
     on_error: ErrorPolicy = "raise"
     input_format: str | None = None
     container_options: dict[str, str] = field(default_factory=dict)
+    limits: DecodeLimits = NO_LIMITS
 
     def __post_init__(self) -> None:
         _check_choice("motion", self.motion, MotionMode)
@@ -192,6 +225,9 @@ class DecodeReport:
         timestamps: "pts" when frame times come from the stream, "frame_index" when they are index / fps.
         warnings: oddities worth telling a user (header frame count disagreeing, size changes, ...).
         sizes_seen: distinct (width, height) decoded, in order of appearance.
+        frames_expected: frames the source should hold: the larger of the header's count and the packets a
+            demux pass found (0 when neither says); set by callers that know it (``expect_frames``).
+        stopped_early: the caller stopped reading on purpose before the end (it had every frame it needed).
     """
 
     frames_decoded: int = 0
@@ -202,3 +238,27 @@ class DecodeReport:
     timestamps: Literal["pts", "frame_index"] = "pts"
     warnings: list[str] = field(default_factory=list)
     sizes_seen: list[tuple[int, int]] = field(default_factory=list)
+    frames_expected: int = 0
+    stopped_early: bool = False
+
+    def expect_frames(self, *counts: int) -> None:
+        """Raise ``frames_expected`` to the largest of ``counts`` (header frame count, demuxed packets)."""
+        self.frames_expected = max(self.frames_expected, *counts)
+
+    @property
+    def partial(self) -> bool:
+        """True when the decode is known to have lost something (see ``partial_reasons``)."""
+        return bool(self.partial_reasons())
+
+    def partial_reasons(self) -> list[str]:
+        """Why the decode is partial, in words: empty when every expected frame was decoded cleanly."""
+        reasons = []
+        if not (self.complete or self.stopped_early):
+            reasons.append("decoding stopped before the end of the stream")
+        if self.packets_skipped:
+            reasons.append(f"{self.packets_skipped} undecodable packets skipped")
+        if self.corrupt_frames:
+            reasons.append(f"{self.corrupt_frames} frames concealed by the decoder")
+        if not self.stopped_early and self.frames_decoded < self.frames_expected:
+            reasons.append(f"{self.frames_decoded} of {self.frames_expected} expected frames decoded")
+        return reasons

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from ..decode import CodecFrame, DecodeOptions, VideoReader, plan_packets, probe
+from ..decode import NO_LIMITS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport, VideoReader, plan_packets, probe
 from ..errors import InvalidVideoError, VideoNotFoundError
 from ..motion import grid_shape_for
 from ._config import PatchifyConfig
@@ -37,22 +37,25 @@ def canvas_geometry(width: int, height: int, config: PatchifyConfig) -> CanvasGe
 
 def iter_clip_samples(
     source: str | os.PathLike, config: PatchifyConfig, *, timeout: float = 10.0, frame_indices: Sequence[int] | None = None,
-    decoder_threads: int = 0,
+    decoder_threads: int = 0, limits: DecodeLimits = NO_LIMITS, report: DecodeReport | None = None,
 ) -> Iterator[ClipSamples]:
     """Decode ``source`` once and yield one ClipSamples per clip, in order.
 
     ``frame_indices`` (codec mode) replaces the uniform sampling with explicit decoded frame indices and
     makes the whole video one clip (e.g. to score another tool's frame choice on the same frames).
 
-    Raises the decode layer's VideoError subclasses for unreadable input. Undecodable packets are skipped
-    (and reported in the samples' warnings); a stream that ends early yields the clips it reached.
+    Raises the decode layer's VideoError subclasses for unreadable input (LimitExceededError for a source
+    over ``limits``, checked before decoding). Undecodable packets are skipped (and reported in the samples'
+    warnings); a stream that ends early yields the clips it reached. ``report``, when given, is filled with
+    the decode's DecodeReport once decoding ends (how complete it was; ``frames_expected`` from the header
+    and the packet count).
     """
     source = os.fspath(source)
     if Path(source).suffix.lower() in IMAGE_SUFFIXES:
         yield image_samples(source, config)
         return
+    header = probe(source, open_timeout=timeout, read_timeout=timeout, limits=limits)  # refuses before the demux pass
     plan = plan_packets(source, timeout=timeout)
-    header = probe(source, open_timeout=timeout, read_timeout=timeout)
     if config.mode == "image":
         clips = [(config.image_frame, config.image_frame + 1)]
     else:
@@ -73,7 +76,7 @@ def iter_clip_samples(
         block_size=config.block_size, rgb=True, rgb_size=content_size, rgb_select=collector.wants_rgb,
         keep_vectors=False, on_error="skip",
         motion="none" if config.mode != "codec" else "auto", residual="none" if config.mode != "codec" else "mc",
-        open_timeout=timeout, read_timeout=timeout, threads=decoder_threads,
+        open_timeout=timeout, read_timeout=timeout, threads=decoder_threads, limits=limits,
     )
     with VideoReader(source, options) as reader:
         collector.codec = reader.info.codec
@@ -81,8 +84,15 @@ def iter_clip_samples(
             collector.times_estimated = reader.report.timestamps != "pts"
             yield from collector.add(frame)
             if collector.done:
+                reader.report.stopped_early = True
                 break
         collector.report_problems(reader.report.errors, reader.report.warnings)
+        if report is not None:
+            reader.report.expect_frames(header.header_frames, plan.packets)
+            if not plan.complete:
+                reader.report.errors.append("demuxing stopped on an error: the file is damaged or cut")
+                reader.report.complete = False
+            report.__dict__.update(reader.report.__dict__)
     yield from collector.finish()
 
 

@@ -1,68 +1,190 @@
-"""Which videos a run processes: a folder, a glob, a text list or a Parquet list, each with a stable id."""
+"""Which videos a run processes: a folder, a glob, a text list or a Parquet list, each with a stable id.
+
+Every entry a folder walk or a glob sees ends in exactly one place: an input (processed: rows or an error
+row) or a skipped entry with its reason (a broken or looping symlink, a directory named like a video, a
+suffix outside the extension filter, ...). Nothing is dropped without a word.
+"""
 
 from __future__ import annotations
 
+import errno
 import glob as globbing
+import json
 import os
-from dataclasses import dataclass
+import stat
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..decode._source import is_url
+from ..decode._source import is_url, redact
 
+#: The extension filter of folder inputs (``--extensions`` / ``[inputs] extensions`` replace it).
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".mpg", ".mpeg", ".flv",
                             ".264", ".h264", ".265", ".h265", ".hevc", ".ivf", ".y4m"})
+SKIPPED = "_skipped.json"
 
 
 @dataclass(frozen=True)
 class InputVideo:
-    """One input: its path, its stable id (path relative to the input root, or a given id), optional text."""
+    """One input: its path, its stable id (path relative to the input root, or a given id), optional text.
+
+    ``path`` is what is opened (it may hold credentials); ``video_id`` and ``public_path`` are what outputs
+    record (credentials redacted)."""
 
     path: str
     video_id: str
     text: str | None = None
 
+    @property
+    def public_path(self) -> str:
+        return redact(self.path)
 
-def list_inputs(spec: str | os.PathLike) -> list[InputVideo]:
-    """Inputs from a folder (recursive, by video suffix), a glob, a ``.txt`` list (``path`` or
-    ``path<TAB>text`` per line, relative to the list's folder) or a ``.parquet`` list (columns ``path`` and
-    optionally ``id``, ``text``). Sorted by id, so the order does not depend on the file system."""
+
+@dataclass(frozen=True)
+class SkippedEntry:
+    """An entry the input walk saw and did not process. ``reason`` is a short stable phrase (the summary
+    groups by it); ``detail`` says more about this entry."""
+
+    path: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class InputScan:
+    """Everything an input spec names: the inputs to process and the entries skipped, with reasons."""
+
+    inputs: list[InputVideo] = field(default_factory=list)
+    skipped: list[SkippedEntry] = field(default_factory=list)
+
+    @property
+    def seen(self) -> int:
+        return len(self.inputs) + len(self.skipped)
+
+    def summary(self) -> str:
+        """E.g. ``68 inputs, 6 skipped: 2 broken symlink, 1 symlink loop, ...`` (one line)."""
+        line = f"{len(self.inputs)} inputs"
+        if self.skipped:
+            reasons = Counter(entry.reason for entry in self.skipped)
+            line += f", {len(self.skipped)} skipped: " + ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+        return line
+
+    def write_skipped(self, directory: str | os.PathLike) -> Path:
+        """Record the skipped entries as ``_skipped.json`` in ``directory`` (rewritten on every run, so it
+        describes the last walk). Returns its path."""
+        path = Path(directory) / SKIPPED
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records = [asdict(entry) for entry in self.skipped]
+        temporary = path.with_suffix(".json.tmp")
+        temporary.write_text(json.dumps({"inputs": len(self.inputs), "skipped": records}, indent=2) + "\n")
+        os.replace(temporary, path)
+        return path
+
+
+def parse_extensions(text: str | list[str] | tuple[str, ...] | frozenset | None) -> frozenset[str]:
+    """``".mp4,.mkv"`` / ``["mp4", ".MKV"]`` -> {".mp4", ".mkv"}; None -> the default VIDEO_SUFFIXES."""
+    if text is None:
+        return VIDEO_SUFFIXES
+    items = text.split(",") if isinstance(text, str) else list(text)
+    suffixes = frozenset("." + item.strip().lower().lstrip(".") for item in items if item.strip().lstrip("."))
+    if not suffixes:
+        raise ValueError(f"no extensions in {text!r} (e.g. '.mp4,.mkv')")
+    return suffixes
+
+
+def list_inputs(spec: str | os.PathLike, extensions: frozenset[str] | None = None) -> list[InputVideo]:
+    """The inputs of ``spec`` (see ``scan_inputs``), without the skipped entries."""
+    return scan_inputs(spec, extensions).inputs
+
+
+def scan_inputs(spec: str | os.PathLike, extensions: frozenset[str] | None = None) -> InputScan:
+    """Inputs from a folder (recursive; files whose suffix is in ``extensions``, default VIDEO_SUFFIXES), a
+    glob, a ``.txt`` list (``path`` or ``path<TAB>text`` per line, relative to the list's folder) or a
+    ``.parquet`` list (columns ``path`` and optionally ``id``, ``text``), plus every folder or glob entry
+    that is not processed, with its reason. Inputs are sorted by id, so the order does not depend on the
+    file system. Listed inputs (``.txt``/``.parquet``) are all processed: a missing one becomes an error row.
+    URL inputs get redacted ids (no credentials in any output)."""
     spec = os.fspath(spec)
+    suffixes = VIDEO_SUFFIXES if extensions is None else extensions
     path = Path(spec)
+    scan = InputScan()
     if path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES]
-        inputs = [InputVideo(str(p), p.relative_to(path).as_posix()) for p in files]
+        _walk(path, path, suffixes, scan)
     elif path.suffix == ".txt" and path.is_file():
-        inputs = []
         for line in path.read_text().splitlines():
             if not line.strip() or line.startswith("#"):
                 continue
             name, _, text = line.partition("\t")
             resolved = name if is_url(name) or Path(name).is_absolute() else path.parent / name
-            inputs.append(InputVideo(str(resolved), name, text or None))
+            scan.inputs.append(InputVideo(str(resolved), redact(name), text or None))
     elif path.suffix == ".parquet" and path.is_file():
         import pyarrow.parquet as pq
 
         table = pq.read_table(path).to_pylist()
         if table and "path" not in table[0]:
             raise ValueError(f"{path}: a Parquet input list needs a 'path' column")
-        inputs = [InputVideo(row["path"], str(row.get("id") or row["path"]), row.get("text")) for row in table]
+        scan.inputs = [InputVideo(row["path"], redact(str(row.get("id") or row["path"])), row.get("text")) for row in table]
     else:
         matches = sorted(globbing.glob(spec, recursive=True))
         if not matches:
             raise FileNotFoundError(f"{spec}: no such folder, list or matching files")
         root = Path(os.path.commonpath(matches)) if len(matches) > 1 else Path(matches[0]).parent
-        inputs = [InputVideo(m, Path(m).relative_to(root).as_posix()) for m in matches if Path(m).is_file()]
-    ids = [i.video_id for i in inputs]
+        for match in matches:
+            _classify(Path(match), root, suffixes, scan, named=True)
+    ids = [i.video_id for i in scan.inputs]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{spec}: duplicate input ids")
-    return sorted(inputs, key=lambda i: i.video_id)
+        duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+        raise ValueError(f"{redact(spec)}: duplicate input ids: {', '.join(duplicates[:5])}")
+    scan.inputs.sort(key=lambda i: i.video_id)
+    scan.skipped.sort(key=lambda s: s.path)
+    return scan
 
 
-def ignored_files(spec: str | os.PathLike) -> list[tuple[str, str]]:
-    """(file, reason) for the files of an input folder that are not taken as inputs (no video suffix).
-    Empty for a glob or a list, which name their inputs."""
-    path = Path(spec)
-    if not path.is_dir():
-        return []
-    return sorted((p.relative_to(path).as_posix(), f"not a video suffix ({p.suffix or 'none'})")
-                  for p in path.rglob("*") if p.is_file() and p.suffix.lower() not in VIDEO_SUFFIXES)
+def _walk(directory: Path, root: Path, suffixes: frozenset[str], scan: InputScan) -> None:
+    """Classify every entry under ``directory`` (real subfolders are walked; symlinked folders are not)."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as error:
+        scan.skipped.append(SkippedEntry(str(directory), "unreadable folder", error.strerror or str(error)))
+        return
+    for entry in entries:
+        entry_path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            if entry_path.suffix.lower() in suffixes:
+                scan.skipped.append(SkippedEntry(str(entry_path), "directory with a video suffix",
+                                                 "a folder, not a video file (its contents are walked)"))
+            _walk(entry_path, root, suffixes, scan)
+        else:
+            _classify(entry_path, root, suffixes, scan, named=False)
+
+
+def _classify(path: Path, root: Path, suffixes: frozenset[str], scan: InputScan, named: bool) -> None:
+    """Put one entry in ``scan.inputs`` or ``scan.skipped``. ``named``: a glob matched it, so the user chose
+    it by name and the extension filter does not apply (a folder it matched is reported, not walked)."""
+    try:
+        info = os.stat(path)  # follows symlinks
+    except OSError as error:
+        if path.is_symlink():
+            if error.errno == errno.ELOOP:
+                scan.skipped.append(SkippedEntry(str(path), "symlink loop", f"-> {os.readlink(path)}"))
+            else:
+                scan.skipped.append(SkippedEntry(str(path), "broken symlink", f"-> {os.readlink(path)} (target missing)"))
+        else:
+            scan.skipped.append(SkippedEntry(str(path), "unreadable entry", error.strerror or str(error)))
+        return
+    if stat.S_ISDIR(info.st_mode):
+        if path.is_symlink():
+            scan.skipped.append(SkippedEntry(str(path), "symlink to a folder", f"-> {os.readlink(path)} (not followed)"))
+        elif path.suffix.lower() in suffixes:
+            scan.skipped.append(SkippedEntry(str(path), "directory with a video suffix", "a folder, not a video file"))
+        else:
+            scan.skipped.append(SkippedEntry(str(path), "folder matched by the pattern", "globs select files"))
+        return
+    if not stat.S_ISREG(info.st_mode):
+        scan.skipped.append(SkippedEntry(str(path), "not a regular file", "a device, pipe or socket"))
+        return
+    if not named and path.suffix.lower() not in suffixes:
+        scan.skipped.append(SkippedEntry(str(path), "extension not selected",
+                                         f"{path.suffix.lower() or 'no suffix'} is not in the input extensions (--extensions)"))
+        return
+    scan.inputs.append(InputVideo(str(path), path.relative_to(root).as_posix()))

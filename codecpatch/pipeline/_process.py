@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
 import numpy as np
 
+from ..decode import DecodeReport, redact_text
 from ..errors import VideoError
 from ..patchify import Budget, ClipSamples, PatchifyConfig, PatchSet, iter_clip_samples, patchify_samples
 from ..shards import SampleRow
@@ -31,6 +32,9 @@ class VideoResult:
         error: (stage, kind, message) when the input failed.
         stage_seconds: time per stage, summed over clips.
         frames: decoded frames; n_dense / n_patches / n_tokens: token counts summed over clips.
+        partial: why the decode was partial (empty when it was complete); the rows say so too
+            (``complete`` = False) unless the recipe's ``limits.partial`` rejected them.
+        flagged: the input is to be listed as partial in the run's stats (``limits.partial = "flag"``).
     """
 
     video_id: str
@@ -41,13 +45,21 @@ class VideoResult:
     n_dense: int = 0
     n_patches: int = 0
     n_tokens: int = 0
+    partial: list[str] = field(default_factory=list)
+    flagged: bool = False
+
+
+def recipe_decoder_threads(recipe: Recipe) -> int:
+    """FFmpeg decoder threads of every decode of a recipe, in-process or in a Ray worker alike (one per
+    declared decode CPU): the same settings everywhere, so rows never depend on where a video ran."""
+    return max(1, int(recipe.execution.decode_cpus))
 
 
 def patchify_config(recipe: Recipe) -> PatchifyConfig:
     p = recipe.patchify
     return PatchifyConfig(mode=p.mode, budget=Budget.parse(p.budget), frames=p.frames, size=p.size, max_side=p.max_side,
                           patch=p.patch, energy=p.energy, normalise=p.normalise, camera=p.camera, keep_i_frames=p.keep_i_frames,
-                          refresh=p.refresh, clip_seconds=recipe.clips.seconds, clip_frames=recipe.clips.frames)
+                          refresh=p.refresh, clip_seconds=recipe.clips.split_seconds, clip_frames=recipe.clips.frames)
 
 
 def _vit(recipe: Recipe):
@@ -156,23 +168,30 @@ def _encode_patches(recipe: Recipe, patches: PatchSet) -> tuple[TokenSet, dict]:
     return encode_and_compress(recipe, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
 
 
-def process_video(item: InputVideo, recipe: Recipe, decoder_threads: int = 0, encoder: ClipEncoder | None = None) -> VideoResult:
+def process_video(item: InputVideo, recipe: Recipe, decoder_threads: int | None = None, encoder: ClipEncoder | None = None) -> VideoResult:
     """Patchify, encode and compress every clip of one video. Bad input becomes ``result.error``.
 
-    ``decoder_threads`` caps FFmpeg's decoder threads (0 = FFmpeg decides; 1 in a one-CPU worker);
-    ``encoder`` replaces the local encode + compress (a separate encode stage)."""
+    ``decoder_threads`` caps FFmpeg's decoder threads (None = the recipe's, ``recipe_decoder_threads(recipe)``;
+    give another value only to study its effect: rows of damaged files may then differ); ``encoder``
+    replaces the local encode + compress (a separate encode stage). Rows and messages name the source
+    with its credentials redacted; a partial decode is marked on every row (``complete`` = False) and in
+    ``result.partial``, or rejected, as ``recipe.limits.partial`` says."""
     result = VideoResult(item.video_id)
     config = patchify_config(recipe)
+    threads = recipe_decoder_threads(recipe) if decoder_threads is None else decoder_threads
+    source = item.public_path
+    report = DecodeReport()
     stages = ["decode"]
     timer = time.perf_counter()
     try:
-        for samples in iter_clip_samples(item.path, config, decoder_threads=decoder_threads):
+        for samples in iter_clip_samples(item.path, config, decoder_threads=threads, limits=recipe.limits.decode_limits(),
+                                         report=report):
             result.stage_seconds["decode+select"] = result.stage_seconds.get("decode+select", 0.0) + time.perf_counter() - timer
-            clip = process_clip(samples, recipe, config, video_id=item.video_id, source=item.path, text=item.text, stages=stages,
+            clip = process_clip(samples, recipe, config, video_id=item.video_id, source=source, text=item.text, stages=stages,
                                 encoder=encoder)
             for name, seconds in clip.stage_seconds.items():
                 result.stage_seconds[name] = result.stage_seconds.get(name, 0.0) + seconds
-            result.rows.append(clip.row)
+            result.rows.append(replace(clip.row, frames_decoded=samples.n_frames))
             result.frames += samples.n_frames
             result.n_dense += clip.row.n_dense
             result.n_patches += clip.row.n_selected
@@ -180,10 +199,25 @@ def process_video(item: InputVideo, recipe: Recipe, decoder_threads: int = 0, en
             stages.append("decode")
             timer = time.perf_counter()
         if not result.rows:
-            result.error = ("decode", "no_frames", f"{item.path}: no frame could be decoded")
+            result.error = ("decode", "no_frames", f"{source}: no frame could be decoded")
+        else:
+            _mark_completeness(result, report, recipe.limits.partial, source)
     except VideoError as error:
-        result.rows, result.error = [], (stages[-1], error.kind, str(error))
+        result.rows, result.error = [], (stages[-1], error.kind, redact_text(str(error), item.path))
     except Exception as error:  # a bug or an unexpected library error: record it, do not kill the run
         result.rows = []
-        result.error = (stages[-1], type(error).__name__, f"{item.path}: {error} | {traceback.format_exc(limit=3)[-500:]}")
+        message = f"{item.path}: {error} | {traceback.format_exc(limit=3)[-500:]}"
+        result.error = (stages[-1], type(error).__name__, redact_text(message, item.path))
     return result
+
+
+def _mark_completeness(result: VideoResult, report: DecodeReport, policy: str, source: str) -> None:
+    """Write the decode's completeness on every row; apply the recipe's policy to a partial decode."""
+    result.partial = report.partial_reasons()
+    complete = not result.partial
+    result.rows = [replace(row, packets_skipped=report.packets_skipped, complete=complete) for row in result.rows]
+    result.flagged = bool(result.partial) and policy == "flag"
+    if result.partial and policy == "reject":
+        result.rows = []
+        result.error = ("decode", "partial_decode", f"{source}: partial decode rejected (limits.partial = reject): "
+                                                    + "; ".join(result.partial))

@@ -10,6 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..decode import DecodeLimits
+
+_DEFAULT_LIMITS = DecodeLimits()
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -20,9 +24,56 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: Default clip length of every batch run (``codecpatch batch`` and recipes alike): a long video is split
+#: so that no row covers hours and memory per clip stays bounded.
+DEFAULT_CLIP_SECONDS = 30.0
+
+
 class Clips(_Section):
-    seconds: float | None = Field(None, gt=0, description="split videos into clips of this many seconds")
-    frames: int | None = Field(None, ge=1, description="or of this many frames")
+    seconds: float = Field(DEFAULT_CLIP_SECONDS, ge=0, description="split videos into clips of this many seconds "
+                                                                   "(0 = one clip per video)")
+    frames: int | None = Field(None, ge=1, description="or of this many frames (replaces seconds)")
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "Clips":
+        if self.frames is not None and "seconds" in self.model_fields_set:
+            raise ValueError("give clips.seconds or clips.frames, not both")
+        return self
+
+    @property
+    def split_seconds(self) -> float | None:
+        """The clip length in seconds to split at, or None (split by frames, or not at all)."""
+        return None if self.frames is not None or self.seconds == 0 else self.seconds
+
+
+class Inputs(_Section):
+    extensions: list[str] | None = Field(None, description="suffixes a folder walk takes as videos (default: "
+                                                           "codecpatch.pipeline.VIDEO_SUFFIXES); other files are listed as skipped")
+
+    @field_validator("extensions")
+    @classmethod
+    def _suffixes(cls, value: list[str] | None) -> list[str] | None:
+        from ._inputs import parse_extensions
+
+        return None if value is None else sorted(parse_extensions(value))
+
+
+class Limits(_Section):
+    """Sources larger than these are refused (an error row naming the limit) instead of decoded; checked
+    from the header before decoding and on decoded frames. 0 switches a limit off. Defaults: codecpatch.decode.DecodeLimits."""
+
+    max_pixels: int = Field(_DEFAULT_LIMITS.max_pixels, ge=0, description="pixels per frame (width x height)")
+    max_seconds: float = Field(_DEFAULT_LIMITS.max_seconds, ge=0, description="duration of a source, seconds")
+    max_file_mb: float = Field(_DEFAULT_LIMITS.max_file_mb, ge=0, description="size of a local file, MiB")
+    max_frames: int = Field(_DEFAULT_LIMITS.max_frames, ge=0, description="frames decoded from one source (bounds each clip too)")
+    partial: Literal["keep", "flag", "reject"] = Field(
+        "flag", description="a partial decode (skipped packets, concealed frames, fewer frames than the file holds): "
+                            "keep = write its rows; flag = write them and list the input in _stats.json; "
+                            "reject = write no rows and record an error")
+
+    def decode_limits(self) -> DecodeLimits:
+        """These limits as the decode layer's DecodeLimits (0 -> None: no limit)."""
+        return DecodeLimits(self.max_pixels or None, self.max_seconds or None, self.max_file_mb or None, self.max_frames or None)
 
 
 class Patchify(_Section):
@@ -131,6 +182,8 @@ class Recipe(_Section):
     """A whole pipeline. Every section is optional; missing keys take the defaults above."""
 
     clips: Clips = Clips()
+    inputs: Inputs = Inputs()
+    limits: Limits = Limits()
     patchify: Patchify = Patchify()
     encoder: Encoder = Encoder()
     compress: str = ""

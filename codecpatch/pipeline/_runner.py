@@ -19,6 +19,7 @@ from typing import Iterator
 
 from tqdm import tqdm
 
+from ..decode import redact_text
 from ..shards import ShardWriter
 from ._inputs import InputVideo
 from ._process import VideoResult, _vit, encode_and_compress, limit_threads, process_video, token_dim
@@ -43,6 +44,8 @@ class RunStats:
     seconds: float = 0.0
     stage_seconds: dict = field(default_factory=lambda: defaultdict(float))
     errors_by_kind: Counter = field(default_factory=Counter)
+    partial: int = 0  # inputs whose decode was partial (their rows say complete = False, or were rejected)
+    partial_inputs: dict = field(default_factory=dict)  # video_id -> reasons, with limits.partial = "flag"
     resources: dict = field(default_factory=dict)  # per stage: what was declared to Ray, and where encoders run
 
     def add(self, result: VideoResult) -> None:
@@ -51,6 +54,9 @@ class RunStats:
             self.errors_by_kind[result.error[1]] += 1
         else:
             self.processed += 1
+        self.partial += bool(result.partial)
+        if result.flagged:
+            self.partial_inputs[result.video_id] = result.partial
         self.clips += len(result.rows)
         self.frames += result.frames
         self.n_dense += result.n_dense
@@ -168,7 +174,7 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe, stats: "RunStats") -> Iterat
                 try:
                     finished[index] = ray.get(ref)
                 except (ray.exceptions.RayError, OSError) as error:
-                    finished[index] = VideoResult(todo[index].video_id, error=("worker", type(error).__name__, f"{todo[index].path}: {error}"))
+                    finished[index] = VideoResult(todo[index].video_id, error=("worker", type(error).__name__, redact_text(f"{todo[index].path}: {error}", todo[index].path)))
             now = time.monotonic()
             for ref, (index, submitted_at) in list(in_flight.items()):
                 if now - submitted_at > execution.deadline_s:
@@ -177,7 +183,7 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe, stats: "RunStats") -> Iterat
                     if split:  # its encode call may still be running there: restart the actor so others do not queue behind it
                         ray.kill(encoder_of[index], no_restart=False)
                     finished[index] = VideoResult(todo[index].video_id, error=(
-                        "worker", "timeout", f"{todo[index].path}: still running after {execution.deadline_s:g} s, worker killed"))
+                        "worker", "timeout", f"{todo[index].public_path}: still running after {execution.deadline_s:g} s, worker killed"))
             while next_yield in finished:
                 yield finished.pop(next_yield)
                 next_yield += 1
@@ -225,7 +231,7 @@ def _process_in_worker(item: InputVideo, recipe: Recipe, encode_stage=None) -> V
                 if isinstance(cause, Exception):
                     raise cause from None
                 raise
-    return process_video(item, recipe, decoder_threads=threads, encoder=encoder)
+    return process_video(item, recipe, encoder=encoder)  # decoder threads: the recipe's, as in-process
 
 
 class EncodeStage:

@@ -2,11 +2,12 @@
 
 from ._reader import TokenShardDataset, collate_tokens, shard_paths, to_ray_dataset
 from ._row import StoredRow, read_row
-from ._schema import COLUMNS, SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
+from ._schema import COLUMNS, DECODE_COLUMNS, SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
 from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, ShardWriter
 
 __all__ = [
     "COLUMNS",
+    "DECODE_COLUMNS",
     "ERRORS",
     "MANIFEST",
     "SCHEMA_VERSION",

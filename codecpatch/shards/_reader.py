@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ._schema import DECODE_COLUMNS
 from ._writer import Manifest
 
 _ARRAY_COLUMNS = ("tokens", "positions", "pixels")
@@ -92,11 +93,17 @@ class TokenShardDataset(IterableDataset):
 
     def _samples(self) -> Iterator[dict]:
         for path in self.my_shards():
-            for batch in pq.ParquetFile(path).iter_batches(columns=self.columns, batch_size=64):
+            shard = pq.ParquetFile(path)
+            present = set(shard.schema_arrow.names)
+            # Shards written before the decode columns existed lack them: they read as None (unknown).
+            missing = [c for c in DECODE_COLUMNS if c not in present and (self.columns is None or c in self.columns)]
+            columns = None if self.columns is None else [c for c in self.columns if c not in missing]
+            for batch in shard.iter_batches(columns=columns, batch_size=64):
                 arrays = {name: batch.column(name) for name in batch.schema.names if name in _ARRAY_COLUMNS}
                 scalars = {name: batch.column(name).to_pylist() for name in batch.schema.names if name not in _ARRAY_COLUMNS}
                 for row in range(batch.num_rows):
                     sample = {name: values[row] for name, values in scalars.items()}
+                    sample.update(dict.fromkeys(missing))
                     for name, column in arrays.items():
                         sample[name] = torch.from_numpy(np.array(_nested_to_numpy(column, row)))
                     yield sample

@@ -8,7 +8,12 @@ Columns (D = token width, fixed per dataset; units and nulls in README's "Shard 
     budget, encoder, compressors (string), n_dense / n_selected / n_tokens (int32),
     tokens (list<fixed_size_list<float16, D>>), positions (list<fixed_size_list<int32, 3>>: t, h, w),
     frame_types (list<string>: picture type of each sampled frame), pixels (optional,
-    list<fixed_size_list<uint8, 3*P*P>>: the kept patches, with --store pixels), text (optional string).
+    list<fixed_size_list<uint8, 3*P*P>>: the kept patches, with --store pixels), text (optional string),
+    frames_decoded (int32: frames decoded in the clip's span), packets_skipped (int32: undecodable packets
+    dropped in the whole source), complete (bool: the whole source decoded cleanly: no skipped packets, no
+    concealed frames, every frame its header and packet index announce). The last three are null where
+    unknown (live-stream windows) and absent from shards written before they existed: readers fill them
+    with None (``DECODE_COLUMNS``).
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2: times_estimated and sizes
+SCHEMA_VERSION = 2  # 2: times_estimated, sizes and the decode-completeness columns
 #: Parquet column path of the token values: the key ``column_encoding`` needs (a bare "tokens" is ignored
 #: silently) for byte-stream-split.
 TOKEN_VALUES_PATH = "tokens.list.element.list.element"
+#: Decode-completeness columns: older shards (version 1) lack them and readers fill them with None.
+DECODE_COLUMNS = ("frames_decoded", "packets_skipped", "complete")
 
 
 #: Every column's meaning, unit and what null means (recorded in each ``_manifest.json`` as ``columns``;
@@ -57,6 +64,11 @@ COLUMNS: dict[str, str] = {
     "pixels": "list<fixed_size_list<uint8, 3*P*P>> (only with output.store_pixels): every selected patch, RGB "
               "channel-first, 0-255; never null where the column exists",
     "text": "string (only for inputs listed with a caption): the caption; null for an input without one",
+    "frames_decoded": "int32: frames decoded in the clip's span; null where unknown (live-stream windows, "
+                      "shards written before the column existed)",
+    "packets_skipped": "int32: undecodable packets dropped in the whole source; null where unknown",
+    "complete": "bool: the whole source decoded cleanly (no skipped packets, no concealed frames, every frame its "
+                "header and packet index announce); null where unknown",
 }
 
 
@@ -85,6 +97,9 @@ def token_schema(dim: int, patch_pixels: int | None = None, with_text: bool = Fa
         pa.field("tokens", pa.list_(pa.list_(pa.float16(), dim))),
         pa.field("positions", pa.list_(pa.list_(pa.int32(), 3))),
         pa.field("frame_types", pa.list_(pa.string())),
+        pa.field("frames_decoded", pa.int32()),
+        pa.field("packets_skipped", pa.int32()),
+        pa.field("complete", pa.bool_()),
     ]
     if patch_pixels is not None:
         fields.append(pa.field("pixels", pa.list_(pa.list_(pa.uint8(), patch_pixels))))
@@ -102,6 +117,7 @@ class SampleRow:
         sizes: "WxH" of the first frame and after each size change (empty: just width x height).
         positions: (K, 3) int (t, h, w).
         pixels: (K, 3, P, P) uint8 or None.
+        frames_decoded, packets_skipped, complete: how complete the decode was (None = unknown).
         the rest: as the schema's columns.
     """
 
@@ -127,6 +143,9 @@ class SampleRow:
     text: str | None = None
     times_estimated: bool = False
     sizes: tuple[str, ...] = ()
+    frames_decoded: int | None = None
+    packets_skipped: int | None = None
+    complete: bool | None = None
 
     @property
     def sample_id(self) -> str:
@@ -172,6 +191,9 @@ def rows_to_table(rows: list[SampleRow], schema: pa.Schema) -> pa.Table:
                              3, pa.int32(), lengths),
         "frame_types": [list(r.frame_types) for r in rows],
     }
+    for name in DECODE_COLUMNS:
+        if name in schema.names:
+            columns[name] = [getattr(r, name) for r in rows]
     if "pixels" in schema.names:
         patch_pixels = schema.field("pixels").type.value_type.list_size
         columns["pixels"] = _nested(np.concatenate([np.asarray(r.pixels, np.uint8).reshape(len(r.pixels), -1) for r in rows]),

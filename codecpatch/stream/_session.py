@@ -12,13 +12,12 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterator, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
 from ..decode import CodecFrame, DecodeOptions, StreamInfo
 from ..decode._types import PLAUSIBLE_FPS
-from ..decode._source import is_url
+from ..decode._source import is_url, redact  # redact: re-exported (it moved to the decode layer)
 from ..patchify import PatchifyConfig, window_samples
 from ..patchify._collect import canvas_geometry
 from ..pipeline._process import ClipResult, encode_and_compress, limit_threads, patchify_config, process_clip
@@ -354,25 +353,6 @@ class StreamSession:
 def _content_size(width: int, height: int, config: PatchifyConfig) -> tuple[int, int]:
     geometry = canvas_geometry(width, height, config)
     return geometry.content_width, geometry.content_height
-
-
-_SECRET_KEYS = ("pass", "pwd", "token", "key", "secret", "auth", "sig", "cred")
-
-
-def redact(source: str) -> str:
-    """``source`` safe to record: a URL's user name and password become ``***``, and so do query values whose
-    key looks secret (token, key, password, signature, ...). Paths and devices come back unchanged."""
-    if not is_url(source):
-        return source
-    parts = urlsplit(source)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if any(word in k.lower() for word in _SECRET_KEYS) else v) for k, v in pairs], safe="*/:")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def default_stream_id(source: str) -> str:
