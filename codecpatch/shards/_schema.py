@@ -6,12 +6,17 @@ Columns (D = token width, fixed per dataset):
     budget, encoder, compressors (string), n_dense / n_selected / n_tokens (int32),
     tokens (list<fixed_size_list<float16, D>>), positions (list<fixed_size_list<int32, 3>>: t, h, w),
     frame_types (list<string>: picture type of each sampled frame), pixels (optional,
-    list<fixed_size_list<uint8, 3*P*P>>: the kept patches, with --store pixels), text (optional string).
+    list<fixed_size_list<uint8, 3*P*P>>: the kept patches, with --store pixels), text (optional string),
+    wallclock_start / wallclock_end (timestamp[us, UTC]: when a live window's first and last frames were
+    captured or received; null for batch rows and in shards written before these columns existed),
+    wallclock_source (string: "capture" when the source's own clock says, e.g. RTCP sender reports, else
+    "receive").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +25,8 @@ SCHEMA_VERSION = 1
 #: Parquet column path of the token values: the key ``column_encoding`` needs (a bare "tokens" is ignored
 #: silently) for byte-stream-split.
 TOKEN_VALUES_PATH = "tokens.list.element.list.element"
+#: Wall-clock columns: UTC instants, microseconds.
+WALLCLOCK_TYPE = pa.timestamp("us", tz="UTC")
 
 
 def token_schema(dim: int, patch_pixels: int | None = None, with_text: bool = False) -> pa.Schema:
@@ -45,6 +52,9 @@ def token_schema(dim: int, patch_pixels: int | None = None, with_text: bool = Fa
         pa.field("tokens", pa.list_(pa.list_(pa.float16(), dim))),
         pa.field("positions", pa.list_(pa.list_(pa.int32(), 3))),
         pa.field("frame_types", pa.list_(pa.string())),
+        pa.field("wallclock_start", WALLCLOCK_TYPE),
+        pa.field("wallclock_end", WALLCLOCK_TYPE),
+        pa.field("wallclock_source", pa.string()),
     ]
     if patch_pixels is not None:
         fields.append(pa.field("pixels", pa.list_(pa.list_(pa.uint8(), patch_pixels))))
@@ -61,6 +71,8 @@ class SampleRow:
         tokens: (K, D) array (written as float16).
         positions: (K, 3) int (t, h, w).
         pixels: (K, 3, P, P) uint8 or None.
+        wallclock_start, wallclock_end: aware UTC datetimes (live windows) or None; wallclock_source:
+            "capture" / "receive" / None.
         the rest: as the schema's columns.
     """
 
@@ -84,6 +96,9 @@ class SampleRow:
     frame_types: tuple[str, ...]
     pixels: np.ndarray | None = None
     text: str | None = None
+    wallclock_start: datetime | None = None
+    wallclock_end: datetime | None = None
+    wallclock_source: str | None = None
 
     @property
     def sample_id(self) -> str:
@@ -126,6 +141,9 @@ def rows_to_table(rows: list[SampleRow], schema: pa.Schema) -> pa.Table:
         "positions": _nested(np.concatenate([np.asarray(r.positions, np.int32) for r in rows]) if rows else np.zeros((0, 3), np.int32),
                              3, pa.int32(), lengths),
         "frame_types": [list(r.frame_types) for r in rows],
+        "wallclock_start": [r.wallclock_start for r in rows],
+        "wallclock_end": [r.wallclock_end for r in rows],
+        "wallclock_source": [r.wallclock_source for r in rows],
     }
     if "pixels" in schema.names:
         patch_pixels = schema.field("pixels").type.value_type.list_size
