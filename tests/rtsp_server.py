@@ -63,7 +63,8 @@ def main() -> int:
     factory.set_protocols(TRANSPORTS[args.transport])
     if args.user:
         auth = GstRtspServer.RTSPAuth()
-        token = GstRtspServer.RTSPToken.new({GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE: "user"})
+        token = GstRtspServer.RTSPToken()
+        token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
         auth.add_basic(GstRtspServer.RTSPAuth.make_basic(args.user, args.password or ""), token)
         server.set_auth(auth)
         permissions = GstRtspServer.RTSPPermissions()
