@@ -128,7 +128,8 @@ def test_rtp_over_udp_and_over_tcp_deliver_every_window(rtsp_server, tmp_path, t
 
 def test_the_wrong_transport_is_refused_by_the_server(rtsp_server, tmp_path):
     url, _ = rtsp_server("--transport", "tcp")
-    stats = run_stream(url, recipe(rtsp_transport="udp", max_reconnects=1), tmp_path, progress=False)
+    # (max_windows only bounds the test if the option were ignored: FFmpeg would then fall back to TCP)
+    stats = run_stream(url, recipe(rtsp_transport="udp", max_reconnects=1), tmp_path, progress=False, max_windows=1)
     assert stats.gave_up and stats.windows_written == 0 and "unavailable" in stats.disconnects[0]
 
 
@@ -247,12 +248,14 @@ def test_a_wrong_path_is_a_clear_permanent_error_and_exit_2(rtsp_server, tmp_pat
     url, _ = rtsp_server()
     wrong = url.replace("/cam", "/nope")
     started = time.monotonic()
-    result = CliRunner().invoke(main, ["stream", wrong, "--output", str(tmp_path / "out"), "--no-progress"])
+    # (a limit on reconnects only so that a retried error ends the test: a permanent one must exit 2 at once)
+    result = CliRunner().invoke(main, ["stream", wrong, "--output", str(tmp_path / "out"), "--max-reconnects", "2", "--no-progress"])
     assert result.exit_code == 2, result.output
     assert wrong in result.output and "404 Not Found" in result.output
     assert time.monotonic() - started < 15  # not retried
 
 
+@pytest.mark.slow
 def test_credentials_in_the_url_are_redacted_everywhere(rtsp_server, tmp_path):
     url, _ = rtsp_server("--user", "admin", "--password", "hunter2")
     secret_url = url.replace("rtsp://", "rtsp://admin:hunter2@")
@@ -270,7 +273,7 @@ def test_credentials_in_the_url_are_redacted_everywhere(rtsp_server, tmp_path):
         {url.replace("rtsp://", "rtsp://***@")}
     assert json.loads((out / STREAM_STATS).read_text())["source"].startswith(public)
     # a wrong password: refused at once (exit 2), and the error does not repeat it either
-    wrong = [*command[:4], secret_url.replace("hunter2", "letmein"), *command[5:]]
+    wrong = [*command[:4], secret_url.replace("hunter2", "letmein"), *command[5:], "--max-reconnects", "2"]
     refused = subprocess.run(wrong, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "401 Unauthorized" in refused.stderr
     assert "letmein" not in refused.stdout + refused.stderr and public in refused.stderr
