@@ -136,6 +136,15 @@ def test_the_wrong_transport_is_refused_by_the_server(rtsp_server, tmp_path):
 # -- wall clock -----------------------------------------------------------------------------------------------
 
 
+def test_a_window_is_capture_timed_only_when_its_first_and_last_frames_are():
+    from codecpatch.stream import FrameClock, WindowClock
+
+    assert WindowClock.of(FrameClock(10.0, 12.5), FrameClock(11.0, 13.5)) == WindowClock(10.0, 11.0, "capture")
+    assert WindowClock.of(FrameClock(None, 12.5), FrameClock(11.0, 13.5)) == WindowClock(12.5, 13.5, "receive")
+    assert WindowClock(1796105060.25, 1796105061.0, "capture").as_datetimes()[0] == \
+        datetime(2026, 12, 1, 6, 4, 20, 250000, tzinfo=timezone.utc)
+
+
 def test_windows_carry_the_capture_time_from_sender_reports_else_the_receive_time(rtsp_server, tmp_path):
     url, _ = rtsp_server(clock_offset_s=SENDER_CLOCK_OFFSET_S)  # the camera's clock is an hour behind ours
     before = time.time()
