@@ -50,8 +50,8 @@ def gst_rtsp() -> None:
 @pytest.fixture()
 def rtsp_server(gst_rtsp):
     """``start(*args, port=None, clock_offset_s=None) -> (url, process)`` starts a server on 127.0.0.1 (a fresh
-    port unless given) and waits for it to listen. Every server started is killed afterwards (resumed first
-    if a test stopped it)."""
+    port unless given) and waits for it to listen. Each runs in a process group of its own (faketime runs the
+    server as its child); every group started is killed afterwards (resumed first if a test stopped it)."""
     started: list[subprocess.Popen] = []
 
     def start(*args: str, port: int | None = None, clock_offset_s: float | None = None) -> tuple[str, subprocess.Popen]:
@@ -64,7 +64,8 @@ def rtsp_server(gst_rtsp):
                 skip_or_fail("faketime is not installed (apt-get install faketime)")
             command = [faketime, "-f", f"{clock_offset_s:+.0f}s", *command]
             env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True,
+                                   start_new_session=True)
         started.append(process)
         ready = process.stdout.readline().strip()
         assert ready == "ready", f"RTSP server did not start: {ready!r} {process.stderr.read() if process.poll() is not None else ''}"
@@ -74,9 +75,11 @@ def rtsp_server(gst_rtsp):
         yield start
     finally:
         for process in started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGCONT)
-                process.kill()
+            for signum in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.killpg(process.pid, signum)
+                except ProcessLookupError:  # the group is gone (a test killed its only process)
+                    break
             process.wait(timeout=10)
             for pipe in (process.stdout, process.stderr):
                 pipe.close()
@@ -203,7 +206,7 @@ def test_a_server_that_goes_away_and_comes_back_continues_the_numbering_without_
     thread, outcome = in_thread(run_stream, url, recipe(max_reconnects=20), tmp_path, progress=False)
     try:
         wait_for(lambda: len(window_log(tmp_path)) >= 2, 30, "two windows from the first server")
-        first.kill()
+        os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         time.sleep(1.0)  # away for a while: reconnect attempts fail
         rtsp_server(port=port)
@@ -233,14 +236,14 @@ def test_a_stalled_server_ends_the_read_after_the_read_timeout(rtsp_server, tmp_
     thread, outcome = in_thread(run_stream, url, recipe(read_timeout=1.5, max_reconnects=0), tmp_path, progress=False)
     try:
         wait_for(lambda: len(window_log(tmp_path)) >= 1, 30, "a window")
-        server.send_signal(signal.SIGSTOP)  # the process freezes: the connection stays open, nothing arrives
+        os.killpg(server.pid, signal.SIGSTOP)  # the server freezes: the connection stays open, nothing arrives
         stalled_at = time.monotonic()
         thread.join(timeout=20)
         ended_after = time.monotonic() - stalled_at
         assert not thread.is_alive() and "error" not in outcome, outcome
     finally:
         outcome["stop"].set()
-        server.send_signal(signal.SIGCONT)
+        os.killpg(server.pid, signal.SIGCONT)
     stats = outcome["value"]
     assert stats.gave_up and stats.disconnects[0].startswith("stalled")
     assert 1.5 <= ended_after < 1.5 + 3.0  # the read timeout, plus the window in flight and the shard close
