@@ -246,7 +246,7 @@ def test_a_stalled_server_ends_the_read_after_the_read_timeout(rtsp_server, tmp_
         os.killpg(server.pid, signal.SIGCONT)
     stats = outcome["value"]
     assert stats.gave_up and stats.disconnects[0].startswith("stalled")
-    assert 1.5 <= ended_after < 1.5 + 3.0  # the read timeout, plus the window in flight and the shard close
+    assert 1.5 <= ended_after < 1.5 + 5.0  # the read timeout, plus the window in flight and the shard close (a loaded machine)
     got = rows(tmp_path)
     assert len(got) == stats.windows_written >= 1  # what came before the stall is kept
     assert_numbered_once(got)
