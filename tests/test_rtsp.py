@@ -98,8 +98,13 @@ def rows(directory: Path) -> list[dict]:
 
 
 def window_log(directory: Path) -> list[dict]:
+    """The written windows of ``_stream_windows.jsonl``, in order (the last line per window counts)."""
     path = directory / STREAM_WINDOWS
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    entries = {}
+    for line in path.read_text().split("\n")[:-1] if path.exists() else []:  # [:-1]: a line still being written
+        entry = json.loads(line)
+        entries[entry["window"]] = entry
+    return [entry for entry in entries.values() if entry.get("status") == "written"]
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
