@@ -1,13 +1,16 @@
 """The live stream pipeline on one core: window latency and drops at 720p in real time, and the sustainable
 frame rate (not paced) as a multiple of real time.
 
-    python benchmarks/stream.py [--seconds 22] [--out benchmarks/results/stream.json]
+    python benchmarks/stream.py [--seconds 22] [--via file,tcp,rtsp] [--out benchmarks/results/stream.json]
 
 Camera: ../shared/videos/bbb_720p_h264_ip.mp4 re-encoded as a camera would send it (H.264, no B-frames,
 a key frame every 2 s, CRF 23), timed at 25 and at 30 fps, looped to ``--seconds``. Windows are GOPs (2 s).
 Each configuration runs in its own process pinned to CPU 0 with one torch and one decoder thread:
   - realtime file: the file played at its frame rate (``--realtime``), as ``codecpatch stream`` does;
   - realtime tcp: an FFmpeg sender (on CPU 1) streams MPEG-TS over loopback TCP at its frame rate;
+  - realtime rtsp: GStreamer's RTSP server (tests/rtsp_server.py, system python3, on CPU 1) serves the 25 fps
+    clip at its frame rate, RTP interleaved over the RTSP TCP connection (``rtsp_transport = "tcp"``), as an
+    IP camera does; the rows carry capture times from its RTCP sender reports once the first one is in;
   - unpaced: as fast as it goes with back-pressure (no drops): frames/s over the clip's frame rate.
 Encoders: pixel (seeded projection to 256 dims) and a random ViT-Ti (Hugging Face CLIP layout, 12 blocks,
 192 wide, loaded from a local folder), compressor chain apet:0.5 (pipelines/camera.toml).
@@ -29,6 +32,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+RTSP_SERVER = REPO / "tests" / "rtsp_server.py"
+SYSTEM_PYTHON = "/usr/bin/python3"  # GStreamer's Python bindings come from Debian (python3-gi)
 SHARED = REPO.parent / "shared" / "videos"
 SOURCE = SHARED / "bbb_720p_h264_ip.mp4"
 GOP_SECONDS = 2
@@ -74,7 +79,8 @@ def one_run(spec: dict) -> dict:
     from codecpatch.stream import run_stream
 
     overrides = {"stream.realtime": spec["paced"] and spec["via"] == "file", "stream.decoder_threads": 1,
-                 "stream.max_reconnects": 0 if spec["via"] == "file" else 3, "stream.read_timeout": 2.0,
+                 "stream.max_reconnects": 0 if spec["via"] in ("file", "rtsp") else 3, "stream.read_timeout": 2.0,
+                 "stream.rtsp_transport": "tcp",
                  "stream.when_behind": "drop_oldest" if spec["paced"] else "block", "stream.backoff_s": 0.2}
     if spec["encoder"] != "pixel":
         overrides.update({"encoder.name": "vit", "encoder.path": spec["encoder"], "encoder.dim": None})
@@ -86,6 +92,14 @@ def one_run(spec: dict) -> dict:
         sender = subprocess.Popen(["taskset", "-c", "1", "ffmpeg", "-loglevel", "error", "-re", "-i", spec["clip"], "-c", "copy",
                                    "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1"])
         source = f"tcp://127.0.0.1:{port}"
+    elif spec["via"] == "rtsp":  # the server's media ends with the file; the session then ends (no reconnects)
+        port = free_port()
+        sender = subprocess.Popen(["taskset", "-c", "1", SYSTEM_PYTHON, str(RTSP_SERVER), "--port", str(port), "--file", spec["clip"],
+                                   "--transport", "tcp"], stdout=subprocess.PIPE, text=True)
+        if sender.stdout.readline().strip() != "ready":
+            raise RuntimeError("the RTSP server did not start (apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 "
+                               "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly)")
+        source = f"rtsp://127.0.0.1:{port}/cam"
     try:
         stats = run_stream(source, recipe, spec["output"], progress=False, max_windows=spec.get("max_windows"))
     finally:
@@ -94,7 +108,19 @@ def one_run(spec: dict) -> dict:
             sender.wait()
     data = stats.to_dict()
     data["latencies"] = [round(x, 4) for x in stats.latencies]
+    data["wallclock_sources"] = _wallclock_sources(Path(spec["output"]))
     return data
+
+
+def _wallclock_sources(output: Path) -> dict:
+    """How many windows carry capture times and how many receive times (from the window log)."""
+    from codecpatch.stream import STREAM_WINDOWS
+
+    counts: dict = {}
+    for line in (output / STREAM_WINDOWS).read_text().splitlines():
+        source = json.loads(line).get("wallclock_source")
+        counts[source] = counts.get(source, 0) + 1
+    return counts
 
 
 def plain_decode_fps(clip: Path) -> float:
@@ -116,6 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=22.0, help="stream length per run")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "stream.json")
+    parser.add_argument("--via", default="file,tcp,rtsp", help="comma-separated sources to run (file, tcp, rtsp)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -131,7 +158,9 @@ def main() -> None:
         results["plain_decode_fps"] = {fps: plain_decode_fps(clip) for fps, clip in clips.items()}
         plan = [(fps, via, paced, encoder) for fps in (25, 30) for encoder in ("pixel", "vit-ti") for via, paced in
                 (("file", True), ("file", False))]
-        plan += [(30, "tcp", True, "pixel"), (30, "tcp", True, "vit-ti")]
+        plan += [(30, "tcp", True, "pixel"), (30, "tcp", True, "vit-ti"), (25, "tcp", True, "pixel"), (25, "rtsp", True, "pixel"),
+                 (25, "rtsp", True, "vit-ti")]
+        plan = [run for run in plan if run[1] in args.via.split(",")]
         header = f"{'fps':>3} {'source':12} {'encoder':7} {'windows':>7} {'dropped':>7} {'p50 ms':>7} {'p95 ms':>7} {'max ms':>7} {'frames/s':>9} {'x real time':>11} {'start s':>7}"
         print(header)
         for fps, via, paced, encoder in plan:
@@ -146,7 +175,7 @@ def main() -> None:
                    "latency_p50_ms": _ms(data["latency_p50_s"]), "latency_p95_ms": _ms(data["latency_p95_s"]),
                    "latency_max_ms": _ms(data["latency_max_s"]), "frames_per_second": data["frames_per_second"],
                    "stage_seconds": data["stage_seconds"], "window_s": GOP_SECONDS,
-                   "startup_s": data["startup_s"]}
+                   "startup_s": data["startup_s"], "wallclock_sources": data["wallclock_sources"]}
             # paced runs play at the clip's rate by construction; the unpaced rate is the sustainable one
             run["x_real_time"] = None if paced else round(data["frames_per_second"] / fps, 2)
             results["runs"].append(run)

@@ -521,6 +521,8 @@ def batch(input_spec: str, output: str, progress, dry_run, limit, strict, encode
 @click.option("--shard-mb", type=float, default=None, help="... or at about this size (default: 256).")
 @click.option("--max-reconnects", type=int, default=None, help="Give up after this many failed reconnect attempts in a row (default: retry forever).")
 @click.option("--read-timeout", type=float, default=None, help="Seconds without data before the source counts as stalled (default: 5).")
+@click.option("--rtsp-transport", type=click.Choice(["auto", "udp", "tcp"]), default=None,
+              help="RTSP: RTP over UDP or over the RTSP TCP connection (default auto: UDP, then TCP).")
 @click.option("--max-windows", type=int, default=None, help="Stop after this many windows (default: no limit).")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: no limit).")
 @click.option("--budget", type=BUDGET, default=None, help=_BUDGET_HELP + " Overrides patchify.budget.")
@@ -529,7 +531,7 @@ def batch(input_spec: str, output: str, progress, dry_run, limit, strict, encode
 @click.option("--threads", type=int, default=None, help="torch/OpenCV threads for processing (default: 1; 0 = every core).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 def stream(source: str, output: str, recipe_path: str | None, stream_id: str | None, realtime, window, window_seconds, queue,
-           when_behind, rotate_seconds, shard_mb, max_reconnects, read_timeout, max_windows, duration, budget, chain,
+           when_behind, rotate_seconds, shard_mb, max_reconnects, read_timeout, rtsp_transport, max_windows, duration, budget, chain,
            encoder_dim, threads, progress) -> None:
     """Stream a camera (/dev/videoN), a network URL (rtsp/rtmp/http/tcp/udp) or a file into rolling token shards.
 
@@ -545,6 +547,7 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
     overrides = {"stream.realtime": realtime, "stream.window": window, "stream.window_seconds": window_seconds,
                  "stream.queue": queue, "stream.when_behind": when_behind, "stream.rotate_seconds": rotate_seconds,
                  "output.shard_mb": shard_mb, "stream.max_reconnects": max_reconnects, "stream.read_timeout": read_timeout,
+                 "stream.rtsp_transport": rtsp_transport,
                  "patchify.budget": budget, "compress": chain, "encoder.dim": encoder_dim, "stream.threads": threads}
     try:
         recipe = load_recipe(recipe_path, overrides, _FLAG_NAMES)

@@ -147,6 +147,8 @@ class VideoReader:
                     yield from self._flush_pending(state, future_anchor_known=False)
                     self._stop_on_error(f"reading the container failed: {error.strerror or error}", error)
                     return
+                if self.options.on_packet is not None:
+                    self.options.on_packet(packet)
                 try:
                     decoded = packet.decode()
                 except av.error.FFmpegError as error:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -95,6 +95,8 @@ class DecodeOptions:
         input_format: force a demuxer (e.g. "v4l2", "mpegts"); None lets FFmpeg probe (``/dev/video*`` sources
             default to "v4l2").
         container_options: extra FFmpeg format options (e.g. {"probesize": "32768"}).
+        on_packet: called with every demuxed video packet before it is decoded (e.g. to read the producer
+            reference times an RTSP source attaches from its RTCP sender reports); None = nothing.
     """
 
     motion: MotionMode = "auto"
@@ -115,6 +117,7 @@ class DecodeOptions:
     input_format: str | None = None
     container_options: dict[str, str] = field(default_factory=dict)
     limits: DecodeLimits = NO_LIMITS
+    on_packet: Callable[[Any], None] | None = None
 
     def __post_init__(self) -> None:
         _check_choice("motion", self.motion, MotionMode)

@@ -156,6 +156,9 @@ class Stream(_Section):
     rotate_seconds: float = Field(60.0, gt=0, description="finish the open shard after this long (and at output.shard_mb)")
     open_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(5.0, gt=0, description="no data for this long = stalled (UDP has no end-of-stream)")
+    rtsp_transport: Literal["auto", "udp", "tcp"] = Field(
+        "auto", description="RTP over UDP or interleaved in the RTSP TCP connection (through NAT and firewalls); auto = "
+                            "FFmpeg's default, UDP then TCP")
     probesize: int = Field(32768, ge=32, description="bytes FFmpeg reads to recognise a network stream")
     analyzeduration_s: float = Field(0.1, gt=0, description="at most this many seconds of a network stream are analysed "
                                                              "before decoding starts (FFmpeg reads 0 as its own 5-7 s default)")

@@ -12,13 +12,18 @@ Columns (D = token width, fixed per dataset; units and nulls in README's "Shard 
     frames_decoded (int32: frames decoded in the clip's span), packets_skipped (int32: undecodable packets
     dropped in the whole source), complete (bool: the whole source decoded cleanly: no skipped packets, no
     concealed frames, every frame its header and packet index announce). The last three are null where
-    unknown (live-stream windows) and absent from shards written before they existed: readers fill them
-    with None (``DECODE_COLUMNS``).
+    unknown (live-stream windows) and absent from version-1 shards: readers fill them with None
+    (``DECODE_COLUMNS``),
+    wallclock_start / wallclock_end (timestamp[us, UTC]: when a live window's first and last frames were
+    captured or received; null for batch rows and in shards written before these columns existed),
+    wallclock_source (string: "capture" when the source's own clock says, e.g. RTCP sender reports, else
+    "receive").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +32,8 @@ SCHEMA_VERSION = 2  # 2: times_estimated, sizes and the decode-completeness colu
 #: Parquet column path of the token values: the key ``column_encoding`` needs (a bare "tokens" is ignored
 #: silently) for byte-stream-split.
 TOKEN_VALUES_PATH = "tokens.list.element.list.element"
+#: Wall-clock columns: UTC instants, microseconds.
+WALLCLOCK_TYPE = pa.timestamp("us", tz="UTC")
 #: Decode-completeness columns: older shards (version 1) lack them and readers fill them with None.
 DECODE_COLUMNS = ("frames_decoded", "packets_skipped", "complete")
 
@@ -69,6 +76,11 @@ COLUMNS: dict[str, str] = {
     "packets_skipped": "int32: undecodable packets dropped in the whole source; null where unknown",
     "complete": "bool: the whole source decoded cleanly (no skipped packets, no concealed frames, every frame its "
                 "header and packet index announce); null where unknown",
+    "wallclock_start": "timestamp[us, UTC]: when a live window's first frame was captured (wallclock_source "
+                       "'capture') or received ('receive'); null for batch rows and in shards written before it existed",
+    "wallclock_end": "timestamp[us, UTC]: the same for the window's last frame; null as wallclock_start",
+    "wallclock_source": "string: 'capture' when the source's own clock says (RTSP: RTCP sender reports), else "
+                        "'receive'; null for batch rows",
 }
 
 
@@ -100,6 +112,9 @@ def token_schema(dim: int, patch_pixels: int | None = None, with_text: bool = Fa
         pa.field("frames_decoded", pa.int32()),
         pa.field("packets_skipped", pa.int32()),
         pa.field("complete", pa.bool_()),
+        pa.field("wallclock_start", WALLCLOCK_TYPE),
+        pa.field("wallclock_end", WALLCLOCK_TYPE),
+        pa.field("wallclock_source", pa.string()),
     ]
     if patch_pixels is not None:
         fields.append(pa.field("pixels", pa.list_(pa.list_(pa.uint8(), patch_pixels))))
@@ -118,6 +133,8 @@ class SampleRow:
         positions: (K, 3) int (t, h, w).
         pixels: (K, 3, P, P) uint8 or None.
         frames_decoded, packets_skipped, complete: how complete the decode was (None = unknown).
+        wallclock_start, wallclock_end: aware UTC datetimes (live windows) or None; wallclock_source:
+            "capture" / "receive" / None.
         the rest: as the schema's columns.
     """
 
@@ -146,6 +163,9 @@ class SampleRow:
     frames_decoded: int | None = None
     packets_skipped: int | None = None
     complete: bool | None = None
+    wallclock_start: datetime | None = None
+    wallclock_end: datetime | None = None
+    wallclock_source: str | None = None
 
     @property
     def sample_id(self) -> str:
@@ -190,6 +210,9 @@ def rows_to_table(rows: list[SampleRow], schema: pa.Schema) -> pa.Table:
         "positions": _nested(np.concatenate([np.asarray(r.positions, np.int32) for r in rows]) if rows else np.zeros((0, 3), np.int32),
                              3, pa.int32(), lengths),
         "frame_types": [list(r.frame_types) for r in rows],
+        "wallclock_start": [r.wallclock_start for r in rows],
+        "wallclock_end": [r.wallclock_end for r in rows],
+        "wallclock_source": [r.wallclock_source for r in rows],
     }
     for name in DECODE_COLUMNS:
         if name in schema.names:

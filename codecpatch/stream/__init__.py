@@ -6,6 +6,7 @@ model that consumes them online; ``run_stream`` writes them to rolling Parquet s
 
 from __future__ import annotations
 
+from ._clock import CaptureClock, FrameClock, WindowClock
 from ._runner import STREAM_STATS, STREAM_WINDOWS, StreamStats, run_stream
 from ._session import FrameWindow, SessionCounters, StreamSession, StreamWindowResult, default_stream_id, redact
 from ._source import Reconnect, StreamEnded, TimedFrame, is_live, live_frames
@@ -14,6 +15,8 @@ from ._window import WindowPolicy, Windower
 __all__ = [
     "STREAM_STATS",
     "STREAM_WINDOWS",
+    "CaptureClock",
+    "FrameClock",
     "FrameWindow",
     "Reconnect",
     "SessionCounters",
@@ -22,6 +25,7 @@ __all__ = [
     "StreamStats",
     "StreamWindowResult",
     "TimedFrame",
+    "WindowClock",
     "WindowPolicy",
     "Windower",
     "default_stream_id",

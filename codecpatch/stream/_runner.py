@@ -17,11 +17,13 @@ from tqdm import tqdm
 from ..pipeline._process import token_dim
 from ..pipeline._recipe import Recipe
 from ..shards import ShardWriter
+from ._clock import iso
 from ._session import StreamSession, StreamWindowResult, default_stream_id, redact
 
 log = logging.getLogger("codecpatch.stream")
 STREAM_STATS = "_stream_stats.json"
-#: One JSON line per window handled: index, session, frames, stream times, latency, tokens, status.
+#: One JSON line per window handled: index, session, frames, stream times, wall-clock times (ISO 8601 UTC) and
+#: where they come from, latency, tokens, status.
 STREAM_WINDOWS = "_stream_windows.jsonl"
 #: Latency quantiles are over the latest this-many windows (a camera runs for months).
 LATENCY_WINDOWS = 10_000
@@ -169,6 +171,8 @@ def _record(result: StreamWindowResult, writer: ShardWriter, stats: StreamStats,
         stats.windows_incomplete += 1
     entry = {"window": window.index, "session": window.session, "frames": result.n_frames, "time_start": result.time_start,
              "time_end": result.time_end, "complete": window.complete}
+    if window.clock is not None:
+        entry.update(wallclock_start=iso(window.clock.start), wallclock_end=iso(window.clock.end), wallclock_source=window.clock.source)
     if result.clip is None:
         stage, kind, message = result.error
         writer.errors.add(f"{stream_id}#{window.index}", stage, kind, message)

@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Literal
 
 import numpy as np
@@ -22,6 +22,7 @@ from ..patchify import PatchifyConfig, window_samples
 from ..patchify._collect import canvas_geometry
 from ..pipeline._process import ClipResult, encode_and_compress, limit_threads, patchify_config, process_clip
 from ..pipeline._recipe import Recipe
+from ._clock import FrameClock, WindowClock
 from ._source import Reconnect, StreamEnded, is_live, live_frames
 from ._window import WindowPolicy, Windower
 
@@ -43,6 +44,7 @@ class FrameWindow:
         last_decoded_at: ``time.monotonic()`` when its last frame was decoded (latency starts here).
         complete: False when a disconnect, the end of the source or a stop cut it short.
         codec, fps: of the connection the frames came from (fps None when the stream gives no usable rate).
+        clock: UTC times of its first and last frames and where they come from ("capture" / "receive").
     """
 
     index: int
@@ -52,6 +54,7 @@ class FrameWindow:
     complete: bool
     codec: str = ""
     fps: float | None = None
+    clock: WindowClock | None = None
 
 
 @dataclass(frozen=True)
@@ -251,10 +254,13 @@ class StreamSession:
             selected = time.perf_counter()
             clip = process_clip(samples, self.recipe, self.config, video_id=self.stream_id, source=self.public_source, stages=stages)
             clip.stage_seconds["select"] = selected - started
+            if window.clock is not None:
+                start, end = window.clock.as_datetimes()
+                clip = replace(clip, row=replace(clip.row, wallclock_start=start, wallclock_end=end, wallclock_source=window.clock.source))
         except Exception as failure:  # one bad window must not end the stream
             message = f"{self.public_source} window {window.index}: {failure} | {traceback.format_exc(limit=3)[-400:]}"
             error = (stages[-1], type(failure).__name__, message)
-        released = FrameWindow(window.index, (), window.session, window.last_decoded_at, window.complete, window.codec, window.fps)
+        released = replace(window, frames=())
         return StreamWindowResult(released, len(frames), frames[0].time, frames[-1].time, clip, error, time.monotonic())
 
     # -- decode thread ------------------------------------------------------------------------------------
@@ -265,6 +271,8 @@ class StreamSession:
         container_options = {}
         if is_url(self.source):
             container_options = {"probesize": str(s.probesize), "analyzeduration": str(int(s.analyzeduration_s * 1e6))}
+        if self.source.startswith(("rtsp://", "rtsps://")) and s.rtsp_transport != "auto":
+            container_options["rtsp_transport"] = s.rtsp_transport
         codec_mode = config.mode == "codec"
         return DecodeOptions(
             block_size=config.block_size, rgb=True, keep_vectors=False, on_error="skip",
@@ -279,11 +287,15 @@ class StreamSession:
         windower = Windower(self.policy)
         connection = {"session": 0, "codec": "", "fps": None}
         last_decoded_at = 0.0
+        clocks: dict[int, FrameClock] = {}  # frame index -> wall-clock times, for the frames of the open window
 
         def close_window(frames: list[CodecFrame] | None, complete: bool, decoded_at: float) -> None:
             if frames:
+                clock = WindowClock.of(clocks[frames[0].index], clocks[frames[-1].index])
+                for frame in frames:
+                    clocks.pop(frame.index, None)
                 self._enqueue(FrameWindow(self._next_window, tuple(frames), connection["session"], decoded_at, complete,
-                                          connection["codec"], connection["fps"]))
+                                          connection["codec"], connection["fps"], clock))
                 self._next_window += 1
 
         def on_disconnect(reason: str) -> None:
@@ -302,6 +314,7 @@ class StreamSession:
             for timed in live_frames(self.source, self._decode_options(), stop=self._stop, realtime=s.realtime,
                                      reconnect=reconnect, on_session=on_session, on_disconnect=on_disconnect,
                                      name=self.public_source):
+                clocks[timed.frame.index] = timed.clock
                 finished = windower.add(timed.frame)
                 if finished:  # ends with this frame (seconds mode) or with the one before (a key frame cut)
                     close_window(finished, True, timed.decoded_at if finished[-1] is timed.frame else last_decoded_at)

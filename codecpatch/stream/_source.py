@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 from ..decode import CodecFrame, DecodeOptions, StreamInfo, VideoReader
 from ..decode._source import is_url
 from ..errors import InvalidVideoError, NoVideoStreamError, SourceTimeoutError, UnsupportedCodecError, VideoError
+from ._clock import CaptureClock, FrameClock
 
 log = logging.getLogger("codecpatch.stream")
 
@@ -45,11 +46,13 @@ class TimedFrame:
         frame: the CodecFrame; ``index`` counts frames over the whole stream (across reconnects).
         session: connection number (0 = first; +1 per reconnect).
         decoded_at: ``time.monotonic()`` when the decoder delivered it (after pacing, for real-time files).
+        clock: its wall-clock times: captured (when the source says, e.g. RTCP sender reports) and received.
     """
 
     frame: CodecFrame
     session: int
     decoded_at: float
+    clock: FrameClock
 
 
 class StreamEnded(Exception):
@@ -63,13 +66,13 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
 
     A live source (URL or capture device) that fails to open, stalls for ``options.read_timeout``, loses its
     connection or ends is reopened after a backoff; ``on_disconnect(reason)`` is called first so the caller
-    can close the open window. A file ends at its end. ``name`` is how logs call the source (e.g. without
-    its credentials).
+    can close the open window. A file ends at its end. ``name`` is how logs and errors call the source (e.g.
+    without its credentials).
 
     Raises:
         VideoError: a file cannot be read; or a live source is not a video stream we can use (unknown
             protocol, not a recognised format, no video stream, no decoder) before it ever connected:
-            retrying would not help.
+            retrying would not help (so is an RTSP server that answers 404, 401 or 403 at the first attempt).
         StreamEnded: a live source stayed away for ``reconnect.max_attempts`` attempts in a row.
     """
     source = os.fspath(source)
@@ -79,19 +82,21 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
     delay = reconnect.backoff_s
     while not stop.is_set():
         delivered = 0
+        capture = CaptureClock()  # per connection: each has its own RTP clock
         try:
-            with VideoReader(source, options) as reader:
+            with VideoReader(source, replace(options, on_packet=capture.on_packet)) as reader:
                 session += 1
                 log.info("%s: connected (session %d, %s %dx%d)", name, session, reader.info.codec, reader.info.width, reader.info.height)
                 if on_session is not None:
                     on_session(session, reader.info)
-                clock = _Pacer() if realtime else None
+                pacer = _Pacer() if realtime else None
                 for frame in reader:
                     frame = replace(frame, index=frame_offset + frame.index)
-                    if clock is not None and not clock.wait_until(frame.time, stop):
+                    if pacer is not None and not pacer.wait_until(frame.time, stop):
                         break
                     delivered += 1
-                    yield TimedFrame(frame, session, time.monotonic())
+                    clock = FrameClock(capture.captured_at(frame.pts), time.time())
+                    yield TimedFrame(frame, session, time.monotonic(), clock)
                     if stop.is_set():
                         break
                 report = reader.report
@@ -106,8 +111,10 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
                 raise
             reason = f"stalled ({error.reason})"
         except VideoError as error:
-            if not live or (session < 0 and _permanent(error)):
+            if not live:
                 raise
+            if session < 0 and _permanent(error):
+                raise _named(error, name) from None
             reason = f"unavailable ({error.reason})"
         frame_offset += delivered
         if stop.is_set() or not live:
@@ -127,11 +134,23 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
         delay = min(delay * 2, reconnect.backoff_max_s)
 
 
+#: What servers answer for a path or login that another attempt would not fix (RTSP/HTTP status texts).
+_PERMANENT_ANSWERS = ("protocol not found", "404 not found", "401 unauthorized", "403 forbidden")
+
+
 def _permanent(error: VideoError) -> bool:
-    """Errors that another attempt would repeat: no such protocol, not a video, no video stream, no decoder."""
+    """Errors that another attempt would repeat: no such protocol, not a video, no video stream, no decoder,
+    no such path on the server, credentials refused."""
     if isinstance(error, (InvalidVideoError, NoVideoStreamError, UnsupportedCodecError)):
         return True
-    return "protocol not found" in error.reason.lower()
+    reason = error.reason.lower()
+    return any(answer in reason for answer in _PERMANENT_ANSWERS)
+
+
+def _named(error: VideoError, name: str) -> VideoError:
+    """``error`` naming the source as ``name`` (the URL without its credentials) instead of as given; raise it
+    ``from None``: the FFmpeg error behind it names the URL as given."""
+    return type(error)(name, error.reason.replace(error.source, name))
 
 
 class _Pacer:
