@@ -3,6 +3,8 @@
 from ._inputs import InputVideo, list_inputs
 from ._process import VideoResult, process_video
 from ._recipe import Recipe, RecipeError, load_recipe
-from ._runner import RunStats, run
+from ._fingerprint import row_fingerprint
+from ._runner import ExecutionChoice, Interrupted, RunStats, choose_execution, run
 
-__all__ = ["InputVideo", "Recipe", "RecipeError", "RunStats", "VideoResult", "list_inputs", "load_recipe", "process_video", "run"]
+__all__ = ["ExecutionChoice", "InputVideo", "Interrupted", "Recipe", "RecipeError", "RunStats", "VideoResult", "choose_execution",
+           "list_inputs", "load_recipe", "process_video", "row_fingerprint", "run"]

@@ -2,7 +2,7 @@
 
 from ._reader import TokenShardDataset, collate_tokens, shard_paths, to_ray_dataset
 from ._schema import SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
-from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, ShardWriter
+from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, RecipeMismatchError, ShardWriter, signals_deferred
 
 __all__ = [
     "ERRORS",
@@ -12,10 +12,12 @@ __all__ = [
     "ErrorLog",
     "FolderInUseError",
     "Manifest",
+    "RecipeMismatchError",
     "SampleRow",
     "ShardWriter",
     "TokenShardDataset",
     "collate_tokens",
+    "signals_deferred",
     "rows_to_table",
     "shard_paths",
     "to_ray_dataset",
