@@ -452,3 +452,23 @@ def test_sigkill_loses_only_pending_windows_and_the_restart_names_them(camera_cl
     assert sorted(r["clip_index"] for r in rows(out)) == sorted(written | {max(lost) + 1})
     again = run_stream(camera_clip, recipe(), out, progress=False, max_windows=1)
     assert again.windows_lost_before == []  # reported once
+
+
+def test_log_lines_are_printed_above_the_progress_bar_not_through_it(camera_clip, tmp_path, capsys):
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)  # as the CLI sets up logging
+    handler.setFormatter(logging.Formatter("LOG %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        run_stream(camera_clip, recipe(), tmp_path, progress=True, max_windows=2)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "LOG " in err and "win" in err
+    for position in [i for i in range(len(err)) if err.startswith("LOG ", i)]:
+        assert position == 0 or err[position - 1] in "\r\n", repr(err[max(0, position - 40):position + 20])

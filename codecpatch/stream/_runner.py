@@ -134,7 +134,7 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
     pending: list[int] = []  # windows whose rows are in the open shard
     redirect = logging_redirect_tqdm() if show else contextlib.nullcontext()
     try:
-        with session, redirect:  # starting the session loads and runs the encoder while the decode thread opens the source
+        with redirect, session:  # starting the session loads and runs the encoder while the decode thread opens the source
             writer.warm_up()
             for window in session.windows():
                 if window is not None:
