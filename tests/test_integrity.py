@@ -18,7 +18,9 @@ import pytest
 
 import codecpatch.pipeline._runner as runner_module
 from codecpatch.pipeline import Interrupted, choose_execution, list_inputs, load_recipe, process_video, run
-from codecpatch.pipeline._runner import _OWNER, AUTO_RAY_MIN_INPUTS, _remove_stale_temp_dirs
+import codecpatch.pipeline._interrupts as interrupts_module
+from codecpatch.pipeline._local_ray import _OWNER, remove_stale_temp_dirs
+from codecpatch.pipeline._runner import AUTO_RAY_MIN_INPUTS
 from codecpatch.shards import Manifest, RecipeMismatchError, TokenShardDataset
 
 from .conftest import REPO, SAMPLES
@@ -111,7 +113,7 @@ def test_a_signal_at_every_commit_point_leaves_every_input_exactly_once(monkeypa
             except Interrupted as caught:
                 interrupted = caught
         assert interrupted is not None and interrupted.exit_status == 128 + signum, f"commit point {at}"
-        assert signal.getsignal(signum) is not runner_module._raise_interrupted  # handlers restored
+        assert signal.getsignal(signum) is not interrupts_module._raise_interrupted  # handlers restored
         resumed = run(load_recipe(None, RECIPE), list_inputs(clips), output, progress=False)
         assert resumed.processed + resumed.failed + resumed.skipped_done == len(results)
         assert_exactly_once(output, results)
@@ -290,7 +292,7 @@ def test_stale_ray_temp_folders_of_dead_runs_are_removed(tmp_path):
     (dead / _OWNER).touch()
     with open(alive / _OWNER, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        removed = _remove_stale_temp_dirs(tmp_path)
+        removed = remove_stale_temp_dirs(tmp_path)
     assert removed == [dead] and not dead.exists() and alive.exists() and foreign.exists()
 
 

@@ -12,17 +12,10 @@ exit status (128 + signal number).
 from __future__ import annotations
 
 import datetime
-import fcntl
 import json
-import math
 import os
-import shutil
-import signal
-import tempfile
-import threading
 import time
 from collections import Counter, defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -32,6 +25,8 @@ from tqdm import tqdm
 from ..shards import ShardWriter
 from ._fingerprint import row_fingerprint
 from ._inputs import InputVideo
+from ._interrupts import Interrupted, interrupts_raise
+from ._local_ray import start_ray, stop_ray
 from ._process import VideoResult, _vit, encode_and_compress, limit_threads, process_video, token_dim
 from ._recipe import Recipe
 
@@ -41,51 +36,6 @@ STATS = "_stats.json"
 AUTO_RAY_MIN_INPUTS = 8
 #: A Ray task that has not even started this long after its deadline would have run out is timed out too.
 _START_ALLOWANCE_S = 120
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM stopped the run; what finished before it is committed. ``exit_status`` is the
-    conventional 128 + signal number (130 for Ctrl-C, 143 for SIGTERM)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.signum = signum
-        self.signal_name = signal.Signals(signum).name
-
-    @property
-    def exit_status(self) -> int:
-        return 128 + self.signum
-
-
-def _raise_interrupted(signum, _frame) -> None:
-    raise Interrupted(signum)
-
-
-_interrupt_depth = 0
-
-
-@contextmanager
-def interrupts_raise():
-    """Within the block, SIGINT and SIGTERM raise ``Interrupted`` in the main thread (restored after)."""
-    global _interrupt_depth
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
-    _interrupt_depth += 1
-    try:
-        yield
-    finally:
-        _interrupt_depth -= 1
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _reclaim_signals() -> None:
-    """Ray's init installs its own SIGTERM handler (a C++ stack dump, then exit 1 or 15): take it back."""
-    if _interrupt_depth and threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, _raise_interrupted)
 
 
 @dataclass(frozen=True)
@@ -272,7 +222,7 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe, stats: "RunStats", workers: 
     execution = recipe.execution
     split = execution.encode_gpus > 0
     local_cpus = (workers or 1) * execution.decode_cpus + (execution.encoders * execution.encode_cpus if split else 0)
-    started_here = _start_ray(execution.address, local_cpus, execution.gpus)
+    started_here = start_ray(execution.address, local_cpus, execution.gpus)
     try:
         if workers is None:  # auto on a joined cluster: one task per CPU it has
             workers = max(1, int(ray.cluster_resources().get("CPU", 1) // execution.decode_cpus))
@@ -349,7 +299,7 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe, stats: "RunStats", workers: 
                 yield None
     finally:
         if started_here:
-            _stop_ray()
+            stop_ray()
 
 
 _PLACEMENT_TIMEOUT_S = 120
@@ -417,74 +367,3 @@ class EncodeStage:
         if self.recipe.encoder.name == "vit":
             device = str(next(_vit(self.recipe).parameters()).device)
         return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "device": device}
-
-
-#: Local Ray temp folders: /tmp/cpray<random>/ (Ray's socket paths must stay under 107 bytes), each holding
-#: ``_OWNER`` locked by the driver that made it. A folder whose lock is free belongs to a dead run.
-_TEMP_PREFIX = "cpray"
-_OWNER = "codecpatch-owner.lock"
-_ray_temp: tuple[Path, object] | None = None
-
-
-def _remove_stale_temp_dirs(parent: Path = Path("/tmp")) -> list[Path]:
-    """Delete the Ray temp folders of codecpatch runs that died without cleaning up; returns them."""
-    removed = []
-    for folder in parent.glob(f"{_TEMP_PREFIX}*"):
-        owner = folder / _OWNER
-        try:
-            with open(owner, "r+") as handle:  # not created: a folder without it is not ours
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: its driver is gone
-        except (BlockingIOError, FileNotFoundError, NotADirectoryError, PermissionError):
-            continue  # alive, or not one of ours
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
-
-
-def _start_ray(address: str | None, cpus: float, gpus: float | None = None) -> bool:
-    """Join ``address`` or start a quiet local Ray (no dashboard, own temp dir, no auth token in $HOME)."""
-    global _ray_temp
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-        _reclaim_signals()
-        return True
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    _remove_stale_temp_dirs()
-    temp_dir = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir="/tmp"))
-    owner = open(temp_dir / _OWNER, "w")  # held (locked) for as long as this process runs Ray
-    fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    _ray_temp = (temp_dir, owner)
-    try:
-        ray.init(num_cpus=max(1, math.ceil(cpus)), num_gpus=gpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, _temp_dir=str(temp_dir), runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled"}})
-    except BaseException:
-        _stop_ray()
-        raise
-    _reclaim_signals()
-    return True
-
-
-def _stop_ray() -> None:
-    """Shut down the Ray this process started and delete its temp folder."""
-    global _ray_temp
-    import ray
-
-    try:
-        ray.shutdown()
-    finally:
-        if _ray_temp is not None:
-            temp_dir, owner = _ray_temp
-            _ray_temp = None
-            for _attempt in range(3):  # Ray's last processes may still be writing their logs there
-                shutil.rmtree(temp_dir, ignore_errors=True)
-                if not temp_dir.exists():
-                    break
-                time.sleep(0.3)
-            if temp_dir.exists():
-                (temp_dir / _OWNER).touch()  # unlocked: the next start removes what is left
-            owner.close()
