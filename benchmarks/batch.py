@@ -61,14 +61,14 @@ def main() -> None:
             plain_frames, plain_seconds = plain_frames + frames, plain_seconds + seconds
         results["plain_decode"] = {"frames": plain_frames, "seconds": plain_seconds, "fps": plain_frames / plain_seconds}
         print(f"{len(inputs)} videos, {plain_frames} frames; plain PyAV decode (1 process): {plain_frames / plain_seconds:.0f} frames/s")
-        from codecpatch.pipeline._runner import _start_ray
+        from codecpatch.pipeline._local_ray import start_ray, stop_ray
 
         import ray
 
         for workers in (1, 2):
             recipe = load_recipe(REPO / "pipelines" / "batch.toml", {"execution.workers": workers})
             started = time.perf_counter()
-            _start_ray(None, workers)  # started here so its ~2 s start-up is reported apart
+            start_ray(None, workers)  # started here so its ~2 s start-up is reported apart
             ray_start = time.perf_counter() - started
             started = time.perf_counter()
             # Worker processes import torch, OpenCV, PyAV and codecpatch on their first task (~2 s, the same
@@ -80,7 +80,7 @@ def main() -> None:
             started = time.perf_counter()
             stats = run(recipe, inputs, folder / f"out{workers}", progress=False)
             wall = time.perf_counter() - started
-            ray.shutdown()
+            stop_ray()  # and its temp folder
             row = stats.to_dict()
             row.update({"ray_start_seconds": ray_start, "worker_start_seconds": worker_start, "wall_seconds": wall,
                         "wall_with_worker_start_seconds": wall + worker_start, "videos_per_s": len(inputs) / wall, "tokens_per_s": stats.n_tokens / wall,

@@ -377,12 +377,27 @@ def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ..
 
 
 _EXIT_INPUTS_FAILED = 4  # --strict: the run finished, but some inputs failed (recorded in _errors.parquet)
+_EXIT_INTERRUPTED_HELP = "SIGINT (Ctrl-C) or SIGTERM: what finished is committed, exit status 130 or 143 (128 + signal)"
+
+
+class _Workers(click.ParamType):
+    """``--workers``: ``auto`` or a count >= 0."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        if str(value).isdigit():
+            return int(value)
+        self.fail(f"{value!r}: expected auto or a whole number >= 0", param, ctx)
 
 
 def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrides: dict, flags: dict) -> None:
-    """Validate, scan the inputs, plan and run; ``flags``: progress, dry_run, limit, strict."""
-    from .pipeline import SKIPPED, RecipeError, format_plan, load_recipe, parse_extensions, plan_run, run, scan_inputs
-    from .shards import FolderInUseError
+    """Validate, scan the inputs, plan and run; ``flags``: progress, dry_run, limit, strict, overwrite."""
+    from .pipeline import (SKIPPED, Interrupted, RecipeError, format_plan, load_recipe, parse_extensions, plan_run, run,
+                           scan_inputs)
+    from .shards import FolderInUseError, RecipeMismatchError
 
     try:
         recipe = load_recipe(recipe_path, overrides, _FLAG_NAMES)
@@ -403,16 +418,20 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
         click.echo(f"dry run: nothing written to {output}")
         return
     try:
-        stats = run(recipe, plan.inputs, output, progress=flags["progress"])
-    except FolderInUseError as error:
+        stats = run(recipe, plan.inputs, output, progress=flags["progress"], overwrite=flags["overwrite"])
+    except (RecipeMismatchError, FolderInUseError) as error:
         _fail(str(error))
+    except Interrupted as interrupt:
+        click.echo(f"{interrupt.signal_name}: stopped; everything that finished is committed to {output} "
+                   "(rerun the same command to resume)", err=True)
+        sys.exit(interrupt.exit_status)
     scan.write_skipped(output)  # after the run: the folder is ours (the writer's lock) and exists
     summary = stats.to_dict()
     left = f", {len(plan.over_limit)} left by --limit" if plan.over_limit else ""
     click.echo(scan.summary() + (f" (see {output}/{SKIPPED})" if scan.skipped else ""))
     click.echo(f"{summary['inputs']} inputs: {summary['processed']} processed, {summary['failed']} failed, "
                f"{summary['skipped_done']} already done{left}; {summary['clips']} clips, {summary['n_tokens']} tokens "
-               f"in {summary['seconds']:.1f} s -> {output}")
+               f"in {summary['seconds']:.1f} s -> {output} [{summary['execution']}]")
     if summary.get("partial"):
         click.echo(f"  partial decodes: {summary['partial']} (rows with complete = false; recipe limits.partial = "
                    f"{recipe.limits.partial})")
@@ -427,13 +446,19 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
 _RUN_OVERRIDES = [
     click.option("--input", "input_spec", required=True, help="Folder, glob, LIST.txt (path[TAB]text) or LIST.parquet."),
     click.option("--output", required=True, type=click.Path(file_okay=False), help="Shard folder (a rerun resumes it)."),
-    click.option("--workers", type=int, default=None, help="0 = in-process; N = N Ray workers (recipe: execution.workers)."),
+    click.option("--overwrite", is_flag=True, help="Delete what an earlier run wrote to --output and start again (needed "
+                                                   "when its settings differ from this run's)."),
+    click.option("--workers", type=_Workers(), default=None,
+                 help="auto = in-process for a few inputs or one CPU, else Ray; 0 = in-process; N = N Ray workers "
+                      "(recipe: execution.workers, default auto)."),
     click.option("--address", default=None, help="Join a Ray cluster: auto or ray://host:port."),
-    click.option("--deadline", type=float, default=None, help="Seconds before a video's worker is killed."),
+    click.option("--deadline", type=float, default=None, help="Seconds a video may run (worker start-up not counted) before its worker is killed."),
     click.option("--budget", type=BUDGET, default=None, help=_BUDGET_HELP + " Overrides patchify.budget."),
     click.option("--compress", "chain", default=None, help="Override the compressor chain."),
     click.option("--store-pixels/--no-store-pixels", default=None, help="Store the kept patches' pixels."),
     click.option("--shard-mb", type=float, default=None, help="Roll shards over at about this many MB (recipe: output.shard_mb)."),
+    click.option("--commit-seconds", type=float, default=None,
+                 help="Finish the open shard at least this often, bounding what a kill loses (recipe: output.commit_seconds, default 60)."),
     click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."),
     click.option("--dry-run", is_flag=True, help="List what would run, what is already done and what is skipped (and why); write nothing."),
     click.option("--limit", type=click.IntRange(min=1), default=None, help="Process at most N inputs not yet done (try a recipe on a few)."),
@@ -460,7 +485,7 @@ _FLAG_NAMES = {"execution.workers": "--workers", "execution.address": "--address
                "stream.max_reconnects": "--max-reconnects", "stream.read_timeout": "--read-timeout", "stream.threads": "--threads",
                "inputs.extensions": "--extensions", "clips.seconds": "--clip-seconds", "limits.max_pixels": "--max-pixels",
                "limits.max_seconds": "--max-seconds", "limits.max_file_mb": "--max-file-mb",
-               "limits.max_frames": "--max-frames", "limits.partial": "--partial"}
+               "limits.max_frames": "--max-frames", "limits.partial": "--partial", "output.commit_seconds": "--commit-seconds"}
 
 
 def _shown_path(path: str, input_spec: str) -> str:
@@ -474,33 +499,34 @@ def _run_options(command):
     return command
 
 
-def _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb, extensions=None, clip_seconds=None,
-               max_pixels=None, max_seconds=None, max_file_mb=None, max_frames=None, partial=None) -> dict:
+def _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb, commit_seconds=None, extensions=None,
+               clip_seconds=None, max_pixels=None, max_seconds=None, max_file_mb=None, max_frames=None, partial=None) -> dict:
     return {"execution.workers": workers, "execution.address": address, "execution.deadline_s": deadline,
             "patchify.budget": budget, "compress": chain, "output.store_pixels": store_pixels, "output.shard_mb": shard_mb,
+            "output.commit_seconds": commit_seconds,
             "inputs.extensions": extensions.split(",") if extensions else None, "clips.seconds": clip_seconds,
             "limits.max_pixels": max_pixels, "limits.max_seconds": max_seconds, "limits.max_file_mb": max_file_mb,
             "limits.max_frames": max_frames, "limits.partial": partial}
 
 
-@main.command(name="run")
+@main.command(name="run", epilog=_EXIT_INTERRUPTED_HELP)
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @_run_options
-def run_recipe(recipe: str, input_spec: str, output: str, progress, dry_run, limit, strict, **flags) -> None:
+def run_recipe(recipe: str, input_spec: str, output: str, progress, dry_run, limit, strict, overwrite, **flags) -> None:
     """Run a pipeline recipe (pipelines/*.toml) over a video dataset into Parquet token shards."""
     _run_pipeline(recipe, input_spec, output, _overrides(**flags),
-                  {"progress": progress, "dry_run": dry_run, "limit": limit, "strict": strict})
+                  {"progress": progress, "dry_run": dry_run, "limit": limit, "strict": strict, "overwrite": overwrite})
 
 
-@main.command()
+@main.command(epilog=_EXIT_INTERRUPTED_HELP)
 @_run_options
 @click.option("--encoder-dim", type=int, default=None, help="pixel encoder projection dims.")
-def batch(input_spec: str, output: str, progress, dry_run, limit, strict, encoder_dim, **flags) -> None:
+def batch(input_spec: str, output: str, progress, dry_run, limit, strict, overwrite, encoder_dim, **flags) -> None:
     """The batch pipeline with flags only (recipe defaults for everything not given)."""
     overrides = _overrides(**flags)
     overrides["encoder.dim"] = encoder_dim
     _run_pipeline(None, input_spec, output, overrides,
-                  {"progress": progress, "dry_run": dry_run, "limit": limit, "strict": strict})
+                  {"progress": progress, "dry_run": dry_run, "limit": limit, "strict": strict, "overwrite": overwrite})
 
 
 @main.command()
@@ -517,7 +543,8 @@ def batch(input_spec: str, output: str, progress, dry_run, limit, strict, encode
 @click.option("--when-behind", type=click.Choice(["auto", "drop_oldest", "block"]), default=None,
               help="When the queue is full: drop the oldest window (counted) or stop decoding (default auto: drop for live "
                    "sources and --realtime files, block for files read as fast as they decode).")
-@click.option("--rotate-seconds", type=float, default=None, help="Finish the open shard after this many seconds (default: 60).")
+@click.option("--rotate-seconds", type=float, default=None,
+              help="Finish the open shard after this many seconds (default: 60): the most a SIGKILL can lose.")
 @click.option("--shard-mb", type=float, default=None, help="... or at about this size (default: 256).")
 @click.option("--max-reconnects", type=int, default=None, help="Give up after this many failed reconnect attempts in a row (default: retry forever).")
 @click.option("--read-timeout", type=float, default=None, help="Seconds without data before the source counts as stalled (default: 5).")
@@ -530,9 +557,10 @@ def batch(input_spec: str, output: str, progress, dry_run, limit, strict, encode
 @click.option("--encoder-dim", type=int, default=None, help="pixel encoder projection dims.")
 @click.option("--threads", type=int, default=None, help="torch/OpenCV threads for processing (default: 1; 0 = every core).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--overwrite", is_flag=True, help="Delete what an earlier run wrote to --output and start again.")
 def stream(source: str, output: str, recipe_path: str | None, stream_id: str | None, realtime, window, window_seconds, queue,
            when_behind, rotate_seconds, shard_mb, max_reconnects, read_timeout, rtsp_transport, max_windows, duration, budget, chain,
-           encoder_dim, threads, progress) -> None:
+           encoder_dim, threads, progress, overwrite) -> None:
     """Stream a camera (/dev/videoN), a network URL (rtsp/rtmp/http/tcp/udp) or a file into rolling token shards.
 
     Ctrl-C or SIGTERM finishes the current window, closes the shard and exits with status 0. Exit status 3:
@@ -542,6 +570,7 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
     import threading
 
     from .pipeline import RecipeError, load_recipe
+    from .shards import FolderInUseError, RecipeMismatchError
     from .stream import run_stream
 
     overrides = {"stream.realtime": realtime, "stream.window": window, "stream.window_seconds": window_seconds,
@@ -559,15 +588,16 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
     def request_stop(signum, _frame) -> None:
         if stop.is_set():  # a second Ctrl-C: stop waiting
             raise KeyboardInterrupt
-        click.echo(f"{signal.Signals(signum).name}: finishing the current window and closing the shard", err=True)
+        logging.getLogger("codecpatch.stream").warning("%s: finishing the current window and closing the shard",
+                                                       signal.Signals(signum).name)  # through the progress bar
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, request_stop)
     try:
         stats = run_stream(source, recipe, output, stream_id=stream_id, max_windows=max_windows, duration_s=duration,
-                           stop=stop, progress=progress)
-    except VideoError as error:
+                           stop=stop, progress=progress, overwrite=overwrite)
+    except (VideoError, RecipeMismatchError, FolderInUseError) as error:
         _fail(str(error))
     summary = stats.to_dict()
     p50, p95 = summary["latency_p50_s"], summary["latency_p95_s"]

@@ -331,8 +331,10 @@ def test_sigterm_finishes_the_window_and_leaves_a_complete_readable_shard(camera
     # the window being decoded at the signal was finished (shorter) and written, not lost
     assert stats["windows_incomplete"] == 1
     log = [json.loads(line) for line in (out / "_stream_windows.jsonl").read_text().splitlines()]
-    assert [entry["window"] for entry in log] == list(range(len(got)))
-    assert log[-1]["complete"] is False and log[-1]["status"] == "written" and all(e["complete"] for e in log[:-1])
+    handled = [entry for entry in log if entry["status"] == "pending"]
+    assert [entry["window"] for entry in handled] == list(range(len(got)))
+    assert handled[-1]["complete"] is False and all(e["complete"] for e in handled[:-1])
+    assert sorted(e["window"] for e in log if e["status"] == "written") == list(range(len(got)))  # all durable at the end
 
 
 def test_cli_names_a_bad_source_and_exits_2(tmp_path):
@@ -404,3 +406,69 @@ def test_a_typo_in_the_protocol_fails_at_once_instead_of_retrying_forever(tmp_pa
     with pytest.raises(VideoOpenError, match="rtps://"):
         run_stream("rtps://127.0.0.1/cam", recipe(), tmp_path, progress=False)
     assert time.monotonic() - started < 10
+
+
+def window_log(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "_stream_windows.jsonl").read_text().splitlines()]
+
+
+def test_a_window_is_written_only_once_its_shard_is_finished(camera_clip, tmp_path):
+    run_stream(camera_clip, load_recipe(None, {"encoder.dim": 32, "output.shard_mb": 0.0001}), tmp_path, progress=False, max_windows=3)
+    log = window_log(tmp_path)
+    assert [(e["window"], e["status"]) for e in log] == [(0, "pending"), (0, "written"), (1, "pending"), (1, "written"),
+                                                         (2, "pending"), (2, "written")]
+    for entry in (e for e in log if e["status"] == "written"):  # the shard it names holds it
+        assert pq.read_table(tmp_path / entry["shard"]).column("clip_index").to_pylist() == [entry["window"]]
+
+
+@pytest.mark.slow
+def test_sigkill_loses_only_pending_windows_and_the_restart_names_them(camera_clip, tmp_path):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "codecpatch.cli", "stream", str(camera_clip), "--realtime", "--output", str(out),
+               "--rotate-seconds", "2", "--encoder-dim", "32", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            log = window_log(out) if (out / "_stream_windows.jsonl").exists() else []
+            written = [e["window"] for e in log if e["status"] == "written"]
+            if written and any(e["status"] == "pending" and e["window"] > max(written) for e in log):
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGKILL, "the stream ended before it could be killed"
+    log = window_log(out)
+    written = {e["window"] for e in log if e["status"] == "written"}
+    lost = sorted({e["window"] for e in log if e["status"] == "pending"} - written)
+    assert written and lost
+    assert {r["clip_index"] for r in rows(out)} == written  # what the log calls written is exactly what is in shards
+    restarted = run_stream(camera_clip, recipe(), out, progress=False, max_windows=1)
+    assert restarted.windows_lost_before == lost and restarted.first_window == max(lost) + 1
+    log = window_log(out)
+    assert sorted(e["window"] for e in log if e["status"] == "lost") == lost
+    assert sorted(r["clip_index"] for r in rows(out)) == sorted(written | {max(lost) + 1})
+    again = run_stream(camera_clip, recipe(), out, progress=False, max_windows=1)
+    assert again.windows_lost_before == []  # reported once
+
+
+def test_log_lines_are_printed_above_the_progress_bar_not_through_it(camera_clip, tmp_path, capsys):
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)  # as the CLI sets up logging
+    handler.setFormatter(logging.Formatter("LOG %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        run_stream(camera_clip, recipe(), tmp_path, progress=True, max_windows=2)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "LOG " in err and "win" in err
+    for position in [i for i in range(len(err)) if err.startswith("LOG ", i)]:
+        assert position == 0 or err[position - 1] in "\r\n", repr(err[max(0, position - 40):position + 20])

@@ -116,10 +116,13 @@ class Encoder(_Section):
 class Output(_Section):
     shard_mb: float = Field(256, gt=0)
     store_pixels: bool = False
+    commit_seconds: float = Field(60, gt=0, description="finish the open shard after this long: at most this much "
+                                                        "finished work is lost when the run is killed (SIGKILL)")
 
 
 class Execution(_Section):
-    workers: int = Field(0, ge=0, description="0 = in-process (debugging); N = N Ray workers")
+    workers: int | Literal["auto"] = Field("auto", description="0 = in-process; N = N Ray workers; auto = in-process for a "
+                                                              "few inputs or one CPU, else a local Ray with one worker per CPU")
     address: str | None = Field(None, description="join an existing Ray cluster: 'auto' or 'ray://host:port'")
     deadline_s: float = Field(600, gt=0, description="a video still running after this is killed and recorded")
     retries: int = Field(1, ge=0, description="retries of a task whose worker died")
@@ -132,6 +135,13 @@ class Execution(_Section):
     encode_cpus: float = Field(1.0, gt=0, description="CPUs declared per encoder actor")
     encoders: int = Field(1, ge=1, description="encoder actors (with encode_gpus > 0)")
     gpus: int | None = Field(None, ge=0, description="GPUs a locally started Ray may schedule (default: what Ray detects)")
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value):
+        if value != "auto" and value < 0:
+            raise ValueError(f"workers must be 'auto' or >= 0, got {value}")
+        return value
 
     @field_validator("encode_gpus")
     @classmethod

@@ -3,7 +3,7 @@
 from ._reader import TokenShardDataset, collate_tokens, shard_paths, to_ray_dataset
 from ._row import StoredRow, read_row
 from ._schema import COLUMNS, DECODE_COLUMNS, SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
-from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, ShardWriter
+from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, RecipeMismatchError, ShardWriter, signals_deferred
 
 __all__ = [
     "COLUMNS",
@@ -15,12 +15,14 @@ __all__ = [
     "ErrorLog",
     "FolderInUseError",
     "Manifest",
+    "RecipeMismatchError",
     "SampleRow",
     "ShardWriter",
     "StoredRow",
     "TokenShardDataset",
     "collate_tokens",
     "read_row",
+    "signals_deferred",
     "rows_to_table",
     "shard_paths",
     "to_ray_dataset",

@@ -4,13 +4,21 @@ renamed when complete, a manifest that lists finished shards and inputs, and an 
 Rows of one input always land in one shard (shards roll over only between inputs), so an input is either
 wholly in a finished shard (listed in ``inputs_done``) or not at all: a crashed run resumes by skipping the
 done inputs and redoing the rest, without duplicates.
+
+Commit points are signal-safe: SIGINT/SIGTERM arriving while rows are appended or a shard is finished is
+held until the writer's bookkeeping matches the files, then delivered. The manifest is the only thing that
+publishes a shard: a shard file it does not list (a kill between the rename and the manifest write) is
+removed on the next start, and an open shard whose write failed is discarded, never finished.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -24,6 +32,44 @@ MANIFEST = "_manifest.json"
 ERRORS = "_errors.parquet"
 _TEMP_SUFFIX = ".tmp"
 _ERROR_SCHEMA = pa.schema([("input", pa.string()), ("stage", pa.string()), ("kind", pa.string()), ("message", pa.string())])
+
+
+class RecipeMismatchError(ValueError):
+    """A folder's shards were written with settings that change the rows differently from this run's."""
+
+
+#: Signals whose delivery is held while the writer is between two consistent states.
+_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_deferral = threading.local()
+
+
+@contextmanager
+def signals_deferred():
+    """Hold SIGINT/SIGTERM until the block ends, then deliver them to the handlers that were installed.
+
+    Used around every commit point (rows appended + bookkeeping, shard rename + manifest write), so an
+    interrupt never leaves rows in a shard that the bookkeeping does not know about. Re-entrant; a no-op
+    outside the main thread (only it receives Python signal handlers)."""
+    if threading.current_thread() is not threading.main_thread() or getattr(_deferral, "depth", 0) > 0:
+        _deferral.depth = getattr(_deferral, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            _deferral.depth -= 1
+        return
+    received: list[int] = []
+    # A handler installed outside Python (getsignal gives None) could not be put back: such a signal is not held.
+    held = [signum for signum in _DEFERRED_SIGNALS if signal.getsignal(signum) is not None]
+    previous = {signum: signal.signal(signum, lambda signum, _frame: received.append(signum)) for signum in held}
+    _deferral.depth = 1
+    try:
+        yield
+    finally:
+        _deferral.depth = 0
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(received):  # deliver each held signal once, now that the state is consistent
+            os.kill(os.getpid(), signum)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -40,6 +86,8 @@ class Manifest:
         schema_version: version of the row schema.
         package_version: codecpatch version that wrote it.
         recipe: the run's configuration, as given.
+        fingerprint: {"section.key": value} of every setting that changes the rows (and "dim"); a run with
+            a different fingerprint is refused (``RecipeMismatchError``) unless it overwrites the folder.
         dim: token width.
         shards: [{"file", "rows", "bytes"}] of finished shards, in order.
         inputs_done: ids of inputs whose rows are all in finished shards (or that failed and were recorded).
@@ -51,6 +99,7 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     package_version: str = ""
     recipe: dict = field(default_factory=dict)
+    fingerprint: dict = field(default_factory=dict)
     dim: int = 0
     shards: list[dict] = field(default_factory=list)
     inputs_done: list[str] = field(default_factory=list)
@@ -82,10 +131,16 @@ class ShardWriter:
         target_bytes: roll over to a new shard once the current one reaches this size (default ~256 MB).
         patch_pixels: bytes per stored pixel patch (3 * P * P) when pixels are stored, else None.
         recipe: configuration recorded in the manifest.
+        fingerprint: {"section.key": value} of the settings that change the rows. A folder written with a
+            different fingerprint (or token width) is refused with ``RecipeMismatchError`` naming the keys.
+        overwrite: delete what a previous run wrote here (shards, manifest, errors and ``also_remove``)
+            and start afresh instead of resuming.
+        also_remove: other file names the caller owns in the folder, removed by ``overwrite``.
     """
 
     def __init__(self, directory: str | os.PathLike, dim: int, *, target_bytes: int = 256 * 2**20,
-                 patch_pixels: int | None = None, with_text: bool = False, recipe: dict | None = None) -> None:
+                 patch_pixels: int | None = None, with_text: bool = False, recipe: dict | None = None,
+                 fingerprint: dict | None = None, overwrite: bool = False, also_remove: tuple[str, ...] = ()) -> None:
         from .. import __version__
 
         self.directory = Path(directory)
@@ -94,12 +149,20 @@ class ShardWriter:
         try:
             self.schema = token_schema(dim, patch_pixels, with_text)
             self.target_bytes = target_bytes
+            fingerprint = {**(fingerprint or {}), "dim": dim}
+            if overwrite:
+                self._remove_previous_run(also_remove)
             for stale in self.directory.glob(f"*{_TEMP_SUFFIX}"):
                 stale.unlink()  # a shard or manifest a crash left half-written
             previous = Manifest.read(self.directory)
-            if previous is not None and previous.dim not in (0, dim):
-                raise ValueError(f"{self.directory}: existing shards have dim {previous.dim}, not {dim}")
-            self.manifest = previous or Manifest(package_version=__version__, recipe=recipe or {}, dim=dim)
+            if previous is not None:
+                _check_fingerprint(self.directory, previous, fingerprint)
+                listed = {s["file"] for s in previous.shards}
+                for orphan in self.directory.glob("shard-*.parquet"):
+                    if orphan.name not in listed:  # renamed, but killed before the manifest published it
+                        orphan.unlink()
+                previous.fingerprint = previous.fingerprint or fingerprint
+            self.manifest = previous or Manifest(package_version=__version__, recipe=recipe or {}, fingerprint=fingerprint, dim=dim)
             self.errors = ErrorLog(self.directory)
         except BaseException:
             self._lock.close()  # a writer that could not start must not keep the folder
@@ -110,34 +173,48 @@ class ShardWriter:
         self._current_inputs: list[str] = []
         self._current_streams: dict[str, dict] = {}
         self._opened_at = 0.0
+        self._broken = False  # a write into the open shard failed: it is discarded, never finished
+
+    def _remove_previous_run(self, also_remove: tuple[str, ...]) -> None:
+        """``overwrite``: delete the files a previous run wrote (only codecpatch's own names)."""
+        names = [MANIFEST, ERRORS, *also_remove]
+        for path in [*self.directory.glob("shard-*.parquet"), *(self.directory / n for n in names)]:
+            path.unlink(missing_ok=True)
 
     @property
     def done(self) -> set[str]:
         return set(self.manifest.inputs_done)
 
+    @property
+    def has_open_shard(self) -> bool:
+        """Rows are waiting in a shard that is not finished yet (they are not durable until it is)."""
+        return self._writer is not None
+
     def add_input(self, input_id: str, rows: list[SampleRow]) -> None:
         """Write all rows of one input (possibly none: it still counts as done once its shard finishes)."""
-        self._write(rows)
-        self._current_inputs.append(input_id)
-        if self._writer is not None and self._current.stat().st_size >= self.target_bytes:
-            self._finish_shard()
-        elif self._writer is None:  # nothing written yet (empty input): done right away
-            self._mark_done([input_id])
-            self._current_inputs.clear()
+        with signals_deferred():
+            self._write(rows)
+            self._current_inputs.append(input_id)
+            if self._writer is not None and self._current.stat().st_size >= self.target_bytes:
+                self._finish_shard()
+            elif self._writer is None:  # nothing written yet (empty input): done right away
+                self._mark_done([input_id])
+                self._current_inputs.clear()
 
     def add_rows(self, rows: list[SampleRow], stream: tuple[str, dict] | None = None) -> None:
         """Append rows that belong to no tracked input (a live stream's windows). They become visible when
         their shard finishes (size rollover, ``roll()`` or ``close()``), and ``stream`` = (stream id, state)
         is then recorded in the manifest's ``streams``."""
-        self._write(rows)
-        if stream is not None:
-            if self._writer is None:  # nothing pending (e.g. a failed window): the state is final already
-                self.manifest.streams[stream[0]] = dict(stream[1])
-                self.manifest.write(self.directory)
-            else:
-                self._current_streams[stream[0]] = dict(stream[1])
-        if self._writer is not None and self._current.stat().st_size >= self.target_bytes:
-            self._finish_shard()
+        with signals_deferred():
+            self._write(rows)
+            if stream is not None:
+                if self._writer is None:  # nothing pending (e.g. a failed window): the state is final already
+                    self.manifest.streams[stream[0]] = dict(stream[1])
+                    self.manifest.write(self.directory)
+                else:
+                    self._current_streams[stream[0]] = dict(stream[1])
+            if self._writer is not None and self._current.stat().st_size >= self.target_bytes:
+                self._finish_shard()
 
     def warm_up(self) -> None:
         """Write one blank row to memory with this writer's settings: pyarrow's first Parquet write costs
@@ -159,13 +236,18 @@ class ShardWriter:
         table = rows_to_table(rows, self.schema)
         if self._writer is None:
             self._open_shard()
-        self._writer.write_table(table)
+        try:
+            self._writer.write_table(table)
+        except BaseException:
+            self._broken = True  # the shard may hold part of this table: it must never be published
+            raise
         self._current_rows += table.num_rows
 
     def roll(self) -> None:
         """Finish the open shard now (time-based rotation); nothing happens when no shard is open."""
         if self._writer is not None:
-            self._finish_shard()
+            with signals_deferred():
+                self._finish_shard()
 
     @property
     def open_shard_seconds(self) -> float:
@@ -174,20 +256,24 @@ class ShardWriter:
 
     def add_error(self, input_id: str, stage: str, kind: str, message: str) -> None:
         """Record a failed input: it goes to ``_errors.parquet`` and counts as done (a rerun skips it)."""
-        self.errors.add(input_id, stage, kind, message)
-        self.errors.flush()
-        if self._writer is None:
-            self._mark_done([input_id])
-        else:
-            self._current_inputs.append(input_id)
+        with signals_deferred():
+            self.errors.add(input_id, stage, kind, message)
+            self.errors.flush()
+            if self._writer is None:
+                self._mark_done([input_id])
+            else:
+                self._current_inputs.append(input_id)
 
     def close(self) -> Manifest:
         """Finish the open shard (if any), release the folder and return the final manifest."""
         try:
-            if self._writer is not None:
-                self._finish_shard()
-            self.errors.flush()
-            self.manifest.write(self.directory)
+            with signals_deferred():
+                if self._writer is not None and self._broken:
+                    self._discard_shard()
+                elif self._writer is not None:
+                    self._finish_shard()
+                self.errors.flush()
+                self.manifest.write(self.directory)
         finally:
             if self._lock is not None:
                 self._lock.close()  # closing the file releases the lock
@@ -214,6 +300,16 @@ class ShardWriter:
                     use_dictionary=["sample_id", "video_id", "source", "codec", "mode", "budget", "encoder", "compressors", "frame_types"],
                     column_encoding={TOKEN_VALUES_PATH: "BYTE_STREAM_SPLIT"})
 
+    def _discard_shard(self) -> None:
+        """Drop the open shard after a failed write; its inputs are not done, so a rerun redoes them."""
+        try:
+            self._writer.close()
+        except Exception:
+            pass
+        self._current.unlink(missing_ok=True)
+        self._writer, self._current, self._broken = None, None, False
+        self._current_inputs, self._current_streams = [], {}
+
     def _finish_shard(self) -> None:
         self._writer.close()
         final = self._current.with_name(self._current.name.removesuffix(_TEMP_SUFFIX))
@@ -228,6 +324,17 @@ class ShardWriter:
     def _mark_done(self, inputs: list[str]) -> None:
         self.manifest.inputs_done.extend(inputs)
         self.manifest.write(self.directory)
+
+
+def _check_fingerprint(directory: Path, previous: Manifest, fingerprint: dict) -> None:
+    """Refuse to add rows made with other settings to a folder (before any work is done)."""
+    recorded = previous.fingerprint or ({"dim": previous.dim} if previous.dim else {})
+    differing = [key for key in sorted(set(recorded) | set(fingerprint))
+                 if key in recorded and recorded.get(key) != fingerprint.get(key)]
+    if differing:
+        changes = "; ".join(f"{key}: {recorded.get(key)!r} there, {fingerprint.get(key)!r} now" for key in differing)
+        raise RecipeMismatchError(f"{directory} holds shards made with other settings ({changes}). Write to a new "
+                                  "output folder, or pass --overwrite to delete its shards and start again")
 
 
 LOCK = "_lock"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
+from ..pipeline._fingerprint import row_fingerprint
 from ..pipeline._process import token_dim
 from ..pipeline._recipe import Recipe
 from ..shards import ShardWriter
@@ -22,8 +25,11 @@ from ._session import StreamSession, StreamWindowResult, default_stream_id, reda
 
 log = logging.getLogger("codecpatch.stream")
 STREAM_STATS = "_stream_stats.json"
-#: One JSON line per window handled: index, session, frames, stream times, wall-clock times (ISO 8601 UTC) and
-#: where they come from, latency, tokens, status.
+#: One JSON line per event of a window: handled ("pending": its row is in the open shard, not durable yet;
+#: "failed"), then "written" (with its shard) once that shard is finished, or "lost" (its shard was never
+#: finished: the run was killed; a restart appends these). At most ``stream.rotate_seconds`` of windows are
+#: pending at any time, which bounds what a SIGKILL can lose. Handled lines carry frames, stream times,
+#: wall-clock times (ISO 8601 UTC) and where they come from, latency and tokens.
 STREAM_WINDOWS = "_stream_windows.jsonl"
 #: Latency quantiles are over the latest this-many windows (a camera runs for months).
 LATENCY_WINDOWS = 10_000
@@ -44,6 +50,7 @@ class StreamStats:
     windows_failed: int = 0
     windows_dropped: int = 0
     windows_incomplete: int = 0
+    windows_lost_before: list = field(default_factory=list)  # windows a killed earlier run never committed
     frames: int = 0
     n_tokens: int = 0
     sessions: int = 0
@@ -88,23 +95,31 @@ def _rounded(value: float | None) -> float | None:
 
 def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathLike, *, stream_id: str | None = None,
                max_windows: int | None = None, duration_s: float | None = None, stop: threading.Event | None = None,
-               progress: bool | None = None, recipe_record: dict | None = None) -> StreamStats:
+               progress: bool | None = None, recipe_record: dict | None = None, overwrite: bool = False) -> StreamStats:
     """Stream ``source`` into shards under ``output`` until it ends, ``max_windows`` windows were handled,
     ``duration_s`` passed, or ``stop`` is set (Ctrl-C / SIGTERM in the CLI).
 
     On a stop, the window being decoded and the queued ones are processed and finished into the open shard
     with the rows before them (a short tail window gets no shard of its own; a second Ctrl-C still commits
     what is written); ``max_windows`` stops exactly at that count. A restart into the same folder continues the window numbering of the stream (``sample_id`` stays
-    unique). One run writes to a folder at a time (a second one fails with FolderInUseError).
+    unique). One run writes to a folder at a time (a second one fails with FolderInUseError); a folder
+    written with other row settings is refused (RecipeMismatchError) unless ``overwrite``.
+
+    A window's row is durable once its shard is finished (``stream.rotate_seconds``, ``output.shard_mb``, a
+    stop): ``_stream_windows.jsonl`` says "pending" until then and "written" after; a restart after a kill
+    logs the windows that were pending as "lost" and names them.
     """
     source = os.fspath(source)
     stream_id = stream_id or default_stream_id(source)
     output = Path(output)
     writer = ShardWriter(output, token_dim(recipe), target_bytes=int(recipe.output.shard_mb * 2**20),
                          patch_pixels=3 * recipe.patchify.patch ** 2 if recipe.output.store_pixels else None,
-                         recipe=recipe_record or recipe.model_dump())
-    first_window = int(writer.manifest.streams.get(stream_id, {}).get("windows", 0))
-    stats = StreamStats(source=redact(source), stream_id=stream_id, first_window=first_window)
+                         recipe=recipe_record or recipe.model_dump(), fingerprint=row_fingerprint(recipe), overwrite=overwrite,
+                         also_remove=(STREAM_WINDOWS, STREAM_STATS))
+    lost, last_logged = _lost_windows(output / STREAM_WINDOWS, stream_id)
+    # Numbering continues after every window an earlier run handled, lost ones included, so the log stays unambiguous.
+    first_window = max(int(writer.manifest.streams.get(stream_id, {}).get("windows", 0)), last_logged + 1)
+    stats = StreamStats(source=redact(source), stream_id=stream_id, first_window=first_window, windows_lost_before=lost)
     session = StreamSession(source, recipe, stream_id=stream_id, first_window=first_window)
     stop = stop or threading.Event()
     started = time.monotonic()
@@ -112,13 +127,21 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
     show = os.isatty(2) if progress is None else progress
     bar = tqdm(total=max_windows, unit="win", disable=not show, dynamic_ncols=True, desc=stream_id[-40:])
     windows_log = open(output / STREAM_WINDOWS, "a")
+    if lost:
+        log.warning("%s: windows %s were lost: their shard was never finished (the previous run was killed)",
+                    stream_id, _ranges(lost))
+        for index in lost:
+            windows_log.write(json.dumps({"window": index, "stream": stream_id, "status": "lost"}) + "\n")
+        windows_log.flush()
+    pending: list[int] = []  # windows whose rows are in the open shard
+    redirect = logging_redirect_tqdm() if show else contextlib.nullcontext()
     try:
-        with session:  # starting it loads and runs the encoder once while the decode thread opens the source
+        with redirect, session:  # starting the session loads and runs the encoder while the decode thread opens the source
             writer.warm_up()
             for window in session.windows():
                 if window is not None:
                     result = session.process(window)
-                    _record(result, writer, stats, stream_id, windows_log)
+                    _record(result, writer, stats, stream_id, windows_log, pending)
                     handled += 1
                     if show:
                         bar.update(1)
@@ -128,24 +151,73 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
                         log.info("%s: %d windows written: stopping", stats.source, handled)
                         break  # leaving the loop stops the session; nothing after the limit is processed
                 if writer.open_shard_seconds >= recipe.stream.rotate_seconds:
-                    _roll(writer, stats, session, started, output)
+                    _roll(writer, stats, session, started, output, pending, windows_log)
                 elapsed = time.monotonic() - started
                 if not session.stopping and (stop.is_set() or (duration_s is not None and elapsed >= duration_s)):
                     log.info("%s: stopping (finishing the current window)", stats.source)
                     session.stop()  # the tail windows drain into the open shard, which close() finishes
     finally:
         bar.close()
-        windows_log.close()
         try:
             writer.close()
+            _committed(writer, pending, stream_id, windows_log)
         finally:
+            windows_log.close()
             _update(stats, session, started, writer)
             stats.save(output)
     return stats
 
 
-def _roll(writer: ShardWriter, stats: StreamStats, session: StreamSession, started: float, output: Path) -> None:
+def _ranges(indices: list[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9'."""
+    parts, start = [], None
+    for position, index in enumerate(indices):
+        if start is None:
+            start = index
+        if position + 1 == len(indices) or indices[position + 1] != index + 1:
+            parts.append(f"{start}" if start == index else f"{start}-{index}")
+            start = None
+    return ", ".join(parts)
+
+
+def _lost_windows(path: Path, stream_id: str) -> tuple[list[int], int]:
+    """Windows of ``stream_id`` logged "pending" and never "written" (or already reported "lost") in the
+    windows log, and the highest window number logged (-1 for none)."""
+    pending: set[int] = set()
+    last = -1
+    if not path.exists():
+        return [], last
+    with open(path) as lines:
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a kill
+            if entry.get("stream", stream_id) != stream_id or "window" not in entry:
+                continue
+            index = int(entry["window"])
+            last = max(last, index)
+            if entry.get("status") == "pending":
+                pending.add(index)
+            elif entry.get("status") in ("written", "lost"):
+                pending.discard(index)
+    return sorted(pending), last
+
+
+def _committed(writer: ShardWriter, pending: list[int], stream_id: str, windows_log) -> None:
+    """Once the shard holding the pending windows is finished, log them as written (durable)."""
+    if pending and not writer.has_open_shard and writer.manifest.shards:
+        shard = writer.manifest.shards[-1]["file"]
+        for index in pending:
+            windows_log.write(json.dumps({"window": index, "stream": stream_id, "status": "written", "shard": shard}) + "\n")
+        windows_log.flush()
+        pending.clear()
+
+
+def _roll(writer: ShardWriter, stats: StreamStats, session: StreamSession, started: float, output: Path,
+          pending: list[int], windows_log) -> None:
     writer.roll()
+    _committed(writer, pending, stats.stream_id, windows_log)
     _update(stats, session, started, writer)
     stats.save(output)
 
@@ -164,13 +236,14 @@ def _update(stats: StreamStats, session: StreamSession, started: float, writer: 
     stats.shards = len(writer.manifest.shards)
 
 
-def _record(result: StreamWindowResult, writer: ShardWriter, stats: StreamStats, stream_id: str, windows_log) -> None:
+def _record(result: StreamWindowResult, writer: ShardWriter, stats: StreamStats, stream_id: str, windows_log,
+            pending: list[int]) -> None:
     window = result.window
     state = {"windows": window.index + 1, "source": stats.source}
     if not window.complete:
         stats.windows_incomplete += 1
-    entry = {"window": window.index, "session": window.session, "frames": result.n_frames, "time_start": result.time_start,
-             "time_end": result.time_end, "complete": window.complete}
+    entry = {"window": window.index, "stream": stream_id, "session": window.session, "frames": result.n_frames,
+             "time_start": result.time_start, "time_end": result.time_end, "complete": window.complete}
     if window.clock is not None:
         entry.update(wallclock_start=iso(window.clock.start), wallclock_end=iso(window.clock.end), wallclock_source=window.clock.source)
     if result.clip is None:
@@ -181,6 +254,7 @@ def _record(result: StreamWindowResult, writer: ShardWriter, stats: StreamStats,
         stats.windows_failed += 1
         log.error("%s", message)
         entry.update(status="failed", error=kind)
+        windows_log.write(json.dumps(entry) + "\n")
     else:
         writer.add_rows([result.clip.row], stream=(stream_id, state))
         latency = time.monotonic() - window.last_decoded_at
@@ -189,8 +263,10 @@ def _record(result: StreamWindowResult, writer: ShardWriter, stats: StreamStats,
         stats.n_tokens += result.clip.tokens.n_tokens
         for name, seconds in result.clip.stage_seconds.items():
             stats.stage_seconds[name] += seconds
-        entry.update(status="written", latency_s=round(latency, 4), n_tokens=result.clip.tokens.n_tokens)
-    windows_log.write(json.dumps(entry) + "\n")
+        entry.update(status="pending", latency_s=round(latency, 4), n_tokens=result.clip.tokens.n_tokens)
+        windows_log.write(json.dumps(entry) + "\n")  # before a size roll-over can make it "written"
+        pending.append(window.index)
+        _committed(writer, pending, stream_id, windows_log)
     windows_log.flush()
 
 

@@ -1,0 +1,33 @@
+"""What makes two runs' rows comparable: the recipe settings that change rows, as a flat dict.
+
+A shard folder stores this fingerprint in its manifest; resuming with a different one is refused (rows of
+two configurations would mix silently). Everything is included except the keys below that only change how
+or where the work runs, so a setting added later changes the fingerprint by default (the safe side).
+"""
+
+from __future__ import annotations
+
+from ._recipe import Recipe
+
+#: Settings that do not change any row: scheduling, shard sizes and timing, and the live-source plumbing.
+_NOT_IN_ROWS_PREFIXES = ("execution.",)
+_NOT_IN_ROWS = {"output.shard_mb", "output.commit_seconds", "stream.queue", "stream.when_behind", "stream.realtime",
+                "stream.rotate_seconds", "stream.open_timeout", "stream.read_timeout", "stream.probesize",
+                "stream.analyzeduration_s", "stream.max_reconnects", "stream.backoff_s", "stream.backoff_max_s",
+                "stream.threads", "stream.decoder_threads"}
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat: dict = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def row_fingerprint(recipe: Recipe) -> dict:
+    """{"section.key": value} of every recipe setting that changes the rows a run writes (JSON values)."""
+    return {key: value for key, value in _flatten(recipe.model_dump(mode="json")).items()
+            if key not in _NOT_IN_ROWS and not key.startswith(_NOT_IN_ROWS_PREFIXES)}
