@@ -30,6 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _process import in_fresh_process, patchify_collect, plain_decode  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "videos"
 BUDGETS = (0.03125, 0.0625, 0.125, 0.25)
@@ -42,51 +45,6 @@ def default_clips() -> list[Path]:
     shared = sorted(p for p in SHARED.glob("*") if p.suffix != ".md") if SHARED.is_dir() else []
     samples = sorted((REPO / "sample_videos").glob("*.mp4"))
     return shared + samples
-
-
-# -- fresh-process measurements (peak RSS is per process) --------------------------------------------
-
-def _plain_decode(path: str, queue) -> None:
-    import av
-
-    started = time.perf_counter()
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        stream.codec_context.thread_count = 1
-        frames = sum(1 for _ in container.decode(stream))
-    queue.put((frames, time.perf_counter() - started, peak_rss_kib()))
-
-
-def peak_rss_kib() -> float:
-    """This process's peak resident set (VmHWM), KiB. Unlike ru_maxrss it starts afresh at exec, so a
-    spawned child does not inherit its parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return float(line.split()[1])
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-
-def _patchify_collect(path: str, queue) -> None:
-    from codecpatch.patchify import PatchifyConfig, iter_clip_samples, patchify_samples
-
-    config = PatchifyConfig()
-    started = time.perf_counter()
-    frames = 0
-    for samples in iter_clip_samples(path, config):
-        patchify_samples(samples, config)
-        frames += samples.n_frames
-    queue.put((frames, time.perf_counter() - started, peak_rss_kib()))
-
-
-def in_fresh_process(target, path: Path) -> tuple[int, float, float]:
-    """(frames, seconds, peak RSS MiB) of ``target`` run in a new single-threaded process."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=target, args=(str(path), queue))
-    process.start()
-    frames, seconds, rss_kib = queue.get(timeout=600)
-    process.join()
-    return frames, seconds, rss_kib / 1024.0
 
 
 # -- fidelity ------------------------------------------------------------------------------------------
@@ -233,8 +191,8 @@ def main() -> None:
             cells = [row["codec_accumulated"], row["codec_instant"], row["uniform"], row["random"]]
             text = " ".join(f"{c:7.2f}" if c is not None else "  exact" for c in cells)
             print(f"{clip.name:32} {100 * budget:6.2f}% {text}" + ("  (static fallback)" if row["static_fallback"] else ""))
-        plain_frames, plain_seconds, plain_rss = in_fresh_process(_plain_decode, clip)
-        frames, seconds, rss = in_fresh_process(_patchify_collect, clip)
+        plain_frames, plain_seconds, plain_rss = in_fresh_process(plain_decode, clip)
+        frames, seconds, rss = in_fresh_process(patchify_collect, clip)
         speed = {"plain_decode_fps": plain_frames / plain_seconds, "plain_decode_peak_rss_mib": plain_rss,
                  "plain_decode_ms": 1000 * plain_seconds, "selection_ms": fidelity["selection_ms"],
                  "patchify_fps": frames / seconds, "patchify_peak_rss_mib": rss,
