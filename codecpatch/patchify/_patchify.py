@@ -63,16 +63,16 @@ def codec_selection(samples: ClipSamples, config: PatchifyConfig) -> tuple[np.nd
     budget = config.budget.tokens(samples.n_samples, int(content.sum()))
     if config.selection == "onevision":
         config = replace(config, energy="instant", normalise="frame", keep_first=True, keep_i_frames=True, refresh=0.0)
-    scores = patch_scores(samples, config)
     if is_static(samples, config):
         kept, chosen = uniform_frames(samples.n_samples, content, budget)
-        return kept, scores, [(t, "static fallback") for t in chosen], True, budget
+        return kept, patch_scores(samples, config), [(t, "static fallback") for t in chosen], True, budget
     if config.selection == "adaptive":
         change = patch_change(samples, config.static_residual)
         coverage = samples.geometry.patch_content_fraction()
         area_budget = config.budget.picture_area(samples.n_samples, float(coverage.sum()))
         kept, whole_frames = adaptive_selection(change, coverage, budget, area_budget)
         return kept, change.moved + change.unexplained, [(t, whole_frame_reason(samples, t)) for t in whole_frames], False, budget
+    scores = patch_scores(samples, config)
     candidates: list[tuple[int, str]] = [(0, "first")] if config.keep_first else []
     if config.keep_i_frames:
         candidates += [(t, "I-frame") for t, kind in enumerate(samples.picture_types) if kind == "I"]
