@@ -159,8 +159,10 @@ def adaptive_selection(change: PatchChange, coverage: np.ndarray, budget: int,
     if budget < per_frame:  # not even the first frame: its patches that differ most from the grey start
         distinct = np.abs(change.mean[0] - 128.0) + change.spread[0]
         cells = np.flatnonzero(content.ravel())
-        order = np.argsort(-distinct.ravel()[cells], kind="stable")
-        kept[0].ravel()[cells[order[:budget]]] = True
+        order = cells[np.argsort(-distinct.ravel()[cells], kind="stable")][:budget]
+        if area_budget is not None:
+            order = order[np.cumsum(coverage.ravel()[order]) <= area_budget + 1e-6]
+        kept[0].ravel()[order] = True
         return kept, []
     cells = np.flatnonzero(content.ravel())
     drift = drift_matrix(change.flat(cells))
