@@ -116,3 +116,16 @@ def test_cli_reports_area_beside_tokens():
     assert record["area_fraction"] == pytest.approx(3 / 24, abs=1 / (24 * PICTURE_AREA_PER_FRAME))
     text = CliRunner().invoke(main, ["patchify", str(SAMPLES / "sprites_h264_p.mp4"), "--frames", "24", "--no-fidelity"])
     assert "of the picture's area" in text.output and f"{24 * PICTURE_PER_FRAME} hold picture" in text.output
+
+
+def test_encode_summary_and_viz_caption_report_area():
+    from codecpatch.viz import caption
+
+    result = CliRunner().invoke(main, ["encode", str(SAMPLES / "sprites_h264_p.mp4"), "--frames", "24", "--budget", "3f",
+                                       "--encoder", "pixel:64", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["n_picture"] == 24 * PICTURE_PER_FRAME
+    assert record["area_fraction"] == pytest.approx(3 / 24, abs=1 / (24 * PICTURE_AREA_PER_FRAME))
+    _, patches = clip(budget=Budget.parse("3f"))
+    assert f"{patches.n_kept} tokens, 12.5% of picture area" in caption(patches, None)
