@@ -105,7 +105,7 @@ class PatchSet:
         timeline: (T,) int32 timeline slot of each sampled frame.
         frame_indices: (T,) decoded frame index of each sampled frame.
         kept: (T, H, W) bool selection mask.
-        whole_frames: ((t, reason), ...) sampled frames kept whole and why ("first", "I-frame",
+        whole_frames: ((t, reason), ...) sampled frames kept whole and why ("first", "I-frame", "drift" (adaptive),
             "static fallback", "chunk", "image").
         static_fallback: the clip was static and the budget went to uniformly spaced whole frames.
         mode: "codec", "chunk" or "image".
