@@ -1,4 +1,4 @@
-"""Refresh patches: PSNR of the codec selection with 0/10/20/35% of its budget on seeded random patches.
+"""Refresh patches: PSNR of the top-K selection (`selection="topk"`) with 0/10/20/35% of its budget on seeded random patches.
 
     python benchmarks/refresh.py [--clips ...] [--out benchmarks/results/refresh.json]
 
@@ -36,7 +36,7 @@ def main() -> None:
         for budget in BUDGETS:
             row = []
             for refresh in REFRESH:
-                kept, *_ = codec_selection(samples, PatchifyConfig(budget=Budget(budget), refresh=refresh))
+                kept, *_ = codec_selection(samples, PatchifyConfig(budget=Budget(budget), selection="topk", refresh=refresh))
                 row.append(round(selection_fidelity(samples, kept, "mc").psnr_db, 3))
             results.setdefault(clip.name, {})[str(budget)] = dict(zip(map(str, REFRESH), row))
             print(f"{clip.name:32} {100 * budget:6.2f}%  " + "  ".join(f"{v:12.2f}" for v in row))

@@ -170,6 +170,9 @@ def _patchify_options(command):
         click.option("--mode", type=click.Choice(["codec", "chunk", "image"]), default="codec", show_default=True,
                      help="codec: energy-selected patches; chunk: one whole frame per chunk; image: one frame."),
         click.option("--budget", type=BUDGET, default="0.125", show_default=True, help=_BUDGET_HELP),
+        click.option("--selection", type=click.Choice(["adaptive", "topk", "onevision"]), default="adaptive", show_default=True,
+                     help="adaptive: whole frames and patches where the picture drifted most since last kept; topk: global "
+                          "top-K of fused energy; onevision: the paper's rule (instant energy, I-frames whole, top-K)."),
         click.option("--frames", type=int, default=64, show_default=True, help="Frames sampled per clip (chunks in chunk mode)."),
         click.option("--size", type=int, default=224, show_default=True, help="Square letterboxed canvas side, px."),
         click.option("--max-side", type=int, default=None, help="Native-aspect canvas with this longer side instead of --size."),
@@ -201,8 +204,8 @@ def _patchify_config(params: dict):
 
     try:
         return PatchifyConfig(
-            mode=params["mode"], budget=Budget.parse(params["budget"]), frames=params["frames"], size=params["size"],
-            max_side=params["max_side"], patch=params["patch"], clip_seconds=params["clip_seconds"],
+            mode=params["mode"], budget=Budget.parse(params["budget"]), selection=params["selection"], frames=params["frames"],
+            size=params["size"], max_side=params["max_side"], patch=params["patch"], clip_seconds=params["clip_seconds"],
             clip_frames=params["clip_frames"], energy=params["energy"], normalise=params["normalise"],
             fusion=params["fusion"], camera=params["camera"], keep_i_frames=params["keep_i_frames"],
             refresh=params["refresh"], keep_first=not params["no_keep_first"], image_frame=params["image_frame"], seed=params["seed"],
@@ -219,7 +222,8 @@ def _clip_record(samples, patches, fidelity: dict | None) -> dict:
         "clip_end": round(info.time_end, 6), "times_estimated": info.times_estimated,
         "sizes": [f"{w}x{h}" for w, h in info.sizes], "frame_start": info.frame_start, "frame_end": info.frame_end,
         "mode": patches.mode, "budget": patches.budget, "n_budget": patches.n_budget,
-        "n_dense": patches.n_dense, "n_kept": patches.n_kept, "keep_ratio": round(patches.n_kept / patches.n_dense, 6),
+        "n_dense": patches.n_dense, "n_picture": patches.n_picture, "n_kept": patches.n_kept,
+        "keep_ratio": round(patches.n_kept / patches.n_dense, 6), "area_fraction": round(patches.area_fraction, 6),
         "grid": list(patches.grid), "canvas": [patches.geometry.canvas_height, patches.geometry.canvas_width],
         "frame_indices": patches.frame_indices.tolist(), "timeline": patches.timeline.tolist(),
         "picture_types": list(samples.picture_types), "positions": patches.positions.tolist(),
@@ -269,8 +273,8 @@ def patchify(video: str, as_json: bool, no_fidelity: bool, **params) -> None:
         whole = ", ".join(f"t={w['t']} ({w['reason']})" for w in record["whole_frames"][:6])
         click.echo(
             f"clip {record['clip_index']}  {record['clip_start']:.2f}-{record['clip_end']:.2f} s  frames {record['frame_start']}-{record['frame_end'] - 1}\n"
-            f"  grid T,H,W     {record['grid']}  ({record['n_dense']} dense tokens)\n"
-            f"  kept           {record['n_kept']} tokens ({100 * record['keep_ratio']:.2f}%), budget {record['budget']}\n"
+            f"  grid T,H,W     {record['grid']}  ({record['n_dense']} dense tokens, {record['n_picture']} hold picture)\n"
+            f"  kept           {record['n_kept']} tokens covering {100 * record['area_fraction']:.2f}% of the picture's area, budget {record['budget']}\n"
             f"  whole frames   {whole or 'none'}{' (static fallback)' if record['static_fallback'] else ''}\n"
             f"  kept per frame {record['kept_per_frame']}\n"
             f"  PSNR           {psnr_text}"
@@ -358,7 +362,8 @@ def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ..
                 fidelity["stride"] = round(relative_rebuild_error(reference, stride_prune(tokens, ratio)), 6)
             records.append({
                 "source": patches.info.source, "clip_index": patches.info.clip_index,
-                "n_dense": patches.n_dense, "n_patches": patches.n_kept, "n_tokens": compressed.n_tokens,
+                "n_dense": patches.n_dense, "n_picture": patches.n_picture, "n_patches": patches.n_kept,
+                "area_fraction": round(patches.area_fraction, 6), "n_tokens": compressed.n_tokens,
                 "dim": compressed.dim,
                 "stages": [{"name": "patchify", "n_in": patches.n_dense, "n_out": patches.n_kept, "seconds": None}]
                 + [{"name": st.name, "n_in": st.n_in, "n_out": st.n_out, "seconds": round(st.seconds, 6)} for st in compressed.stages],
@@ -369,7 +374,8 @@ def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ..
     if _printed_as_json(video, records, as_json):
         return
     for record in records:
-        click.echo(f"clip {record['clip_index']}: {record['n_dense']} dense -> {record['n_tokens']} tokens of dim {record['dim']}")
+        click.echo(f"clip {record['clip_index']}: {record['n_dense']} dense -> {record['n_patches']} patches covering "
+                   f"{100 * record['area_fraction']:.2f}% of the picture's area -> {record['n_tokens']} tokens of dim {record['dim']}")
         for stage in record["stages"]:
             seconds = f"{1000 * stage['seconds']:.1f} ms" if stage["seconds"] is not None else ""
             click.echo(f"  {stage['name']:28} {stage['n_in']:7d} -> {stage['n_out']:7d}  {seconds}")
@@ -633,7 +639,7 @@ def viz(video: str, out: str, columns: int, max_tiles: int, **params) -> None:
         path = save_picture(samples, patches, psnr, out, columns=columns, max_tiles=max_tiles)
     except (ValueError, OSError) as error:
         raise click.UsageError(str(error)) from error
-    click.echo(f"wrote {path} (clip 0: {patches.n_kept}/{patches.n_dense} tokens kept)")
+    click.echo(f"wrote {path} (clip 0: {patches.n_kept} tokens kept, {100 * patches.area_fraction:.1f}% of the picture's area)")
 
 
 @main.command()

@@ -15,7 +15,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .patchify._select import random_patches, uniform_frames
+from .patchify._select import kept_area_fraction, random_patches, uniform_frames
 from .patchify._types import ClipSamples
 
 Fill = Literal["mc", "hold"]
@@ -28,13 +28,16 @@ class Fidelity:
     Attributes:
         psnr_db: PSNR over all sampled frames' content pixels, dB (inf when the rebuild is exact).
         ssim: mean SSIM of the luma of the sampled frames (1.0 = exact).
-        n_kept, n_dense: tokens kept / tokens in the dense grid.
+        n_kept, n_dense: tokens kept / tokens in the dense grid (padding-only patches included).
+        area_fraction: share of the clip's picture area the kept patches cover (what budgets are compared
+            at: equal area, never equal canvas tokens).
     """
 
     psnr_db: float
     ssim: float
     n_kept: int
     n_dense: int
+    area_fraction: float
 
     @property
     def keep_ratio(self) -> float:
@@ -108,31 +111,40 @@ def ssim_luma(reference: np.ndarray, rebuilt: np.ndarray, mask: np.ndarray) -> f
     return float(np.mean(values))
 
 
-def selection_fidelity(samples: ClipSamples, kept: np.ndarray, fill: Fill = "mc", frames: np.ndarray | None = None,
+def selection_fidelity(samples: ClipSamples, kept: np.ndarray, fill: Fill = "hold", frames: np.ndarray | None = None,
                        fields: np.ndarray | None = None) -> Fidelity:
-    """Fidelity of a (T, H, W) selection on ``samples``."""
+    """Fidelity of a (T, H, W) selection on ``samples``; "hold" (default) is the independent metric: kept
+    patches copied from the decoded frames, the rest held from the previous rebuilt frame."""
     frames = samples.canvas_frames() if frames is None else frames
     if fill == "mc" and fields is None:
         fields = fields_on_canvas(samples)
     g = samples.geometry
     rebuilt = rebuild(frames, kept, g.patch, fields, fill, (g.content_x, g.content_y, g.content_width, g.content_height))
     mask = samples.geometry.content_mask()
-    return Fidelity(psnr(frames, rebuilt, mask), ssim_luma(frames, rebuilt, mask), int(kept.sum()), int(kept.size))
+    area = kept_area_fraction(kept, g.patch_content_fraction())
+    return Fidelity(psnr(frames, rebuilt, mask), ssim_luma(frames, rebuilt, mask), int(kept.sum()), int(kept.size), area)
 
 
-def compare_selections(samples: ClipSamples, kept: np.ndarray, whole: list[int], seed: int = 0) -> dict[str, Fidelity]:
-    """The selection against baselines at the same token count.
+def compare_selections(samples: ClipSamples, kept: np.ndarray, whole: list[int], seed: int = 0,
+                       fill: Fill = "hold") -> dict[str, Fidelity]:
+    """The selection against baselines at the same picture area, all rebuilt with the same ``fill``.
 
-    Returns {"codec": selection with motion-compensated fill, "uniform": evenly spaced whole frames with
-    the others held, "random": the same whole frames plus random patches with motion-compensated fill}.
+    Uniform gets as many whole frames as the selection's picture area is worth (rounded), random the
+    selection's token count; every selection keeps only patches that hold picture and each Fidelity
+    reports its own ``area_fraction`` (they match to one patch; uniform to the nearest whole frame, halves up).
+    Returns {"codec": the selection, "uniform": evenly spaced whole frames, "random": the same whole
+    frames plus seeded random patches}.
     """
-    frames, fields = samples.canvas_frames(), fields_on_canvas(samples)
+    frames = samples.canvas_frames()
+    fields = fields_on_canvas(samples) if fill == "mc" else None
     content = samples.geometry.patch_content_fraction() > 0
-    budget = int(kept.sum())
-    uniform_kept, _ = uniform_frames(samples.n_samples, content, budget)
+    budget = int((kept & content[None]).sum())
+    whole_frames = int(kept_area_fraction(kept, samples.geometry.patch_content_fraction()) * samples.n_samples + 0.5)
+    per_frame = int(content.sum())
+    uniform_kept, _ = uniform_frames(samples.n_samples, content, whole_frames * per_frame if whole_frames else budget)
     random_kept = random_patches(samples.n_samples, content, budget, whole, seed)
     return {
-        "codec": selection_fidelity(samples, kept, "mc", frames, fields),
-        "uniform": selection_fidelity(samples, uniform_kept, "hold", frames, fields),
-        "random": selection_fidelity(samples, random_kept, "mc", frames, fields),
+        "codec": selection_fidelity(samples, kept, fill, frames, fields),
+        "uniform": selection_fidelity(samples, uniform_kept, fill, frames, fields),
+        "random": selection_fidelity(samples, random_kept, fill, frames, fields),
     }

@@ -87,9 +87,10 @@ def draw_selection(samples: ClipSamples, patches: PatchSet, arrow_gain: float = 
 
 
 def caption(patches: PatchSet, psnr: dict[str, float | None] | None) -> str:
-    """One line: source, clip, mode, budget, kept/dense, PSNR, and why frames are whole on a static clip."""
-    ratio = 100.0 * patches.n_kept / patches.n_dense
-    text = f"{Path(patches.info.source).name}  clip {patches.info.clip_index}  {patches.mode}  budget {patches.budget}: {patches.n_kept}/{patches.n_dense} tokens ({ratio:.1f}%)"
+    """One line: clip, budget, tokens kept and the share of the picture's *area* they cover (padding never
+    counts), then the rebuild PSNRs, and why frames are whole on a static clip."""
+    text = (f"{Path(patches.info.source).name}  clip {patches.info.clip_index}  {patches.mode}  budget {patches.budget}: "
+            f"{patches.n_kept} tokens, {100.0 * patches.area_fraction:.1f}% of picture area")
     if psnr:
         text += "  PSNR " + "  ".join(f"{k} {v:.1f} dB" if v is not None else f"{k} exact" for k, v in psnr.items())
     if patches.static_fallback:

@@ -38,7 +38,7 @@ def sprite_boxes_on_canvas(manifest, clip, frame_index, geometry):
 
 @pytest.mark.parametrize("clip", ["sprites_h264_p.mp4", "sprites_h264_b.mp4", "sprites_mpeg4.mp4", "sprites_hevc.mp4"])
 def test_codec_mode_puts_kept_patches_on_the_moving_sprites(clip, manifest):
-    samples, patches, _ = one_clip(clip, budget=Budget(0.05), frames=16)
+    samples, patches, _ = one_clip(clip, selection="topk", budget=Budget(0.05), frames=16)
     patch = patches.geometry.patch
     on_sprite = total = 0
     for t, h, w in zip(patches.sample_index, patches.positions[:, 1], patches.positions[:, 2]):
@@ -54,7 +54,7 @@ def test_codec_mode_puts_kept_patches_on_the_moving_sprites(clip, manifest):
 
 
 def test_a_camera_pan_is_mostly_compensated_away():
-    compensated, patches, _ = one_clip("pan_h264_p.mp4", camera="median")
+    compensated, patches, _ = one_clip("pan_h264_p.mp4", camera="median", selection="topk")
     raw, _, _ = one_clip("pan_h264_p.mp4", camera="none")
     assert compensated.motion_accumulated[1:].mean() < 0.05 * raw.motion_accumulated[1:].mean()
     affine, _, _ = one_clip("pan_h264_p.mp4", camera="affine")
@@ -76,7 +76,7 @@ def test_static_clip_triggers_the_uniform_whole_frame_fallback():
 
 
 def test_scene_cut_frame_gets_the_most_patches():
-    samples, patches, _ = one_clip("scenecut_h264_p.mp4", frames=25, budget=Budget(0.1))
+    samples, patches, _ = one_clip("scenecut_h264_p.mp4", selection="topk", frames=25, budget=Budget(0.12))
     cut = int(np.flatnonzero(samples.frame_indices >= 25)[0])
     per_frame = patches.kept_per_frame
     assert per_frame[cut] == per_frame[1:].max() and per_frame[cut] > 5 * np.median(per_frame[1:])
@@ -87,7 +87,16 @@ def test_scene_cut_frame_gets_the_most_patches():
 def test_invariants_budget_grid_uniqueness_padding(clip, budget):
     samples, patches, cfg = one_clip(clip, budget=Budget.parse(budget), frames=24)
     t_max, rows, cols = patches.grid
-    assert patches.n_kept <= patches.n_budget == cfg.budget.tokens(t_max, rows * cols)
+    picture = int((patches.geometry.patch_content_fraction() > 0).sum())
+    assert patches.n_kept <= patches.n_budget == cfg.budget.tokens(t_max, picture)
+    assert patches.n_picture == t_max * picture
+    if not patches.static_fallback:  # the whole budget is spent: all tokens, or the picture area of whole frames
+        coverage = patches.geometry.patch_content_fraction()
+        area = cfg.budget.picture_area(t_max, float(coverage.sum()))
+        if area is None:
+            assert patches.n_kept == patches.n_budget
+        else:
+            assert area - 1.0 <= (patches.kept * coverage).sum() <= area + 1e-6
     assert patches.positions.shape == (patches.n_kept, 3) and patches.pixels.shape == (patches.n_kept, 3, 16, 16)
     assert (patches.positions[:, 1] < rows).all() and (patches.positions[:, 2] < cols).all()
     assert (patches.positions >= 0).all() and (patches.positions[:, 0] < cfg.timeline_slots).all()
@@ -109,7 +118,7 @@ def test_deterministic_across_runs():
 
 
 def test_i_frames_kept_whole_on_request_and_counted():
-    samples, patches, _ = one_clip("sprites_h264_p.mp4", keep_i_frames=True, budget=Budget(0.25))
+    samples, patches, _ = one_clip("sprites_h264_p.mp4", selection="topk", keep_i_frames=True, budget=Budget(0.25))
     i_samples = [t for t, kind in enumerate(samples.picture_types) if kind == "I"]
     assert len(i_samples) == 2
     assert {t for t, reason in patches.whole_frames if reason in ("first", "I-frame")} == set(i_samples)
@@ -181,7 +190,8 @@ def test_codec_selection_beats_uniform_and_random_on_moving_sprites():
     scores = compare_selections(samples, patches.kept, [0])
     assert scores["codec"].n_kept == scores["random"].n_kept == patches.n_kept
     per_frame = int((patches.geometry.patch_content_fraction() > 0).sum())
-    assert patches.n_kept - per_frame < scores["uniform"].n_kept <= patches.n_kept  # whole frames only
+    assert scores["uniform"].n_kept % per_frame == 0  # whole frames only, at the selection's picture area
+    assert abs(scores["uniform"].area_fraction - scores["codec"].area_fraction) <= 0.5 / samples.n_samples + 1e-9
     assert scores["codec"].psnr_db > scores["uniform"].psnr_db + 3
     assert scores["codec"].psnr_db > scores["random"].psnr_db
     everything = np.ones_like(patches.kept)
@@ -196,9 +206,9 @@ def test_exact_size_canvas_ignores_aspect():
 
 @pytest.mark.parametrize("refresh", [0.2, 1.0])
 def test_refresh_patches_spread_the_budget_and_keep_the_invariants(refresh):
-    samples, plain, _ = one_clip("sprites_h264_p.mp4", budget=Budget(0.125))
-    _, mixed, _ = one_clip("sprites_h264_p.mp4", budget=Budget(0.125), refresh=refresh)
-    _, again, _ = one_clip("sprites_h264_p.mp4", budget=Budget(0.125), refresh=refresh)
+    samples, plain, _ = one_clip("sprites_h264_p.mp4", selection="topk", budget=Budget(0.125))
+    _, mixed, _ = one_clip("sprites_h264_p.mp4", selection="topk", budget=Budget(0.125), refresh=refresh)
+    _, again, _ = one_clip("sprites_h264_p.mp4", selection="topk", budget=Budget(0.125), refresh=refresh)
     assert mixed.n_kept == plain.n_kept <= mixed.n_budget
     assert np.array_equal(mixed.positions, again.positions)  # seeded
     assert not np.array_equal(mixed.kept, plain.kept)

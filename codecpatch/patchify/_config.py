@@ -14,13 +14,15 @@ Fusion = Literal["mean", "max", "weighted"]
 CameraCompensation = Literal["median", "affine", "none"]
 Normalisation = Literal["frame", "clip"]
 BudgetUnit = Literal["fraction", "frames", "tokens"]
+Selection = Literal["adaptive", "topk", "onevision"]
 
 
 
 @dataclass(frozen=True)
 class Budget:
-    """How many patches to keep: a fraction of the dense count, a number of whole frames' worth, or an
-    absolute token count. Every unit is written out, so no number can be misread as another unit:
+    """How many patches to keep: a fraction of the patches that hold picture, a number of whole frames'
+    worth (a frame's worth = its patches that hold picture; letterbox padding never counts), or an absolute
+    token count. Every unit is written out, so no number can be misread as another unit:
 
     - fraction: a decimal in (0, 1] (``"0.125"``), a percentage (``"12.5%"``) or ``"fraction=0.125"``;
     - frames' worth: ``"8f"``, ``"8 frames"`` or ``"frames=8"``;
@@ -71,7 +73,9 @@ class Budget:
         return Budget(number, unit)
 
     def tokens(self, n_frames: int, patches_per_frame: int) -> int:
-        """The token count this budget allows for ``n_frames`` x ``patches_per_frame`` dense patches."""
+        """The token count this budget allows for ``n_frames`` sampled frames of ``patches_per_frame``
+        patches that hold picture each (pass the picture patches, not the canvas's: padding is never
+        kept, so counting it would inflate a fraction of the picture by canvas area / picture area)."""
         dense = n_frames * patches_per_frame
         if self.unit == "fraction":
             count = int(round(self.value * dense))
@@ -80,6 +84,17 @@ class Budget:
         else:
             count = int(self.value)
         return max(1, min(count, dense))
+
+    def picture_area(self, n_frames: int, area_per_frame: float) -> float | None:
+        """The picture area (in whole patches' worth) a fraction or frames' worth stands for, given
+        ``area_per_frame`` patches' worth of picture per frame; None for a token count (tokens only).
+        Selections that prefer fully covered patches stop here, so they never cover more of the picture
+        than whole frames at the same budget would."""
+        if self.unit == "fraction":
+            return self.value * n_frames * area_per_frame
+        if self.unit == "frames":
+            return min(self.value, n_frames) * area_per_frame
+        return None
 
     def __str__(self) -> str:
         """The budget in the grammar ``parse`` reads (a fraction always with its decimal point)."""
@@ -98,7 +113,14 @@ class PatchifyConfig:
         frames: T, frames sampled per clip (codec mode) or chunks per clip (chunk mode).
         timeline_slots: temporal positions live on a timeline of this many slots (64, as OneVision's),
             so codec and chunk modes share one positional scale.
-        budget: how many patches the codec mode keeps.
+        budget: how many patches the codec mode keeps (fractions and frames' worth count the patches that
+            hold picture, never letterbox padding).
+        selection: "adaptive" (default) splits the budget per clip between whole-frame refreshes and
+            single patches from the codec's change since each patch was last kept (see ``_adaptive``);
+            "topk" is the global top-K of fused energy with the options below; "onevision" is the
+            OneVision-Encoder reading, fixed: instant energy, per-frame normalisation, first frame and
+            sampled I-frames whole, global top-K (``energy``, ``normalise``, ``keep_i_frames``, ``refresh``
+            are ignored).
         size: side of the square canvas (letterboxed) when ``max_side`` is None.
         max_side: native-aspect canvas whose longer side is at most this (rounded up to whole patches).
         exact_size: (width, height) every frame is resized to, aspect not kept (e.g. to match another
@@ -129,6 +151,7 @@ class PatchifyConfig:
     frames: int = 64
     timeline_slots: int = 64
     budget: Budget = Budget(0.125)
+    selection: Selection = "adaptive"
     size: int = 224
     max_side: int | None = None
     exact_size: tuple[int, int] | None = None
@@ -151,6 +174,7 @@ class PatchifyConfig:
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, Mode)
+        _check_choice("selection", self.selection, Selection)
         _check_choice("energy", self.energy, EnergyTiming)
         _check_choice("camera", self.camera, CameraCompensation)
         _check_choice("normalise", self.normalise, Normalisation)

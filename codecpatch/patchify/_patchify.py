@@ -5,8 +5,11 @@ Pure: numpy/OpenCV over the arrays the collector gathered; no decoding here.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from ._adaptive import adaptive_selection, patch_change
 from ._config import PatchifyConfig
 from ._energy import fuse, normalise_by_percentile
 from ._geometry import patches_of, sum_pool
@@ -50,15 +53,26 @@ def is_static(samples: ClipSamples, config: PatchifyConfig) -> bool:
 
 
 def codec_selection(samples: ClipSamples, config: PatchifyConfig) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]], bool, int]:
-    """The codec mode's choice: (kept (T,H,W), scores (T,H,W), whole frames, static fallback?, budget)."""
-    geometry = samples.geometry
-    rows, cols = geometry.grid
-    content = geometry.patch_content_fraction() > 0
-    budget = config.budget.tokens(samples.n_samples, rows * cols)
-    scores = patch_scores(samples, config)
+    """The codec mode's choice: (kept (T,H,W), scores (T,H,W), whole frames, static fallback?, budget).
+
+    The budget counts patches that hold picture (``content``), so a fraction is a fraction of the picture
+    whatever the canvas's padding; the adaptive selection also stops at the picture area whole frames of
+    that budget would cover (it may keep fewer tokens than the budget, never more area).
+    """
+    content = samples.geometry.patch_content_fraction() > 0
+    budget = config.budget.tokens(samples.n_samples, int(content.sum()))
+    if config.selection == "onevision":
+        config = replace(config, energy="instant", normalise="frame", keep_first=True, keep_i_frames=True, refresh=0.0)
     if is_static(samples, config):
         kept, chosen = uniform_frames(samples.n_samples, content, budget)
-        return kept, scores, [(t, "static fallback") for t in chosen], True, budget
+        return kept, patch_scores(samples, config), [(t, "static fallback") for t in chosen], True, budget
+    if config.selection == "adaptive":
+        change = patch_change(samples, config.static_residual)
+        coverage = samples.geometry.patch_content_fraction()
+        area_budget = config.budget.picture_area(samples.n_samples, float(coverage.sum()))
+        kept, whole_frames = adaptive_selection(change, coverage, budget, area_budget)
+        return kept, change.moved + change.unexplained, [(t, whole_frame_reason(samples, t)) for t in whole_frames], False, budget
+    scores = patch_scores(samples, config)
     candidates: list[tuple[int, str]] = [(0, "first")] if config.keep_first else []
     if config.keep_i_frames:
         candidates += [(t, "I-frame") for t, kind in enumerate(samples.picture_types) if kind == "I"]
@@ -67,6 +81,13 @@ def codec_selection(samples: ClipSamples, config: PatchifyConfig) -> tuple[np.nd
         selection_scores = with_refresh(scores, content, budget, candidates, config.refresh, config.seed)
     kept, whole = select_top_k(selection_scores, content, budget, candidates)
     return kept, scores, whole, False, budget
+
+
+def whole_frame_reason(samples: ClipSamples, t: int) -> str:
+    """Why the adaptive selection kept sampled frame ``t`` whole, in the codec's words."""
+    if t == 0:
+        return "first"
+    return "I-frame" if samples.picture_types[t] == "I" else "drift"
 
 
 def with_refresh(scores: np.ndarray, content: np.ndarray, budget: int, whole: list[tuple[int, str]], fraction: float,

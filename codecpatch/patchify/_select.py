@@ -80,6 +80,19 @@ def random_patches(
     return kept
 
 
+def kept_area_fraction(kept: np.ndarray, coverage: np.ndarray) -> float:
+    """Share of the clip's picture area the kept patches cover.
+
+    Args:
+        kept: (T, H, W) bool selection.
+        coverage: (H, W) float, the share of each patch that holds picture (0 = pure padding, 1 = full).
+    Returns:
+        sum of the kept patches' picture coverage / (T x the picture's area in patches), in [0, 1].
+    """
+    picture = float(coverage.sum()) * kept.shape[0]
+    return float((kept * coverage[None]).sum() / picture) if picture > 0 else 0.0
+
+
 def timeline_slots(n_samples: int, slots: int) -> np.ndarray:
     """(T,) int32 slot of each sampled frame on a ``slots``-long timeline, evenly spread, unique.
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._geometry import CanvasGeometry
+from ._select import kept_area_fraction
 
 
 @dataclass(frozen=True)
@@ -110,11 +111,12 @@ class PatchSet:
         timeline: (T,) int32 timeline slot of each sampled frame.
         frame_indices: (T,) decoded frame index of each sampled frame.
         kept: (T, H, W) bool selection mask.
-        whole_frames: ((t, reason), ...) sampled frames kept whole and why ("first", "I-frame",
+        whole_frames: ((t, reason), ...) sampled frames kept whole and why ("first", "I-frame", "drift" (adaptive),
             "static fallback", "chunk", "image").
         static_fallback: the clip was static and the budget went to uniformly spaced whole frames.
         mode: "codec", "chunk" or "image".
-        budget: the budget as given (e.g. "0.125", "8f").
+        budget: the budget as given (e.g. "0.125", "8f"): fractions and frames' worth count the patches that
+            hold picture (``n_picture``), not the canvas's padding.
         n_budget: the token count the budget allowed.
         info, geometry: the clip and its canvas layout.
     """
@@ -145,6 +147,17 @@ class PatchSet:
     def n_dense(self) -> int:
         t, h, w = self.grid
         return t * h * w
+
+    @property
+    def n_picture(self) -> int:
+        """Patches of the dense grid that hold some picture (letterbox-only patches excluded): what a
+        fractional budget is a fraction of."""
+        return self.grid[0] * int((self.geometry.patch_content_fraction() > 0).sum())
+
+    @property
+    def area_fraction(self) -> float:
+        """Share of the clip's picture area (all T sampled frames) the kept patches cover, in [0, 1]."""
+        return kept_area_fraction(self.kept, self.geometry.patch_content_fraction())
 
     @property
     def kept_per_frame(self) -> np.ndarray:

@@ -1,0 +1,194 @@
+"""Adaptive selection: keep a patch where the picture under it has drifted furthest since it was last kept.
+
+A model that receives only the kept patches sees every other patch as it was when last kept (the rebuild
+metric holds it; an encoder trained on codec-sparse inputs has nothing newer). So a patch is worth keeping
+when its content has changed a lot *since it was last kept*, for as long as it stays that way, not when
+it changed a lot in one gap. ``patch_change`` estimates, per sampled frame and patch, what the codec says
+changed since the previous sample (the net displacement its motion vectors compose to over the decoded
+frames in between, times the patch's texture, plus the residual it could not predict above its noise
+floor) and the patch's mean and spread of luma at each sample (a 1/patch thumbnail). ``drift_matrix``
+turns these into the expected error of holding patch n from sample s to u; ``adaptive_selection`` keeps
+the first frame whole and then, greedily, the (sample, patch) that lowers the clip's summed squared
+drift the most, until the budget is spent.
+
+This one rule decides per clip how the budget splits between whole frames and single patches, without a
+fixed ratio: at a scene cut, a light change or after a pan every patch of a frame is worth keeping and
+the frame comes out whole; a static background with a moving object gets the object's patches, and a
+transient (a car passing) is not frozen into the picture after it has gone. Pure numpy/OpenCV over
+(T, H, W) patch grids; about 12 N T^2 bytes for N picture patches and T samples (10 MB at 196 x 64).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ._types import ClipSamples
+
+@dataclass(frozen=True)
+class PatchChange:
+    """What the codec and the sampled frames say about how each patch changes, (T, H, W) float32 each.
+
+    Attributes:
+        moved: change since the previous sample from displacement, luma levels: min(|composed
+            displacement|, patch) x the patch's mean luma gradient (the larger of the two samples'). The
+            displacement is the codec's motion field chained over every decoded frame in the gap, camera
+            motion included (a held patch goes stale under a pan too), canvas px.
+        unexplained: the per-decoded-frame residual above the noise floor, times the frames in the gap,
+            luma levels: what motion compensation could not explain (new content, light, cuts).
+        mean: the patch's mean luma at the sample (a 1/patch thumbnail of the decoded sampled frame).
+        spread: the patch's luma standard deviation at the sample.
+    Rows 0 of moved and unexplained are zero (the first sample has no previous one).
+    """
+
+    moved: np.ndarray
+    unexplained: np.ndarray
+    mean: np.ndarray
+    spread: np.ndarray
+
+    def flat(self, cells: np.ndarray) -> "PatchChange":
+        """The same quantities as (T, N) over the flattened patch indices ``cells``."""
+        pick = lambda array: array.reshape(array.shape[0], -1)[:, cells]  # noqa: E731
+        return PatchChange(pick(self.moved), pick(self.unexplained), pick(self.mean), pick(self.spread))
+
+
+def patch_change(samples: ClipSamples, noise_floor: float) -> PatchChange:
+    """The PatchChange of a clip; ``noise_floor``: per-frame residual (luma levels) taken as coding noise."""
+    geometry = samples.geometry
+    patch = geometry.patch
+    scale = float(np.mean(geometry.scale))
+    rows, cols = geometry.grid
+    coverage = np.maximum(geometry.patch_content_fraction(), 1e-6)
+
+    def on_picture(block_map: np.ndarray) -> np.ndarray:  # a block map resampled to the picture's pixels
+        return cv2.resize(block_map.astype(np.float32), (geometry.content_width, geometry.content_height),
+                          interpolation=cv2.INTER_LINEAR)
+
+    def patch_mean(content_map: np.ndarray) -> np.ndarray:  # mean over each patch's picture pixels
+        canvas = geometry.place(content_map)
+        return cv2.resize(canvas, (cols, rows), interpolation=cv2.INTER_AREA) / coverage
+
+    texture, mean, mean_square = (np.zeros((samples.n_samples, rows, cols), np.float32) for _ in range(3))
+    for t, rgb in enumerate(samples.rgb):
+        luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        gradient = cv2.magnitude(cv2.Sobel(luma, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(luma, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
+        texture[t], mean[t], mean_square[t] = patch_mean(gradient), patch_mean(luma), patch_mean(luma * luma)
+    spread = np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
+    starts = np.concatenate([[samples.info.frame_start - 1], samples.frame_indices[:-1]])
+    gaps = np.maximum(samples.frame_indices - starts, 1).astype(np.float32)
+    moved = np.zeros(texture.shape, np.float32)
+    unexplained = np.zeros(texture.shape, np.float32)
+    for t in range(1, samples.n_samples):
+        displacement = np.hypot(samples.field_from_previous[t][..., 0], samples.field_from_previous[t][..., 1]) * scale
+        excess = np.maximum(samples.residual_accumulated[t] / gaps[t] - noise_floor, 0.0) * gaps[t]
+        moved[t] = patch_mean(on_picture(np.minimum(displacement, patch))) * np.maximum(texture[t - 1], texture[t])
+        unexplained[t] = patch_mean(on_picture(excess))
+    return PatchChange(moved, unexplained, mean.astype(np.float32), spread.astype(np.float32))
+
+
+def drift_matrix(change: PatchChange) -> np.ndarray:
+    """(N, T, T) float32: ``[n, s, u]`` estimates how far patch n at sample u is from its content at
+    sample s (zero for u <= s): the change of its mean luma, plus the change accumulated from displacement
+    and unexplained residual over the samples in between, which saturates at twice the larger of the two
+    samples' luma spreads (content shifted by more than its texture scale is as wrong as it gets).
+    ``change`` holds (T, N) arrays (``PatchChange.flat``); luma levels."""
+    cumulative = np.cumsum(change.moved + change.unexplained, axis=0).T  # (N, T)
+    accumulated = cumulative[:, None, :] - cumulative[:, :, None]
+    spread = change.spread.T
+    ceiling = 2.0 * np.maximum(spread[:, :, None], spread[:, None, :])
+    mean = change.mean.T
+    drift = np.abs(mean[:, None, :] - mean[:, :, None]) + np.minimum(accumulated, ceiling)
+    later = np.triu(np.ones(drift.shape[1:], bool), k=1)
+    return np.where(later[None], np.maximum(drift, 0.0), 0.0).astype(np.float32)
+
+
+def refresh_gains(error_sums: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Squared drift saved over the following samples by keeping a patch at each sample.
+
+    Args:
+        error_sums: ([M,] T, T) ``[s, u]`` = sum over samples s..u of the squared drift when last kept at s.
+        kept: ([M,] T) bool, the samples at which the patch is already kept (sample 0 always is).
+    Returns:
+        ([M,] T) float: a sample t between kept samples s < t < n saves
+        sum_{u=t}^{n-1} drift(s, u)^2 - drift(t, u)^2; already kept samples gain -inf.
+    """
+    if kept.ndim == 1:
+        return refresh_gains(error_sums[None], kept[None])[0]
+    count, n_samples = kept.shape
+    times = np.broadcast_to(np.arange(n_samples), kept.shape)
+    previous = np.maximum.accumulate(np.where(kept, times, 0), axis=1)
+    next_kept = np.minimum.accumulate(np.where(kept, times, n_samples)[:, ::-1], axis=1)[:, ::-1]
+    last = np.concatenate([next_kept[:, 1:], np.full((count, 1), n_samples)], axis=1) - 1
+    before = np.maximum(times - 1, 0)
+    rows = np.arange(count)[:, None]
+    started = times > 0
+    held = error_sums[rows, previous, last] - np.where(started, error_sums[rows, previous, before], 0.0)
+    fresh = error_sums[rows, times, last] - np.where(started, error_sums[rows, times, before], 0.0)
+    return np.where(kept, -np.inf, held - fresh)
+
+
+def adaptive_selection(change: PatchChange, coverage: np.ndarray, budget: int,
+                       area_budget: float | None = None) -> tuple[np.ndarray, list[int]]:
+    """Up to ``budget`` content patches, greedily where keeping saves the most drift.
+
+    The first sampled frame is kept whole; then, a few at a time, the (sample, patch) whose keeping
+    lowers the clip's summed squared drift the most (``refresh_gains``), given everything kept so far.
+    A scene cut or a pan makes every patch of a frame worth keeping, so whole frames come out of the
+    same rule; steady local motion gets single patches. Below one frame's worth, the first frame's
+    patches that differ most from mid-grey (the rebuild's start) are taken.
+
+    Args:
+        change: the clip's PatchChange.
+        coverage: (H, W) share of each patch that holds picture (0 = padding, never kept). Gains count
+            picture pixels only (a half-padded patch saves half as much).
+        budget: patches to keep at most.
+        area_budget: picture area (patches' worth) to stop at, or None: with it, the selection covers no
+            more picture than whole frames of the same budget (it prefers full patches, so it may keep
+            fewer tokens than ``budget``).
+    Returns (kept (T, H, W) bool, the sampled frames kept whole, in time order).
+    """
+    n_samples = change.moved.shape[0]
+    content = coverage > 0
+    per_frame = int(content.sum())
+    kept = np.zeros(change.moved.shape, bool)
+    if budget >= n_samples * per_frame:
+        kept[:] = content
+        return kept, list(range(n_samples))
+    if budget < per_frame:  # not even the first frame: its patches that differ most from the grey start
+        distinct = np.abs(change.mean[0] - 128.0) + change.spread[0]
+        cells = np.flatnonzero(content.ravel())
+        order = cells[np.argsort(-distinct.ravel()[cells], kind="stable")][:budget]
+        if area_budget is not None:
+            order = order[np.cumsum(coverage.ravel()[order]) <= area_budget + 1e-6]
+        kept[0].ravel()[order] = True
+        return kept, []
+    cells = np.flatnonzero(content.ravel())
+    drift = drift_matrix(change.flat(cells))
+    error_sums = np.cumsum(drift.astype(np.float64) ** 2, axis=2)  # (N, T, T)
+    chosen = np.zeros((len(cells), n_samples), bool)
+    chosen[:, 0] = True
+    weight = coverage.ravel()[cells].astype(np.float64)
+    gains = refresh_gains(error_sums, chosen) * weight[:, None]
+    best_time = np.argmax(gains, axis=1)
+    best_gain = gains[np.arange(len(cells)), best_time]
+    area = float(weight.sum())
+    area_budget = np.inf if area_budget is None else area_budget + 1e-6
+    remaining = budget - per_frame
+    while remaining > 0:
+        # Patches' gains are independent of each other's choices, so the best few patches of a round are
+        # taken together (an eighth of what is left: the last picks go one at a time, as exact greedy).
+        batch = np.argsort(-best_gain, kind="stable")[: max(1, remaining // 8)]
+        batch = batch[np.cumsum(weight[batch]) <= area_budget - area]
+        if batch.size == 0 or not np.isfinite(best_gain[batch[0]]):
+            break
+        chosen[batch, best_time[batch]] = True
+        area += float(weight[batch].sum())
+        remaining -= batch.size
+        gains_batch = refresh_gains(error_sums[batch], chosen[batch]) * weight[batch, None]
+        best_time[batch] = np.argmax(gains_batch, axis=1)
+        best_gain[batch] = gains_batch[np.arange(batch.size), best_time[batch]]
+    kept.reshape(n_samples, -1)[:, cells] = chosen.T
+    whole = [t for t in range(n_samples) if kept[t][content].all()]
+    return kept, whole
