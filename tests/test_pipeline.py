@@ -224,3 +224,25 @@ def test_an_encode_stage_the_cluster_cannot_hold_is_refused_at_once(dataset, tmp
     with pytest.raises(RuntimeError, match="encode stage wants 1 actor"):
         run(recipe, list_inputs(dataset)[:1], tmp_path / "out")
     assert time.monotonic() - started < 60
+
+
+def test_every_user_facing_patchify_setting_is_reachable_from_a_recipe():
+    """A PatchifyConfig field the CLI exposes must be settable in a recipe too (they drifted before: fusion,
+    seed, keep_first, image_frame and selection could not be set in a recipe)."""
+    import dataclasses
+
+    from codecpatch.patchify import PatchifyConfig
+    from codecpatch.pipeline._process import patchify_config
+
+    internal = {"timeline_slots", "exact_size", "motion_weight", "static_motion_px", "static_residual", "block_size",
+                "clip_seconds", "clip_frames"}  # fixed by design, or set from the recipe's [clips] section
+    fields = {f.name for f in dataclasses.fields(PatchifyConfig)} - internal
+    changed = {"mode": "chunk", "budget": "8f", "selection": "onevision", "frames": 32, "size": 112, "max_side": 160,
+               "patch": 14, "energy": "instant", "normalise": "frame", "camera": "affine", "fusion": "max",
+               "keep_first": False, "keep_i_frames": True, "refresh": 0.25, "image_frame": 3, "seed": 7}
+    assert fields == set(changed), fields ^ set(changed)
+    config = patchify_config(load_recipe(None, {f"patchify.{name}": value for name, value in changed.items()}))
+    for name, value in changed.items():
+        assert str(getattr(config, name)) == str(value), name
+    default = patchify_config(load_recipe(None, {}))
+    assert all(getattr(default, name) == getattr(PatchifyConfig(), name) for name in fields if name != "budget")

@@ -57,9 +57,11 @@ def recipe_decoder_threads(recipe: Recipe) -> int:
 
 def patchify_config(recipe: Recipe) -> PatchifyConfig:
     p = recipe.patchify
-    return PatchifyConfig(mode=p.mode, budget=Budget.parse(p.budget), frames=p.frames, size=p.size, max_side=p.max_side,
-                          patch=p.patch, energy=p.energy, normalise=p.normalise, camera=p.camera, keep_i_frames=p.keep_i_frames,
-                          refresh=p.refresh, clip_seconds=recipe.clips.split_seconds, clip_frames=recipe.clips.frames)
+    return PatchifyConfig(mode=p.mode, budget=Budget.parse(p.budget), selection=p.selection, frames=p.frames, size=p.size,
+                          max_side=p.max_side, patch=p.patch, energy=p.energy, normalise=p.normalise, camera=p.camera,
+                          fusion=p.fusion, keep_first=p.keep_first, keep_i_frames=p.keep_i_frames, refresh=p.refresh,
+                          image_frame=p.image_frame, seed=p.seed, clip_seconds=recipe.clips.split_seconds,
+                          clip_frames=recipe.clips.frames)
 
 
 def _vit(recipe: Recipe):

@@ -79,6 +79,7 @@ class Limits(_Section):
 class Patchify(_Section):
     mode: Literal["codec", "chunk", "image"] = "codec"
     budget: str = "0.125"
+    selection: Literal["adaptive", "topk", "onevision"] = "adaptive"
     frames: int = Field(64, ge=1)
     size: int = Field(224, ge=2)
     max_side: int | None = None
@@ -86,8 +87,12 @@ class Patchify(_Section):
     energy: Literal["accumulated", "instant"] = "accumulated"
     normalise: Literal["clip", "frame"] = "clip"
     camera: Literal["median", "affine", "none"] = "median"
+    fusion: Literal["mean", "max", "weighted"] = "mean"
+    keep_first: bool = True
     keep_i_frames: bool = False
     refresh: float = Field(0.0, ge=0, le=1)
+    image_frame: int = Field(0, ge=0)
+    seed: int = 0
 
     @field_validator("budget", mode="before")
     @classmethod
