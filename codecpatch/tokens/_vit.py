@@ -423,8 +423,8 @@ def _reject_unmapped(state: _ReadTracker, path, layout: str, ignorable: tuple[st
     unused = sorted(k for k in state if k not in state.read and not k.startswith(ignorable))
     if unused:
         examples = ", ".join(unused[:6]) + (f" and {len(unused) - 6} more" if len(unused) > 6 else "")
-        raise ValueError(f"{path}: this {layout} ViT has weights the loader does not support ({examples}): e.g. layer "
-                         "scale, qk-norm, register or distillation tokens, extra norms; loading it would give wrong tokens")
+        raise ValueError(f"{path}: this {layout} ViT has weights the loader does not support ({examples}): e.g. "
+                         "qk-norm, distillation tokens, extra norms, a SwiGLU MLP; loading it would give wrong tokens")
 
 
 _BLOCK_PARTS = ("norm1", "q", "k", "v", "proj", "norm2", "fc1", "fc2")
