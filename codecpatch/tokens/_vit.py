@@ -123,16 +123,19 @@ class _Block(nn.Module):
         self.ls2 = _LayerScale(config.dim) if config.layer_scale else nn.Identity()
         self.activation = config.activation
 
-    def attention(self, x: torch.Tensor, key_mask: torch.Tensor, cls_row: bool, row_query: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def attention(self, x: torch.Tensor, key_mask: torch.Tensor, cls_row: bool, row_query: torch.Tensor | None = None,
+                  sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, L, D) -> (attention output (B, L, D), query-row attention (B, L) averaged over heads).
 
         The row is the first token's ([CLS]) unless ``row_query`` (B, 1, D) gives another query token
-        (which does not take part in the attention itself)."""
+        (which does not take part in the attention itself). ``sizes`` (B, L): proportional attention (ToMe):
+        a token that stands for n merged tokens gets log(n) added to its attention logits as a key."""
         b, length, dim = x.shape
         h = self.norm1(x)
         q, k, v = (proj(h).view(b, length, self.heads, dim // self.heads).transpose(1, 2) for proj in (self.q, self.k, self.v))
         mask = key_mask[:, None, None, :]
+        if sizes is not None:
+            mask = torch.log(sizes.clamp_min(1e-12)).to(q.dtype).masked_fill(~key_mask, float("-inf"))[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         row = None
         if cls_row:  # only the first query's row, computed on the side: the fused kernel above stays fused
@@ -140,7 +143,8 @@ class _Block(nn.Module):
             if row_query is not None:
                 query = self.q(self.norm1(row_query)).view(b, 1, self.heads, dim // self.heads).transpose(1, 2)
             logits = (query @ k.transpose(-1, -2)) / math.sqrt(dim // self.heads)
-            row = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)[:, :, 0].mean(dim=1)
+            logits = logits + mask if mask.dtype != torch.bool else logits.masked_fill(~mask, float("-inf"))
+            row = torch.softmax(logits, dim=-1)[:, :, 0].mean(dim=1)
         return self.ls1(self.proj(out.transpose(1, 2).reshape(b, length, dim))), row
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,6 +194,16 @@ class SparseViT(nn.Module):
             tokens (B, K', D), token_valid (B, K'), cls (B, D) or None, and ``source`` (B, K) int64: for
             every input patch, the output token index that carries it (K' < K after Xray blocks).
         """
+        x, valid = self.embed(pixels, positions, valid, grid)
+        b, k = pixels.shape[:2]
+        source = torch.arange(k, device=x.device).expand(b, k).clone()
+        x, valid, source = self.run_blocks(x, valid, source, 0, self.config.depth)
+        return (*self.head(x, valid), source)
+
+    def embed(self, pixels: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, grid: tuple[int, int]
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch + position embeddings with the prefix ([CLS], registers) in front: (B, prefix + K, D) and its
+        validity (B, prefix + K). Arguments as ``forward``."""
         b, k = pixels.shape[:2]
         config = self.config
         x = self.patch_embed(pixels.flatten(0, 1)).flatten(1).view(b, k, config.dim)
@@ -204,27 +218,43 @@ class SparseViT(nn.Module):
         if offset:
             x = torch.cat([*prefix, x], dim=1)
             valid = torch.cat([torch.ones(b, offset, dtype=torch.bool, device=valid.device), valid], dim=1)
-        x = self.pre_norm(x)
-        source = torch.arange(k, device=x.device).expand(b, k).clone()
-        for number, block in enumerate(self.blocks, start=1):
+        return self.pre_norm(x), valid
+
+    def run_blocks(self, x: torch.Tensor, valid: torch.Tensor, source: torch.Tensor, start: int, stop: int,
+                   sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Blocks ``start`` .. ``stop - 1`` (zero-indexed) on the hidden states ``x`` (B, prefix + K, D).
+
+        ``sizes`` (B, prefix + K): how many tokens each one stands for, for proportional attention after a
+        merge (not with Xray blocks in the range). Returns the new (x, valid, source)."""
+        config = self.config
+        offset = config.prefix_tokens
+        for number in range(start + 1, stop + 1):
+            block = self.blocks[number - 1]
             xray = number in config.xray_blocks
+            if xray and sizes is not None:
+                raise ValueError("proportional attention (sizes) cannot run through Xray blocks")
             if xray and self.cls_token is None:
                 # No [CLS]: the mean token is the query of the side row (EViT needs one).
                 mean = (x * valid[..., None]).sum(1, keepdim=True) / valid.sum(1, keepdim=True)[..., None]
                 attended, row = block.attention(x, valid, True, row_query=mean)
             else:
-                attended, row = block.attention(x, valid, xray)
+                attended, row = block.attention(x, valid, xray, sizes=sizes)
             x = x + attended
             if xray:
                 x, valid, source = _reorganise(x, valid, source, row, offset, config.xray_keep, config.xray_threshold)
             x = x + block.mlp(x)
+        return x, valid, source
+
+    def head(self, x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Final norm; drop the prefix: (tokens (B, K', D), valid (B, K'), cls (B, D) or None)."""
+        config = self.config
         cls = None
         if self.cls_token is not None:
             cls = self.final_norm(x[:, 0]) if config.final_norm != "none" else x[:, 0]
-            x, valid = x[:, offset:], valid[:, offset:]
+            x, valid = x[:, config.prefix_tokens :], valid[:, config.prefix_tokens :]
         if config.final_norm == "all":
             x = self.final_norm(x)
-        return x, valid, cls, source
+        return x, valid, cls
 
 
 def _reorganise(x: torch.Tensor, valid: torch.Tensor, source: torch.Tensor, row: torch.Tensor, offset: int, keep: float,
