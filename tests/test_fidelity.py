@@ -88,9 +88,10 @@ def test_keeping_everything_scores_one_and_less_scores_less(model_folder, clips)
     assert counts["codec"] == counts["random"]
     # pruning/merging keeping everything changes nothing (DUET rewrites its contextual tokens even then);
     # keeping a quarter keeps a quarter of each frame's tokens
-    for name in ("apet", "random", "stride", "xray"):
+    # ... also when they merge after block 1 and the rest runs with proportional attention (sizes all 1)
+    for name in ("apet", "random", "stride", "xray", "apet@1", "random@1", "stride@1"):
         assert methods[f"{name}:1"]["cosine"] == pytest.approx(1.0, abs=1e-5), name
-    for name in ("apet", "duet", "random", "stride"):
+    for name in ("apet", "duet", "random", "stride", "apet@1", "duet@1", "duet_mean@1"):
         assert methods[f"{name}:0.25"]["tokens"] < 0.3 * methods[f"{name}:1"]["tokens"]
     assert all(0.0 <= m["frame_localisation"] <= 1.0 and m["seconds"] > 0 for m in methods.values())
 
