@@ -88,6 +88,24 @@ class DenseClip:
         return tokens[:, torch.from_numpy(self.picture)].reshape(-1, tokens.shape[-1]).mean(0)
 
 
+def _normalised_batch(model: SparseViT, patches: np.ndarray, kept: np.ndarray, frames: list[int]):
+    """(pixels (B, K, 3, P, P) normalised, positions (B, K, 3), valid (B, K)) of ``frames``' kept patches."""
+    parameter = next(model.parameters())
+    counts = [int(kept[t].sum()) for t in frames]
+    pixels = torch.zeros(len(frames), max(counts), 3, *patches.shape[-2:])
+    positions = torch.zeros(len(frames), max(counts), 3, dtype=torch.int64)
+    valid = torch.zeros(len(frames), max(counts), dtype=torch.bool)
+    for i, t in enumerate(frames):
+        h, w = np.nonzero(kept[t])
+        pixels[i, : counts[i]] = torch.from_numpy(patches[t, h, w]).float() / 255.0
+        positions[i, : counts[i], 1], positions[i, : counts[i], 2] = torch.from_numpy(h), torch.from_numpy(w)
+        valid[i, : counts[i]] = True
+    mean = torch.tensor(model.config.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(model.config.image_std).view(1, 3, 1, 1)
+    normalised = ((pixels.flatten(0, 1) - mean) / std).view_as(pixels)
+    return normalised.to(parameter.device, parameter.dtype), positions.to(parameter.device), valid.to(parameter.device)
+
+
 def encode_per_frame(model: SparseViT, patches: np.ndarray, kept: np.ndarray, batch: int = 16) -> FrameTokens:
     """Encode each frame's kept patches alone ([CLS] + kept tokens at their positions).
 
@@ -96,27 +114,14 @@ def encode_per_frame(model: SparseViT, patches: np.ndarray, kept: np.ndarray, ba
         kept: (T, H, W) bool.
     """
     started = time.perf_counter()
-    parameter = next(model.parameters())
-    mean = torch.tensor(model.config.image_mean, device=parameter.device).view(1, 3, 1, 1)
-    std = torch.tensor(model.config.image_std, device=parameter.device).view(1, 3, 1, 1)
     frames, rows, cols = kept.shape
     tokens, frame_of, cls = [], [], torch.full((frames, model.config.dim), float("nan"))
     busy = [t for t in range(frames) if kept[t].any()]
     for start in range(0, len(busy), batch):
         chunk = busy[start : start + batch]
-        counts = [int(kept[t].sum()) for t in chunk]
-        width = max(counts)
-        pixels = torch.zeros(len(chunk), width, 3, *patches.shape[-2:])
-        positions = torch.zeros(len(chunk), width, 3, dtype=torch.int64)
-        valid = torch.zeros(len(chunk), width, dtype=torch.bool)
-        for i, t in enumerate(chunk):
-            h, w = np.nonzero(kept[t])
-            pixels[i, : counts[i]] = torch.from_numpy(patches[t, h, w]).float() / 255.0
-            positions[i, : counts[i], 1], positions[i, : counts[i], 2] = torch.from_numpy(h), torch.from_numpy(w)
-            valid[i, : counts[i]] = True
-        normalised = ((pixels.to(parameter.device).flatten(0, 1) - mean) / std).view_as(pixels).to(parameter.dtype)
+        pixels, positions, valid = _normalised_batch(model, patches, kept, chunk)
         with torch.inference_mode():
-            out, out_valid, out_cls, _ = model(normalised, positions.to(parameter.device), valid.to(parameter.device), (rows, cols))
+            out, out_valid, out_cls, _ = model(pixels, positions, valid, (rows, cols))
         for i, t in enumerate(chunk):
             kept_tokens = out[i][out_valid[i]].float().cpu()
             tokens.append(kept_tokens)
@@ -310,24 +315,6 @@ def _xray_model(model: SparseViT, keep: float, blocks: tuple[int, ...]) -> Spars
     xray.load_state_dict(model.state_dict())
     parameter = next(model.parameters())
     return xray.to(device=parameter.device, dtype=parameter.dtype).eval()
-
-
-def _normalised_batch(model: SparseViT, patches: np.ndarray, kept: np.ndarray, frames: list[int]):
-    """(pixels (B, K, 3, P, P) normalised, positions (B, K, 3), valid (B, K)) of ``frames``' kept patches."""
-    parameter = next(model.parameters())
-    counts = [int(kept[t].sum()) for t in frames]
-    pixels = torch.zeros(len(frames), max(counts), 3, *patches.shape[-2:])
-    positions = torch.zeros(len(frames), max(counts), 3, dtype=torch.int64)
-    valid = torch.zeros(len(frames), max(counts), dtype=torch.bool)
-    for i, t in enumerate(frames):
-        h, w = np.nonzero(kept[t])
-        pixels[i, : counts[i]] = torch.from_numpy(patches[t, h, w]).float() / 255.0
-        positions[i, : counts[i], 1], positions[i, : counts[i], 2] = torch.from_numpy(h), torch.from_numpy(w)
-        valid[i, : counts[i]] = True
-    mean = torch.tensor(model.config.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.config.image_std).view(1, 3, 1, 1)
-    normalised = ((pixels.flatten(0, 1) - mean) / std).view_as(pixels)
-    return normalised.to(parameter.device, parameter.dtype), positions.to(parameter.device), valid.to(parameter.device)
 
 
 def encode_merging_inside(model: SparseViT, patches: np.ndarray, kept: np.ndarray, compressor, after: int
