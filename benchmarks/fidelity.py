@@ -7,7 +7,9 @@ Every clip of every video (split into ``--clip-seconds`` clips, ``--frames`` sam
 canvas with longer side 224 px, patch 14, so budgets count picture patches only) is scored by
 ``codecpatch.fidelity.evaluate_clips``: codec / uniform-frames / random selections at 3.1, 6.25, 12.5 and 25%
 of the picture patches (sparse-encoded and pooled-from-dense), and ApET, DUET V2V (both rules), Xray,
-random and strided pruning at keep 50/25/12.5% of the 25% codec selection. Retrieval is among all clips.
+random and strided pruning at keep 50/25/12.5% of the 25% codec selection (on the output tokens, and after
+block 4 with proportional attention in the rest: results/fidelity.json predates that variant, which
+results/fidelity_inside.json has, from ``codecpatch fidelity``). Retrieval is among all clips.
 Prints a table (means over clips, and the codec-vs-uniform-vs-random cosine clip by clip) and saves JSON.
 
 Also a probe of whether the backbone kept its DINOv2 features or was fine-tuned away from them: [CLS] cosine
