@@ -622,8 +622,10 @@ def show(shards: str, sample_id: str | None, index: int | None, out: str, column
         _fail("give one of --sample ID or --index N")
     try:
         row = read_row(shards, sample_id=sample_id, index=index)
-    except (FileNotFoundError, KeyError, IndexError, ValueError) as error:
-        _fail(str(error).strip("'\""))
+    except KeyError as error:  # str(KeyError) is the repr of its message: take the message itself
+        _fail(error.args[0])
+    except (FileNotFoundError, IndexError, ValueError) as error:
+        _fail(str(error))
     tiles = draw_stored_row(row.pixels, row.positions, row.frame_types, row.grid, row.slots)
     title = (f"{row.sample_id}  {row.mode}  budget {row.budget}: {len(row.pixels)}/{row.n_dense} patches "
              f"({100 * len(row.pixels) / max(row.n_dense, 1):.1f}%)  {row.clip_start:.2f}-{row.clip_end:.2f} s  (stored row; dropped patches are not stored)")

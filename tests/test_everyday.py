@@ -200,8 +200,8 @@ def test_show_draws_a_stored_rows_kept_patches_where_they_were(pixel_shards, tmp
     assert shown.returncode == 0, shown.stderr and png.exists()
     by_index = codecpatch("show", pixel_shards, "--index", "0", "--out", tmp_path / "same.png")
     assert by_index.returncode == 0 and np.array_equal(cv2.imread(str(png)), cv2.imread(str(tmp_path / "same.png")))
-    assert_one_line_error(codecpatch("show", pixel_shards, "--index", "7", "--out", png), "row 7", "1 rows")
-    assert_one_line_error(codecpatch("show", pixel_shards, "--sample", "nope#3", "--out", png), "no row", "nope#3")
+    assert_one_line_error(codecpatch("show", pixel_shards, "--index", "7", "--out", png), "row 7", "hold 1 row (0-0)")
+    assert_one_line_error(codecpatch("show", pixel_shards, "--sample", "nope#3", "--out", png), "no row", "'nope#3'")
 
 
 def test_show_says_when_no_pixels_were_stored(tmp_path):
