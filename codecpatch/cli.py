@@ -409,9 +409,12 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
     scan.write_skipped(output)  # after the run: the folder is ours (the writer's lock) and exists
     summary = stats.to_dict()
     left = f", {len(plan.over_limit)} left by --limit" if plan.over_limit else ""
+    failed_before = min(len(plan.failed_before), summary["skipped_done"])  # skipped like done ones, but not done
+    earlier = f", {failed_before} failed in an earlier run" if failed_before else ""
     click.echo(scan.summary() + (f" (see {output}/{SKIPPED})" if scan.skipped else ""))
     click.echo(f"{summary['inputs']} inputs: {summary['processed']} processed, {summary['failed']} failed, "
-               f"{summary['skipped_done']} already done{left}; {summary['clips']} clips, {summary['n_tokens']} tokens "
+               f"{summary['skipped_done'] - failed_before} already done{earlier}{left}; {summary['clips']} clips, "
+               f"{summary['n_tokens']} tokens "
                f"in {summary['seconds']:.1f} s -> {output}")
     if summary.get("partial"):
         click.echo(f"  partial decodes: {summary['partial']} (rows with complete = false; recipe limits.partial = "

@@ -164,6 +164,7 @@ def test_dry_run_and_limit_show_and_do_what_a_run_would(three_inputs, tmp_path):
 
     strict = codecpatch(*args, "--strict")  # nothing left to run, but the folder holds a failure
     assert strict.returncode == 4 and "--strict: 1 input failed" in strict.stderr
+    assert "0 processed, 0 failed, 2 already done, 1 failed in an earlier run;" in strict.stdout  # c.mp4 is not done
 
 
 # -- (f): show a stored row -------------------------------------------------------------------------------
