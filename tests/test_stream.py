@@ -347,6 +347,39 @@ def test_cli_names_a_bad_source_and_exits_2(tmp_path):
     assert "notes.mp4" in result.output and "not a recognised video" in result.output
 
 
+def test_the_recipes_frame_size_limit_refuses_a_stream_source(ffmpeg, camera_clip, tmp_path):
+    """[limits] max_pixels guards streams too (a file at once; a live feed at once, not by reconnecting forever);
+    the limits a live feed would reach by running (max_seconds, max_frames) do not apply to streams."""
+    from click.testing import CliRunner
+
+    from codecpatch.cli import main
+    from codecpatch.errors import LimitExceededError
+
+    toml = tmp_path / "small.toml"
+    toml.write_text("[limits]\nmax_pixels = 1000\nmax_frames = 10\nmax_seconds = 0.5\n")
+    result = CliRunner().invoke(main, ["stream", str(camera_clip), "--recipe", str(toml), "--output", str(tmp_path / "out"),
+                                       "--no-progress"])
+    assert result.exit_code == 2 and "max_pixels" in result.output, result.output
+    assert not list((tmp_path / "out").glob("shard-*.parquet"))
+
+    port = free_port()
+    sender = send(ffmpeg, camera_clip, f"tcp://127.0.0.1:{port}?listen=1")
+    started = time.monotonic()
+    try:
+        with pytest.raises(LimitExceededError, match="max_pixels"):
+            run_stream(f"tcp://127.0.0.1:{port}", recipe().model_copy(update={"limits": load_recipe(toml).limits}), tmp_path / "live",
+                       progress=False)
+    finally:
+        sender.kill()
+        sender.wait()
+    assert time.monotonic() - started < 15
+
+    running_limits_only = load_recipe(toml).limits.model_copy(update={"max_pixels": 0})
+    allowed = recipe().model_copy(update={"limits": running_limits_only})
+    stats = run_stream(camera_clip, allowed, tmp_path / "long", progress=False)
+    assert stats.windows_written == GOPS and sum(len(r["frame_types"]) for r in rows(tmp_path / "long")) > 10
+
+
 def test_a_stop_during_a_stall_ends_within_the_read_timeout(tmp_path, silent_tcp_server):
     thread, outcome = in_thread(run_stream, f"tcp://127.0.0.1:{silent_tcp_server}", recipe(read_timeout=2.0, open_timeout=2.0),
                                 tmp_path, progress=False)

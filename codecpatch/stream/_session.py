@@ -279,7 +279,7 @@ class StreamSession:
             rgb_fit=lambda width, height: _content_size(width, height, config),
             motion="auto" if codec_mode else "none", residual="mc" if codec_mode else "none",
             open_timeout=s.open_timeout, read_timeout=s.read_timeout, threads=s.decoder_threads,
-            container_options=container_options,
+            container_options=container_options, limits=replace(self.recipe.limits.decode_limits(), max_seconds=None, max_frames=None),
         )
 
     def _decode(self) -> None:

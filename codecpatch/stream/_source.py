@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 from ..decode import CodecFrame, DecodeOptions, StreamInfo, VideoReader
 from ..decode._source import is_url
-from ..errors import InvalidVideoError, NoVideoStreamError, SourceTimeoutError, UnsupportedCodecError, VideoError
+from ..errors import InvalidVideoError, LimitExceededError, NoVideoStreamError, SourceTimeoutError, UnsupportedCodecError, VideoError
 from ._clock import CaptureClock, FrameClock
 
 log = logging.getLogger("codecpatch.stream")
@@ -71,7 +71,8 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
 
     Raises:
         VideoError: a file cannot be read; or a live source is not a video stream we can use (unknown
-            protocol, not a recognised format, no video stream, no decoder) before it ever connected:
+            protocol, not a recognised format, no video stream, no decoder, frames over ``options.limits``)
+            before it ever connected:
             retrying would not help (so is an RTSP server that answers 404, 401 or 403 at the first attempt).
         StreamEnded: a live source stayed away for ``reconnect.max_attempts`` attempts in a row.
     """
@@ -140,8 +141,8 @@ _PERMANENT_ANSWERS = ("protocol not found", "404 not found", "401 unauthorized",
 
 def _permanent(error: VideoError) -> bool:
     """Errors that another attempt would repeat: no such protocol, not a video, no video stream, no decoder,
-    no such path on the server, credentials refused."""
-    if isinstance(error, (InvalidVideoError, NoVideoStreamError, UnsupportedCodecError)):
+    no such path on the server, credentials refused, frames over the recipe's limits."""
+    if isinstance(error, (InvalidVideoError, NoVideoStreamError, UnsupportedCodecError, LimitExceededError)):
         return True
     reason = error.reason.lower()
     return any(answer in reason for answer in _PERMANENT_ANSWERS)
@@ -150,7 +151,10 @@ def _permanent(error: VideoError) -> bool:
 def _named(error: VideoError, name: str) -> VideoError:
     """``error`` naming the source as ``name`` (the URL without its credentials) instead of as given; raise it
     ``from None``: the FFmpeg error behind it names the URL as given."""
-    return type(error)(name, error.reason.replace(error.source, name))
+    named = type(error).__new__(type(error))  # not type(error)(...): subclasses such as LimitExceededError take more
+    named.__dict__.update(error.__dict__)
+    VideoError.__init__(named, name, error.reason.replace(error.source, name))
+    return named
 
 
 class _Pacer:
