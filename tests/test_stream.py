@@ -79,7 +79,7 @@ def in_thread(function, *args, **kwargs):
 
 def rows(directory: Path) -> list[dict]:
     shards = sorted(directory.glob("shard-*.parquet"))
-    return [row for shard in shards for row in pq.read_table(shard, columns=["sample_id", "clip_index", "clip_start", "frame_types", "n_tokens"]).to_pylist()]
+    return [row for shard in shards for row in pq.read_table(shard, columns=["sample_id", "clip_index", "clip_start", "frame_types", "n_tokens", "times_estimated"]).to_pylist()]
 
 
 def udp_port_bound(port: int) -> bool:
@@ -378,6 +378,21 @@ def test_the_recipes_frame_size_limit_refuses_a_stream_source(ffmpeg, camera_cli
     allowed = recipe().model_copy(update={"limits": running_limits_only})
     stats = run_stream(camera_clip, allowed, tmp_path / "long", progress=False)
     assert stats.windows_written == GOPS and sum(len(r["frame_types"]) for r in rows(tmp_path / "long")) > 10
+
+
+def test_stream_rows_say_when_their_times_are_estimated_as_batch_rows_do(ffmpeg, camera_clip, tmp_path):
+    """A raw H.264 stream has no timestamps: its windows' times are counted from frame indices, and the rows
+    say so (times_estimated), as the batch pipeline's rows of the same file do; a timed source's do not."""
+    raw = tmp_path / "camera.264"
+    subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(camera_clip), "-c", "copy", "-bsf:v", "h264_mp4toannexb",
+                    str(raw)], check=True, timeout=60)
+    run_stream(raw, recipe(), tmp_path / "raw", progress=False)
+    run_stream(camera_clip, recipe(), tmp_path / "timed", progress=False)
+    raw_rows, timed_rows = rows(tmp_path / "raw"), rows(tmp_path / "timed")
+    assert len(raw_rows) == len(timed_rows) == GOPS
+    assert [r["times_estimated"] for r in raw_rows] == [True] * GOPS
+    assert [r["times_estimated"] for r in timed_rows] == [False] * GOPS
+    assert [r["clip_start"] for r in raw_rows] == pytest.approx([r["clip_start"] for r in timed_rows])
 
 
 def test_a_stop_during_a_stall_ends_within_the_read_timeout(tmp_path, silent_tcp_server):

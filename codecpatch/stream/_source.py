@@ -47,12 +47,14 @@ class TimedFrame:
         session: connection number (0 = first; +1 per reconnect).
         decoded_at: ``time.monotonic()`` when the decoder delivered it (after pacing, for real-time files).
         clock: its wall-clock times: captured (when the source says, e.g. RTCP sender reports) and received.
+        time_estimated: its time is counted from its index (the source has no usable timestamps, e.g. raw H.264).
     """
 
     frame: CodecFrame
     session: int
     decoded_at: float
     clock: FrameClock
+    time_estimated: bool = False
 
 
 class StreamEnded(Exception):
@@ -97,7 +99,7 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
                         break
                     delivered += 1
                     clock = FrameClock(capture.captured_at(frame.pts), time.time())
-                    yield TimedFrame(frame, session, time.monotonic(), clock)
+                    yield TimedFrame(frame, session, time.monotonic(), clock, reader.report.timestamps != "pts")
                     if stop.is_set():
                         break
                 report = reader.report
