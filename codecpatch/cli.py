@@ -411,8 +411,9 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
     left = f", {len(plan.over_limit)} left by --limit" if plan.over_limit else ""
     failed_before = min(len(plan.failed_before), summary["skipped_done"])  # skipped like done ones, but not done
     earlier = f", {failed_before} failed in an earlier run" if failed_before else ""
-    click.echo(scan.summary() + (f" (see {output}/{SKIPPED})" if scan.skipped else ""))
-    click.echo(f"{summary['inputs']} inputs: {summary['processed']} processed, {summary['failed']} failed, "
+    if scan.skipped:  # without skips that line would only repeat the next one's count
+        click.echo(f"{scan.summary()} (see {output}/{SKIPPED})")
+    click.echo(f"{_plural(summary['inputs'], 'input')}: {summary['processed']} processed, {summary['failed']} failed, "
                f"{summary['skipped_done'] - failed_before} already done{earlier}{left}; {summary['clips']} clips, "
                f"{summary['n_tokens']} tokens "
                f"in {summary['seconds']:.1f} s -> {output}")

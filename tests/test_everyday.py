@@ -151,6 +151,7 @@ def test_dry_run_and_limit_show_and_do_what_a_run_would(three_inputs, tmp_path):
     first = codecpatch(*args, "--limit", "1")
     assert first.returncode == 0, first.stderr
     assert "1 processed" in first.stdout and "2 left by --limit" in first.stdout
+    assert "\n1 input: 1 processed, 0 failed, 0 already done, 2 left by --limit;" in first.stdout  # not "1 inputs"
     assert Manifest.read(out).inputs_done == ["a.mp4"]
 
     dry = codecpatch(*args, "--dry-run", "--limit", "1")
