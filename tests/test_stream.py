@@ -375,6 +375,27 @@ def test_the_recipes_frame_size_limit_refuses_a_stream_source(ffmpeg, camera_cli
     assert time.monotonic() - started < 15
 
     running_limits_only = load_recipe(toml).limits.model_copy(update={"max_pixels": 0})
+    # A live feed that grows past the limit mid-way ends at once too, instead of reconnecting forever.
+    small, large = tmp_path / "small.ts", tmp_path / "large.ts"
+    for path, size, offset in ((small, "320x240", "0"), (large, "640x480", "2")):
+        subprocess.run([ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=size={size}:rate=25:duration=2",
+                        "-c:v", "libx264", "-g", "25", "-bf", "0", "-preset", "ultrafast", "-output_ts_offset", offset,
+                        "-f", "mpegts", str(path)], check=True, timeout=60)
+    growing = tmp_path / "growing.ts"
+    growing.write_bytes(small.read_bytes() + large.read_bytes())
+    port = free_port()
+    sender = send(ffmpeg, growing, f"tcp://127.0.0.1:{port}?listen=1", realtime=False)
+    started = time.monotonic()
+    limits = load_recipe(None).limits.model_copy(update={"max_pixels": 320 * 240})
+    try:
+        with pytest.raises(LimitExceededError, match="decoded frame size 640x480"):
+            run_stream(f"tcp://127.0.0.1:{port}", recipe().model_copy(update={"limits": limits}), tmp_path / "grows",
+                       progress=False)
+    finally:
+        sender.kill()
+        sender.wait()
+    assert time.monotonic() - started < 15
+
     allowed = recipe().model_copy(update={"limits": running_limits_only})
     stats = run_stream(camera_clip, allowed, tmp_path / "long", progress=False)
     assert stats.windows_written == GOPS and sum(len(r["frame_types"]) for r in rows(tmp_path / "long")) > 10

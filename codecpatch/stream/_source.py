@@ -75,7 +75,8 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
         VideoError: a file cannot be read; or a live source is not a video stream we can use (unknown
             protocol, not a recognised format, no video stream, no decoder, frames over ``options.limits``)
             before it ever connected:
-            retrying would not help (so is an RTSP server that answers 404, 401 or 403 at the first attempt).
+            retrying would not help (so is an RTSP server that answers 404, 401 or 403 at the first attempt);
+            or frames over ``options.limits`` at any time (a feed growing past max_pixels is not reconnected).
         StreamEnded: a live source stayed away for ``reconnect.max_attempts`` attempts in a row.
     """
     source = os.fspath(source)
@@ -116,7 +117,7 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
         except VideoError as error:
             if not live:
                 raise
-            if session < 0 and _permanent(error):
+            if isinstance(error, LimitExceededError) or (session < 0 and _permanent(error)):  # a limit: at any time
                 raise _named(error, name) from None
             reason = f"unavailable ({error.reason})"
         frame_offset += delivered
