@@ -434,9 +434,13 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
     scan.write_skipped(output)  # after the run: the folder is ours (the writer's lock) and exists
     summary = stats.to_dict()
     left = f", {len(plan.over_limit)} left by --limit" if plan.over_limit else ""
-    click.echo(scan.summary() + (f" (see {output}/{SKIPPED})" if scan.skipped else ""))
-    click.echo(f"{summary['inputs']} inputs: {summary['processed']} processed, {summary['failed']} failed, "
-               f"{summary['skipped_done']} already done{left}; {summary['clips']} clips, {summary['n_tokens']} tokens "
+    failed_before = min(len(plan.failed_before), summary["skipped_done"])  # skipped like done ones, but not done
+    earlier = f", {failed_before} failed in an earlier run" if failed_before else ""
+    if scan.skipped:  # without skips that line would only repeat the next one's count
+        click.echo(f"{scan.summary()} (see {output}/{SKIPPED})")
+    click.echo(f"{_plural(summary['inputs'], 'input')}: {summary['processed']} processed, {summary['failed']} failed, "
+               f"{summary['skipped_done'] - failed_before} already done{earlier}{left}; {summary['clips']} clips, "
+               f"{summary['n_tokens']} tokens "
                f"in {summary['seconds']:.1f} s -> {output} [{summary['execution']}]")
     if summary.get("partial"):
         click.echo(f"  partial decodes: {summary['partial']} (rows with complete = false; recipe limits.partial = "
@@ -658,8 +662,10 @@ def show(shards: str, sample_id: str | None, index: int | None, out: str, column
         _fail("give one of --sample ID or --index N")
     try:
         row = read_row(shards, sample_id=sample_id, index=index)
-    except (FileNotFoundError, KeyError, IndexError, ValueError) as error:
-        _fail(str(error).strip("'\""))
+    except KeyError as error:  # str(KeyError) is the repr of its message: take the message itself
+        _fail(error.args[0])
+    except (FileNotFoundError, IndexError, ValueError) as error:
+        _fail(str(error))
     tiles = draw_stored_row(row.pixels, row.positions, row.frame_types, row.grid, row.slots)
     title = (f"{row.sample_id}  {row.mode}  budget {row.budget}: {len(row.pixels)}/{row.n_dense} patches "
              f"({100 * len(row.pixels) / max(row.n_dense, 1):.1f}%)  {row.clip_start:.2f}-{row.clip_end:.2f} s  (stored row; dropped patches are not stored)")

@@ -151,6 +151,7 @@ def test_dry_run_and_limit_show_and_do_what_a_run_would(three_inputs, tmp_path):
     first = codecpatch(*args, "--limit", "1")
     assert first.returncode == 0, first.stderr
     assert "1 processed" in first.stdout and "2 left by --limit" in first.stdout
+    assert "\n1 input: 1 processed, 0 failed, 0 already done, 2 left by --limit;" in first.stdout  # not "1 inputs"
     assert Manifest.read(out).inputs_done == ["a.mp4"]
 
     dry = codecpatch(*args, "--dry-run", "--limit", "1")
@@ -164,6 +165,7 @@ def test_dry_run_and_limit_show_and_do_what_a_run_would(three_inputs, tmp_path):
 
     strict = codecpatch(*args, "--strict")  # nothing left to run, but the folder holds a failure
     assert strict.returncode == 4 and "--strict: 1 input failed" in strict.stderr
+    assert "0 processed, 0 failed, 2 already done, 1 failed in an earlier run;" in strict.stdout  # c.mp4 is not done
 
 
 # -- (f): show a stored row -------------------------------------------------------------------------------
@@ -200,8 +202,8 @@ def test_show_draws_a_stored_rows_kept_patches_where_they_were(pixel_shards, tmp
     assert shown.returncode == 0, shown.stderr and png.exists()
     by_index = codecpatch("show", pixel_shards, "--index", "0", "--out", tmp_path / "same.png")
     assert by_index.returncode == 0 and np.array_equal(cv2.imread(str(png)), cv2.imread(str(tmp_path / "same.png")))
-    assert_one_line_error(codecpatch("show", pixel_shards, "--index", "7", "--out", png), "row 7", "1 rows")
-    assert_one_line_error(codecpatch("show", pixel_shards, "--sample", "nope#3", "--out", png), "no row", "nope#3")
+    assert_one_line_error(codecpatch("show", pixel_shards, "--index", "7", "--out", png), "row 7", "hold 1 row (0-0)")
+    assert_one_line_error(codecpatch("show", pixel_shards, "--sample", "nope#3", "--out", png), "no row", "'nope#3'")
 
 
 def test_show_says_when_no_pixels_were_stored(tmp_path):

@@ -172,7 +172,7 @@ def test_extension_filter_is_settable_and_skips_are_listed(tmp_path):
     rows, errors, skipped = _outputs(output)
     assert set(rows) == {"b.mov"} and not errors
     assert skipped["a.mp4"]["reason"] == "extension not selected"
-    assert "1 inputs, 1 skipped: 1 extension not selected" in result.output
+    assert "1 input, 1 skipped: 1 extension not selected" in result.output
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -278,7 +278,8 @@ def test_quick_start_recipe_runs_in_process_for_a_few_clips_and_says_so(tmp_path
                "--output", str(output), "--no-progress"]
     first = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
-    assert "1 processed" in first.stdout and "[in-process (workers = auto: 1 input to do" in first.stdout
+    # the reason is "1 input to do" (or "one CPU" where the process may use one core only)
+    assert "1 processed" in first.stdout and "[in-process (workers = auto: " in first.stdout
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert "1 already done" in again.stdout and "[nothing to do: Ray not started]" in again.stdout
 

@@ -79,7 +79,7 @@ def in_thread(function, *args, **kwargs):
 
 def rows(directory: Path) -> list[dict]:
     shards = sorted(directory.glob("shard-*.parquet"))
-    return [row for shard in shards for row in pq.read_table(shard, columns=["sample_id", "clip_index", "clip_start", "frame_types", "n_tokens"]).to_pylist()]
+    return [row for shard in shards for row in pq.read_table(shard, columns=["sample_id", "clip_index", "clip_start", "frame_types", "n_tokens", "times_estimated"]).to_pylist()]
 
 
 def udp_port_bound(port: int) -> bool:
@@ -347,6 +347,75 @@ def test_cli_names_a_bad_source_and_exits_2(tmp_path):
     result = CliRunner().invoke(main, ["stream", str(text), "--output", str(tmp_path / "out"), "--no-progress"])
     assert result.exit_code == 2
     assert "notes.mp4" in result.output and "not a recognised video" in result.output
+
+
+def test_the_recipes_frame_size_limit_refuses_a_stream_source(ffmpeg, camera_clip, tmp_path):
+    """[limits] max_pixels guards streams too (a file at once; a live feed at once, not by reconnecting forever);
+    the limits a live feed would reach by running (max_seconds, max_frames) do not apply to streams."""
+    from click.testing import CliRunner
+
+    from codecpatch.cli import main
+    from codecpatch.errors import LimitExceededError
+
+    toml = tmp_path / "small.toml"
+    toml.write_text("[limits]\nmax_pixels = 1000\nmax_frames = 10\nmax_seconds = 0.5\n")
+    result = CliRunner().invoke(main, ["stream", str(camera_clip), "--recipe", str(toml), "--output", str(tmp_path / "out"),
+                                       "--no-progress"])
+    assert result.exit_code == 2 and "max_pixels" in result.output, result.output
+    assert not list((tmp_path / "out").glob("shard-*.parquet"))
+
+    port = free_port()
+    sender = send(ffmpeg, camera_clip, f"tcp://127.0.0.1:{port}?listen=1")
+    started = time.monotonic()
+    try:
+        with pytest.raises(LimitExceededError, match="max_pixels"):
+            run_stream(f"tcp://127.0.0.1:{port}", recipe().model_copy(update={"limits": load_recipe(toml).limits}), tmp_path / "live",
+                       progress=False)
+    finally:
+        sender.kill()
+        sender.wait()
+    assert time.monotonic() - started < 15
+
+    running_limits_only = load_recipe(toml).limits.model_copy(update={"max_pixels": 0})
+    # A live feed that grows past the limit mid-way ends at once too, instead of reconnecting forever.
+    small, large = tmp_path / "small.ts", tmp_path / "large.ts"
+    for path, size, offset in ((small, "320x240", "0"), (large, "640x480", "2")):
+        subprocess.run([ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i", f"testsrc=size={size}:rate=25:duration=2",
+                        "-c:v", "libx264", "-g", "25", "-bf", "0", "-preset", "ultrafast", "-output_ts_offset", offset,
+                        "-f", "mpegts", str(path)], check=True, timeout=60)
+    growing = tmp_path / "growing.ts"
+    growing.write_bytes(small.read_bytes() + large.read_bytes())
+    port = free_port()
+    sender = send(ffmpeg, growing, f"tcp://127.0.0.1:{port}?listen=1", realtime=False)
+    started = time.monotonic()
+    limits = load_recipe(None).limits.model_copy(update={"max_pixels": 320 * 240})
+    try:
+        with pytest.raises(LimitExceededError, match="decoded frame size 640x480"):
+            run_stream(f"tcp://127.0.0.1:{port}", recipe().model_copy(update={"limits": limits}), tmp_path / "grows",
+                       progress=False)
+    finally:
+        sender.kill()
+        sender.wait()
+    assert time.monotonic() - started < 15
+
+    allowed = recipe().model_copy(update={"limits": running_limits_only})
+    stats = run_stream(camera_clip, allowed, tmp_path / "long", progress=False)
+    assert stats.windows_written == GOPS and sum(len(r["frame_types"]) for r in rows(tmp_path / "long")) > 10
+
+
+def test_stream_rows_say_when_their_times_are_estimated_as_batch_rows_do(ffmpeg, camera_clip, tmp_path):
+    """A raw H.264 stream has no timestamps: its windows' times are counted from frame indices, and the rows
+    say so (times_estimated), as the batch pipeline's rows of the same file do; a timed source's do not."""
+    raw = tmp_path / "camera.264"
+    subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(camera_clip), "-c", "copy", "-bsf:v", "h264_mp4toannexb",
+                    str(raw)], check=True, timeout=60)
+    run_stream(raw, recipe(), tmp_path / "raw", progress=False)
+    run_stream(camera_clip, recipe(), tmp_path / "timed", progress=False)
+    raw_rows, timed_rows = rows(tmp_path / "raw"), rows(tmp_path / "timed")
+    assert len(raw_rows) == len(timed_rows) == GOPS
+    assert [r["times_estimated"] for r in raw_rows] == [True] * GOPS
+    assert [r["times_estimated"] for r in timed_rows] == [False] * GOPS
+    assert [r["clip_start"] for r in raw_rows] == pytest.approx([r["clip_start"] for r in timed_rows])
 
 
 def test_a_stop_during_a_stall_ends_within_the_read_timeout(tmp_path, silent_tcp_server):

@@ -63,7 +63,7 @@ class InputScan:
 
     def summary(self) -> str:
         """E.g. ``68 inputs, 6 skipped: 2 broken symlink, 1 symlink loop, ...`` (one line)."""
-        line = f"{len(self.inputs)} inputs"
+        line = f"{len(self.inputs)} input{'' if len(self.inputs) == 1 else 's'}"
         if self.skipped:
             reasons = Counter(entry.reason for entry in self.skipped)
             line += f", {len(self.skipped)} skipped: " + ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())

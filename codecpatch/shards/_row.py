@@ -56,7 +56,7 @@ def read_row(directory: str | os.PathLike, *, sample_id: str | None = None, inde
     if index is not None:
         total = dataset.count_rows()
         if index >= total:
-            raise IndexError(f"{directory}: row {index} asked, the shards hold {total} rows (0-{total - 1})")
+            raise IndexError(f"{directory}: row {index} asked, the shards hold {total} row{'' if total == 1 else 's'} (0-{total - 1})")
         table = dataset.take([index])
     else:
         table = dataset.to_table(filter=pc.field("sample_id") == sample_id)

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 from ..decode import CodecFrame, DecodeOptions, StreamInfo, VideoReader
 from ..decode._source import is_url
-from ..errors import InvalidVideoError, NoVideoStreamError, SourceTimeoutError, UnsupportedCodecError, VideoError
+from ..errors import InvalidVideoError, LimitExceededError, NoVideoStreamError, SourceTimeoutError, UnsupportedCodecError, VideoError
 from ._clock import CaptureClock, FrameClock
 
 log = logging.getLogger("codecpatch.stream")
@@ -47,12 +47,14 @@ class TimedFrame:
         session: connection number (0 = first; +1 per reconnect).
         decoded_at: ``time.monotonic()`` when the decoder delivered it (after pacing, for real-time files).
         clock: its wall-clock times: captured (when the source says, e.g. RTCP sender reports) and received.
+        time_estimated: its time is counted from its index (the source has no usable timestamps, e.g. raw H.264).
     """
 
     frame: CodecFrame
     session: int
     decoded_at: float
     clock: FrameClock
+    time_estimated: bool = False
 
 
 class StreamEnded(Exception):
@@ -71,8 +73,10 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
 
     Raises:
         VideoError: a file cannot be read; or a live source is not a video stream we can use (unknown
-            protocol, not a recognised format, no video stream, no decoder) before it ever connected:
-            retrying would not help (so is an RTSP server that answers 404, 401 or 403 at the first attempt).
+            protocol, not a recognised format, no video stream, no decoder, frames over ``options.limits``)
+            before it ever connected:
+            retrying would not help (so is an RTSP server that answers 404, 401 or 403 at the first attempt);
+            or frames over ``options.limits`` at any time (a feed growing past max_pixels is not reconnected).
         StreamEnded: a live source stayed away for ``reconnect.max_attempts`` attempts in a row.
     """
     source = os.fspath(source)
@@ -96,7 +100,7 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
                         break
                     delivered += 1
                     clock = FrameClock(capture.captured_at(frame.pts), time.time())
-                    yield TimedFrame(frame, session, time.monotonic(), clock)
+                    yield TimedFrame(frame, session, time.monotonic(), clock, reader.report.timestamps != "pts")
                     if stop.is_set():
                         break
                 report = reader.report
@@ -113,7 +117,7 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
         except VideoError as error:
             if not live:
                 raise
-            if session < 0 and _permanent(error):
+            if isinstance(error, LimitExceededError) or (session < 0 and _permanent(error)):  # a limit: at any time
                 raise _named(error, name) from None
             reason = f"unavailable ({error.reason})"
         frame_offset += delivered
@@ -140,8 +144,8 @@ _PERMANENT_ANSWERS = ("protocol not found", "404 not found", "401 unauthorized",
 
 def _permanent(error: VideoError) -> bool:
     """Errors that another attempt would repeat: no such protocol, not a video, no video stream, no decoder,
-    no such path on the server, credentials refused."""
-    if isinstance(error, (InvalidVideoError, NoVideoStreamError, UnsupportedCodecError)):
+    no such path on the server, credentials refused, frames over the recipe's limits."""
+    if isinstance(error, (InvalidVideoError, NoVideoStreamError, UnsupportedCodecError, LimitExceededError)):
         return True
     reason = error.reason.lower()
     return any(answer in reason for answer in _PERMANENT_ANSWERS)
@@ -150,7 +154,10 @@ def _permanent(error: VideoError) -> bool:
 def _named(error: VideoError, name: str) -> VideoError:
     """``error`` naming the source as ``name`` (the URL without its credentials) instead of as given; raise it
     ``from None``: the FFmpeg error behind it names the URL as given."""
-    return type(error)(name, error.reason.replace(error.source, name))
+    named = type(error).__new__(type(error))  # not type(error)(...): subclasses such as LimitExceededError take more
+    named.__dict__.update(error.__dict__)
+    VideoError.__init__(named, name, error.reason.replace(error.source, name))
+    return named
 
 
 class _Pacer:
