@@ -97,15 +97,18 @@ def rows(directory: Path) -> list[dict]:
     return [row for shard in shards for row in pq.read_table(shard, columns=ROW_COLUMNS).to_pylist()]
 
 
-def window_log(directory: Path) -> list[dict]:
-    """The written windows of ``_stream_windows.jsonl``, in order: a window's lines are its events (handled, with
+def window_log(directory: Path, statuses: tuple[str, ...] = ("written",)) -> list[dict]:
+    """The windows of ``_stream_windows.jsonl`` whose last status is in ``statuses``, in order: a window's lines are its events (handled, with
     its times; then written, with its shard), merged, the last status counting."""
     path = directory / STREAM_WINDOWS
     entries = {}
     for line in path.read_text().split("\n")[:-1] if path.exists() else []:  # [:-1]: a line still being written
         entry = json.loads(line)
         entries[entry["window"]] = {**entries.get(entry["window"], {}), **entry}
-    return [entry for entry in entries.values() if entry.get("status") == "written"]
+    return [entry for entry in entries.values() if entry.get("status") in statuses]
+
+
+HANDLED = ("pending", "written")  # while a stream runs, its windows are pending until their shard is finished
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -211,12 +214,12 @@ def test_a_server_that_goes_away_and_comes_back_continues_the_numbering_without_
     url = f"rtsp://127.0.0.1:{port}/cam"
     thread, outcome = in_thread(run_stream, url, recipe(max_reconnects=20), tmp_path, progress=False)
     try:
-        wait_for(lambda: len(window_log(tmp_path)) >= 2, 30, "two windows from the first server")
+        wait_for(lambda: len(window_log(tmp_path, HANDLED)) >= 2, 30, "two windows from the first server")
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         time.sleep(1.0)  # away for a while: reconnect attempts fail
         rtsp_server(port=port)
-        wait_for(lambda: sum(e["session"] == 1 for e in window_log(tmp_path)) >= 3, 30, "three windows from the second server")
+        wait_for(lambda: sum(e["session"] == 1 for e in window_log(tmp_path, HANDLED)) >= 3, 30, "three windows from the second server")
         outcome["stop"].set()
         thread.join(timeout=30)
         assert not thread.is_alive() and "error" not in outcome, outcome
@@ -241,7 +244,7 @@ def test_a_stalled_server_ends_the_read_after_the_read_timeout(rtsp_server, tmp_
     url, server = rtsp_server()
     thread, outcome = in_thread(run_stream, url, recipe(read_timeout=1.5, max_reconnects=0), tmp_path, progress=False)
     try:
-        wait_for(lambda: len(window_log(tmp_path)) >= 1, 30, "a window")
+        wait_for(lambda: len(window_log(tmp_path, HANDLED)) >= 1, 30, "a window")
         os.killpg(server.pid, signal.SIGSTOP)  # the server freezes: the connection stays open, nothing arrives
         stalled_at = time.monotonic()
         thread.join(timeout=20)
