@@ -328,14 +328,15 @@ class _Collector:
 
 
 def window_samples(frames: Sequence[CodecFrame], config: PatchifyConfig, *, source: str, codec: str, fps: float | None,
-                   clip_index: int) -> ClipSamples | None:
+                   clip_index: int, times_estimated: bool = False) -> ClipSamples | None:
     """The ClipSamples of one window of consecutive decoded frames (a live stream's GOP or N seconds), or None
     when the window has no frame.
 
     The frames must carry RGB (any size: it is resized to the canvas content) and, in codec mode, their
     block motion and residual; indices stay the stream's own, so the clip reports where it lies in the stream.
     Sampling is the same as for a file clip of those frames: ``config.frames`` uniform samples (codec mode),
-    one per chunk (chunk mode), or the window's first frame (image mode).
+    one per chunk (chunk mode), or the window's first frame (image mode). ``times_estimated`` says the frames'
+    times are indices over a frame rate (the source had no usable timestamps); it is carried to the row.
     """
     if not frames:
         return None
@@ -345,6 +346,7 @@ def window_samples(frames: Sequence[CodecFrame], config: PatchifyConfig, *, sour
     collector = _Collector(source, config, [(start, end)], fps)
     collector.codec = codec
     collector.first_clip_index = clip_index
+    collector.times_estimated = times_estimated
     for frame in frames:
         for _ in collector.add(frame):  # one clip only: nothing is emitted before finish()
             pass

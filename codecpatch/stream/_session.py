@@ -44,7 +44,9 @@ class FrameWindow:
         last_decoded_at: ``time.monotonic()`` when its last frame was decoded (latency starts here).
         complete: False when a disconnect, the end of the source or a stop cut it short.
         codec, fps: of the connection the frames came from (fps None when the stream gives no usable rate).
-        clock: UTC times of its first and last frames and where they come from ("capture" / "receive").
+        clock: UTC times of its first and last frames and where they come from ("capture" / "receive_pts" /
+            "receive").
+        times_estimated: some of its frames had no usable timestamps (times are frame indices over the rate).
     """
 
     index: int
@@ -55,6 +57,7 @@ class FrameWindow:
     codec: str = ""
     fps: float | None = None
     clock: WindowClock | None = None
+    times_estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -248,7 +251,7 @@ class StreamSession:
         try:
             started = time.perf_counter()
             samples = window_samples(frames, self.config, source=self.public_source, codec=window.codec, fps=window.fps,
-                                     clip_index=window.index)
+                                     clip_index=window.index, times_estimated=window.times_estimated)
             if samples is None:
                 raise ValueError("window without frames")
             selected = time.perf_counter()
@@ -288,14 +291,17 @@ class StreamSession:
         connection = {"session": 0, "codec": "", "fps": None}
         last_decoded_at = 0.0
         clocks: dict[int, FrameClock] = {}  # frame index -> wall-clock times, for the frames of the open window
+        estimated: set[int] = set()  # indices of the open window's frames without usable timestamps
 
         def close_window(frames: list[CodecFrame] | None, complete: bool, decoded_at: float) -> None:
             if frames:
                 clock = WindowClock.of(clocks[frames[0].index], clocks[frames[-1].index])
+                times_estimated = any(frame.index in estimated for frame in frames)
                 for frame in frames:
                     clocks.pop(frame.index, None)
+                    estimated.discard(frame.index)
                 self._enqueue(FrameWindow(self._next_window, tuple(frames), connection["session"], decoded_at, complete,
-                                          connection["codec"], connection["fps"], clock))
+                                          connection["codec"], connection["fps"], clock, times_estimated))
                 self._next_window += 1
 
         def on_disconnect(reason: str) -> None:
@@ -315,6 +321,8 @@ class StreamSession:
                                      reconnect=reconnect, on_session=on_session, on_disconnect=on_disconnect,
                                      name=self.public_source):
                 clocks[timed.frame.index] = timed.clock
+                if timed.times_estimated:
+                    estimated.add(timed.frame.index)
                 finished = windower.add(timed.frame)
                 if finished:  # ends with this frame (seconds mode) or with the one before (a key frame cut)
                     close_window(finished, True, timed.decoded_at if finished[-1] is timed.frame else last_decoded_at)
