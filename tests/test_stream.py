@@ -132,9 +132,13 @@ def test_the_receive_anchor_keeps_the_least_delayed_offset_and_re_anchors_on_a_j
     assert anchor.at(0.0, 100.5) == (100.5, 0)  # the first frame anchors (it came after probing)
     assert anchor.at(0.04, 100.6) == (100.5, 0)  # later than the mapping: the offset stays
     assert anchor.at(1.0, 101.2) == (100.2, 0)  # earlier than the mapping: less delayed, the offset drops
+    for i in range(1, 41):  # a burst of 1.6 s of buffered frames in 0.1 s lowers the offset, no break
+        offset, epoch = anchor.at(1.0 + 0.04 * i, 101.2 + 0.0025 * i)
+    assert (offset, epoch) == (pytest.approx(100.2 - 1.5), 0)
     assert anchor.at(0.0, 103.0) == (103.0, 1)  # timestamps went back (a restarted sender): a new epoch
-    assert anchor.at(5.0, 107.5) == (102.5, 1)
-    assert anchor.at(9.0, 108.0) == (99.0, 2)  # 3.5 s earlier than the mapping: timestamps jumped ahead
+    assert anchor.at(5.0, 108.5) == (103.0, 1)
+    assert anchor.at(9.0, 108.6) == (99.6, 2)  # 4 s of stream time in 0.1 s: timestamps jumped ahead
+    assert anchor.at(9.04, 110.7) == (110.7 - 9.04, 3)  # 2 s later than the mapping: drift, re-anchored
     # a window's span is its stream-time span through its last frame's offset, unless an epoch lies inside it
     first, last = FrameClock(None, 100.5, 0.0, 100.5, 0), FrameClock(None, 101.2, 1.0, 100.2, 0)
     assert WindowClock.of(first, last) == WindowClock(100.2, 101.2, "receive_pts")

@@ -63,28 +63,31 @@ class ReceiveAnchor:
 
     ``at(stream_time, received)`` returns the offset (wall clock minus stream time, seconds) and the anchor's
     epoch for that frame. The first frame anchors (offset = received - stream_time). A frame received earlier
-    than the mapping says (it cannot have been captured after it arrived) lowers the offset to its own, unless
-    it is earlier by more than ``max_skew_s``; a frame received later than the mapping by more than
-    ``max_skew_s`` is the other kind of break: both re-anchor at that frame and start a new epoch (a window
-    that spans two epochs falls back to receive times).
+    than the mapping says (it cannot have been captured after it arrived: e.g. the burst after probing) lowers
+    the offset to its own. A break re-anchors at the frame and starts a new epoch (a window that spans two
+    epochs falls back to receive times): timestamps went back, or advanced more than ``max_skew_s`` beyond the
+    receive time since the previous frame (a restarted sender, a jump), or the frame arrived more than
+    ``max_skew_s`` after the mapping says (drift between the sender's clock and ours).
     """
 
     def __init__(self, max_skew_s: float = 1.0) -> None:
         self.max_skew_s = max_skew_s
         self._offset: float | None = None
         self._epoch = 0
+        self._previous: tuple[float, float] | None = None  # (stream time, received) of the previous frame
 
     def at(self, stream_time: float, received: float) -> tuple[float, int]:
         """(offset s, epoch) for a frame at ``stream_time`` (s) received at ``received`` (UTC Unix s)."""
         own = received - stream_time
+        previous, self._previous = self._previous, (stream_time, received)
         if self._offset is None:
             self._offset = own
-        else:
-            lag = own - self._offset  # seconds the frame arrived after the mapping says it was captured
-            if abs(lag) > self.max_skew_s:
-                self._offset, self._epoch = own, self._epoch + 1
-            elif lag < 0:
-                self._offset = own
+            return self._offset, self._epoch
+        jumped = stream_time < previous[0] or (stream_time - previous[0]) - (received - previous[1]) > self.max_skew_s
+        if jumped or own - self._offset > self.max_skew_s:
+            self._offset, self._epoch = own, self._epoch + 1
+        elif own < self._offset:
+            self._offset = own
         return self._offset, self._epoch
 
 
