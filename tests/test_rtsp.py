@@ -30,7 +30,7 @@ from .test_stream import free_port, in_thread
 SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3-gi lives there, not in the virtualenv
 B_FRAME_CLIP = SAMPLES / "sprites_h264_b.mp4"  # 50 frames at 25 fps, 2 GOPs, B-frames
-ROW_COLUMNS = ["sample_id", "clip_index", "clip_start", "clip_end", "wallclock_start", "wallclock_end", "wallclock_source", "n_tokens"]
+ROW_COLUMNS = ["sample_id", "clip_index", "clip_start", "clip_end", "wallclock_start", "wallclock_end", "wallclock_source", "n_tokens", "times_estimated"]
 #: The server's wall clock is this far behind ours (libfaketime): capture times must show it, receive times not.
 SENDER_CLOCK_OFFSET_S = -3600.0
 
@@ -165,17 +165,22 @@ def test_windows_carry_the_capture_time_from_sender_reports_else_the_receive_tim
     got = rows(tmp_path)
     assert stats.windows_written == len(got) == 7
     sources = [r["wallclock_source"] for r in got]
-    # GStreamer's first sender report comes 1-4 s in: the windows before it have receive times, then capture
-    assert sources[0] == "receive" and sources[-1] == "capture"
-    assert sources == sorted(sources, key=["receive", "capture"].index)
+    # GStreamer's first sender report comes 1-4 s in: the windows before it have receive times (RTP times
+    # anchored at the receive time where the reader kept them: not here, its timestamps are estimated), then
+    # capture times
+    assert sources[0] in ("receive", "receive_pts") and sources[-1] == "capture"
+    assert sources == sorted(sources, key=["receive", "receive_pts", "capture"].index)
+    assert not any(r["times_estimated"] and s == "receive_pts" for r, s in zip(got, sources))
     for row in got:
         start, end = row["wallclock_start"].timestamp(), row["wallclock_end"].timestamp()
         assert row["wallclock_start"].tzinfo is not None
         if row["wallclock_source"] == "capture":  # the sender's clock, mapped from RTP time
             assert before + SENDER_CLOCK_OFFSET_S - 1 < start <= end < after + SENDER_CLOCK_OFFSET_S
             assert end - start == pytest.approx(row["clip_end"] - row["clip_start"], abs=2e-3)
-        else:  # our clock, when decoded
+        else:  # our clock: when decoded, or RTP time anchored at the receive time
             assert before <= start <= end <= after
+            if row["wallclock_source"] == "receive_pts":
+                assert end - start == pytest.approx(row["clip_end"] - row["clip_start"], abs=2e-3)
     captured = [r for r in got if r["wallclock_source"] == "capture"]
     gaps = np.diff([r["wallclock_start"].timestamp() for r in captured])
     np.testing.assert_allclose(gaps, np.diff([r["clip_start"] for r in captured]), atol=2e-3)

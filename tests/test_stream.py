@@ -23,7 +23,7 @@ from codecpatch.patchify import iter_clip_samples
 from codecpatch.pipeline import load_recipe
 from codecpatch.pipeline._process import patchify_config, process_clip
 from codecpatch.shards import Manifest
-from codecpatch.stream import StreamSession, WindowPolicy, Windower, run_stream
+from codecpatch.stream import FrameClock, ReceiveAnchor, StreamSession, WindowClock, WindowPolicy, Windower, run_stream
 
 from .conftest import SAMPLES
 
@@ -127,6 +127,25 @@ def test_timestamps_going_back_end_the_window():
     assert cut(WindowPolicy("gop"), frames) == [[0, 1], [2, 3]]
 
 
+def test_the_receive_anchor_keeps_the_least_delayed_offset_and_re_anchors_on_a_jump():
+    anchor = ReceiveAnchor(max_skew_s=1.0)
+    assert anchor.at(0.0, 100.5) == (100.5, 0)  # the first frame anchors (it came after probing)
+    assert anchor.at(0.04, 100.6) == (100.5, 0)  # later than the mapping: the offset stays
+    assert anchor.at(1.0, 101.2) == (100.2, 0)  # earlier than the mapping: less delayed, the offset drops
+    for i in range(1, 41):  # a burst of 1.6 s of buffered frames in 0.1 s lowers the offset, no break
+        offset, epoch = anchor.at(1.0 + 0.04 * i, 101.2 + 0.0025 * i)
+    assert (offset, epoch) == (pytest.approx(100.2 - 1.5), 0)
+    assert anchor.at(0.0, 103.0) == (103.0, 1)  # timestamps went back (a restarted sender): a new epoch
+    assert anchor.at(5.0, 108.5) == (103.0, 1)
+    assert anchor.at(9.0, 108.6) == (99.6, 2)  # 4 s of stream time in 0.1 s: timestamps jumped ahead
+    assert anchor.at(9.04, 110.7) == (110.7 - 9.04, 3)  # 2 s later than the mapping: drift, re-anchored
+    # a window's span is its stream-time span through its last frame's offset, unless an epoch lies inside it
+    first, last = FrameClock(None, 100.5, 0.0, 100.5, 0), FrameClock(None, 101.2, 1.0, 100.2, 0)
+    assert WindowClock.of(first, last) == WindowClock(100.2, 101.2, "receive_pts")
+    assert WindowClock.of(first, FrameClock(None, 103.0, 0.0, 103.0, 1)) == WindowClock(100.5, 103.0, "receive")
+    assert WindowClock.of(FrameClock(None, 100.5), last) == WindowClock(100.5, 101.2, "receive")  # no timestamps
+
+
 # -- sessions on files ---------------------------------------------------------------------------------------
 
 
@@ -228,6 +247,37 @@ def test_tcp_stream_writes_rows_while_it_runs_and_every_window_once(ffmpeg, came
     np.testing.assert_allclose(np.diff(starts), 1.0, atol=1e-6)  # one window per GOP, none twice, none missing
     assert stats.windows_dropped == 0 and stats.latency(0.95) is not None
     assert json.loads((tmp_path / "_stream_stats.json").read_text())["windows_written"] == GOPS
+
+
+@pytest.mark.parametrize("muxer, estimated", [("mpegts", False), ("h264", True)])
+def test_tcp_windows_say_whether_times_are_estimated_and_map_timestamps_to_wall_clock(ffmpeg, camera_clip, tmp_path, muxer, estimated):
+    """MPEG-TS carries timestamps: stream times are real and windows' wall-clock spans are their stream-time
+    spans (anchored at the receive time). A raw Annex-B H.264 elementary stream has none: times are frame
+    indices over the rate (times_estimated) and wall-clock times are receive times."""
+    port = free_port()
+    before = time.time()
+    sender = subprocess.Popen([ffmpeg, "-loglevel", "error", "-re", "-i", str(camera_clip), "-c", "copy", "-f", muxer,
+                               f"tcp://127.0.0.1:{port}?listen=1"], stdin=subprocess.DEVNULL)
+    try:
+        stats = run_stream(f"tcp://127.0.0.1:{port}", recipe(max_reconnects=3), tmp_path, progress=False, max_windows=4)
+    finally:
+        sender.kill()
+        sender.wait()
+    after = time.time()
+    columns = ["clip_start", "clip_end", "fps", "times_estimated", "wallclock_start", "wallclock_end", "wallclock_source"]
+    got = [row for shard in sorted(tmp_path.glob("shard-*.parquet")) for row in pq.read_table(shard, columns=columns).to_pylist()]
+    assert stats.windows_written == len(got) == 4
+    assert [r["times_estimated"] for r in got] == [estimated] * 4
+    assert all(r["fps"] is None or np.isfinite(r["fps"]) for r in got)  # null, never NaN, when unknown
+    assert {r["wallclock_source"] for r in got} == {"receive" if estimated else "receive_pts"}
+    starts = []
+    for row in got:
+        start, end = row["wallclock_start"].timestamp(), row["wallclock_end"].timestamp()
+        assert before <= start <= end <= after
+        if not estimated:  # no decode jitter: the span is the stream-time span
+            assert end - start == pytest.approx(row["clip_end"] - row["clip_start"], abs=2e-3)
+        starts.append(start)
+    assert starts == sorted(starts)
 
 
 @pytest.mark.parametrize("protocol", ["http", "rtmp"])

@@ -335,8 +335,8 @@ def window_samples(frames: Sequence[CodecFrame], config: PatchifyConfig, *, sour
     The frames must carry RGB (any size: it is resized to the canvas content) and, in codec mode, their
     block motion and residual; indices stay the stream's own, so the clip reports where it lies in the stream.
     Sampling is the same as for a file clip of those frames: ``config.frames`` uniform samples (codec mode),
-    one per chunk (chunk mode), or the window's first frame (image mode). ``times_estimated``: the frames'
-    times were counted from their indices (the source has no usable timestamps); the clip says so.
+    one per chunk (chunk mode), or the window's first frame (image mode). ``times_estimated`` says the frames'
+    times are indices over a frame rate (the source had no usable timestamps); it is carried to the row.
     """
     if not frames:
         return None

@@ -16,8 +16,9 @@ Columns (D = token width, fixed per dataset; units and nulls in README's "Shard 
     (``DECODE_COLUMNS``),
     wallclock_start / wallclock_end (timestamp[us, UTC]: when a live window's first and last frames were
     captured or received; null for batch rows and in shards written before these columns existed),
-    wallclock_source (string: "capture" when the source's own clock says, e.g. RTCP sender reports, else
-    "receive").
+    wallclock_source (string: "capture" when the source's own clock says, e.g. RTCP sender reports;
+    "receive_pts" when the frames' timestamps are mapped to wall clock through the receive time of the
+    connection's least-delayed frame, e.g. MPEG-TS; else "receive", when the frames were decoded here).
 """
 
 from __future__ import annotations
@@ -77,10 +78,14 @@ COLUMNS: dict[str, str] = {
     "complete": "bool: the whole source decoded cleanly (no skipped packets, no concealed frames, every frame its "
                 "header and packet index announce); null where unknown",
     "wallclock_start": "timestamp[us, UTC]: when a live window's first frame was captured (wallclock_source "
-                       "'capture') or received ('receive'); null for batch rows and in shards written before it existed",
+                       "'capture'), its timestamp anchored at the receive time ('receive_pts') or when it was "
+                       "received ('receive'); null for batch rows and in shards written before it existed",
     "wallclock_end": "timestamp[us, UTC]: the same for the window's last frame; null as wallclock_start",
-    "wallclock_source": "string: 'capture' when the source's own clock says (RTSP: RTCP sender reports), else "
-                        "'receive'; null for batch rows",
+    "wallclock_source": "string: 'capture' when the source's own clock says (RTSP: RTCP sender reports); "
+                        "'receive_pts' when the stream's timestamps are anchored at the receive time (MPEG-TS, RTSP "
+                        "before its first sender report: spans equal clip_end - clip_start); 'receive' when the "
+                        "frames have no usable timestamps (raw elementary streams) or come from a file read at "
+                        "decode speed; null for batch rows",
 }
 
 
@@ -134,7 +139,7 @@ class SampleRow:
         pixels: (K, 3, P, P) uint8 or None.
         frames_decoded, packets_skipped, complete: how complete the decode was (None = unknown).
         wallclock_start, wallclock_end: aware UTC datetimes (live windows) or None; wallclock_source:
-            "capture" / "receive" / None.
+            "capture" / "receive_pts" / "receive" / None.
         the rest: as the schema's columns.
     """
 

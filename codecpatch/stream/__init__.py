@@ -6,7 +6,7 @@ model that consumes them online; ``run_stream`` writes them to rolling Parquet s
 
 from __future__ import annotations
 
-from ._clock import CaptureClock, FrameClock, WindowClock
+from ._clock import CaptureClock, FrameClock, ReceiveAnchor, WindowClock
 from ._runner import STREAM_STATS, STREAM_WINDOWS, StreamStats, run_stream
 from ._session import FrameWindow, SessionCounters, StreamSession, StreamWindowResult, default_stream_id, redact
 from ._source import Reconnect, StreamEnded, TimedFrame, is_live, live_frames
@@ -18,6 +18,7 @@ __all__ = [
     "CaptureClock",
     "FrameClock",
     "FrameWindow",
+    "ReceiveAnchor",
     "Reconnect",
     "SessionCounters",
     "StreamEnded",

@@ -4,8 +4,14 @@ An RTSP source sends RTCP sender reports that map its RTP clock to its wall cloc
 that mapping to the packets that follow as a producer reference time (``prft`` side data: the packet's
 capture time in Unix microseconds). ``CaptureClock`` keeps the latest one and maps any timestamp of the same
 stream through it (RTP time is linear between reports). Sources without reports (MPEG-TS over TCP/UDP,
-RTMP, files, cameras) and the first frames of an RTSP connection before its first report have only the
-receive time: the wall clock when the frame was decoded here.
+RTMP, files, cameras) and the first frames of an RTSP connection before its first report have no capture time.
+When their frames carry usable timestamps, ``ReceiveAnchor`` maps stream time to wall clock through the
+receive time (label "receive_pts"): one offset per connection, lowered whenever a frame arrives earlier than
+the mapping says (the least-delayed frame is the best estimate of the capture time) and re-anchored when the
+mapping leaves the receive times by more than a bound (timestamps jumped: a restarted sender, or clock drift).
+Window spans then equal their stream-time spans exactly, without the decode jitter of receive times. Frames
+with neither (no usable timestamps: raw H.264/HEVC elementary streams) have only the receive time: the wall
+clock when the frame was decoded here ("receive").
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from datetime import datetime, timezone
 from fractions import Fraction
 from typing import Literal
 
-WallClockSource = Literal["capture", "receive"]
+WallClockSource = Literal["capture", "receive_pts", "receive"]
 
 #: AVProducerReferenceTime starts with ``int64_t wallclock`` (microseconds since the Unix epoch).
 _PRFT_WALLCLOCK = struct.Struct("=q")
@@ -52,12 +58,55 @@ class CaptureClock:
         return anchor_seconds + float((pts - anchor_pts) * time_base)
 
 
+class ReceiveAnchor:
+    """Wall clock of one connection's frames from their stream times, anchored at receive times.
+
+    ``at(stream_time, received)`` returns the offset (wall clock minus stream time, seconds) and the anchor's
+    epoch for that frame. The first frame anchors (offset = received - stream_time). A frame received earlier
+    than the mapping says (it cannot have been captured after it arrived: e.g. the burst after probing) lowers
+    the offset to its own. A break re-anchors at the frame and starts a new epoch (a window that spans two
+    epochs falls back to receive times): timestamps went back, or advanced more than ``max_skew_s`` beyond the
+    receive time since the previous frame (a restarted sender, a jump), or the frame arrived more than
+    ``max_skew_s`` after the mapping says (drift between the sender's clock and ours).
+    """
+
+    def __init__(self, max_skew_s: float = 1.0) -> None:
+        self.max_skew_s = max_skew_s
+        self._offset: float | None = None
+        self._epoch = 0
+        self._previous: tuple[float, float] | None = None  # (stream time, received) of the previous frame
+
+    def at(self, stream_time: float, received: float) -> tuple[float, int]:
+        """(offset s, epoch) for a frame at ``stream_time`` (s) received at ``received`` (UTC Unix s)."""
+        own = received - stream_time
+        previous, self._previous = self._previous, (stream_time, received)
+        if self._offset is None:
+            self._offset = own
+            return self._offset, self._epoch
+        jumped = stream_time < previous[0] or (stream_time - previous[0]) - (received - previous[1]) > self.max_skew_s
+        if jumped or own - self._offset > self.max_skew_s:
+            self._offset, self._epoch = own, self._epoch + 1
+        elif own < self._offset:
+            self._offset = own
+        return self._offset, self._epoch
+
+
 @dataclass(frozen=True)
 class FrameClock:
-    """When one frame was captured (UTC Unix seconds; None when the source did not say) and received."""
+    """When one frame was captured and received (UTC Unix seconds).
+
+    Attributes:
+        captured: from the source's own clock (RTCP sender reports); None when the source did not say.
+        received: when the frame was decoded here.
+        stream_time, offset, epoch: the frame's stream time (s) and its connection's ``ReceiveAnchor`` mapping
+            at that frame (wall clock = offset + stream time); None when the frame has no usable timestamps.
+    """
 
     captured: float | None
     received: float
+    stream_time: float | None = None
+    offset: float | None = None
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,8 +115,9 @@ class WindowClock:
 
     Attributes:
         start, end: UTC Unix seconds of its first and last frames.
-        source: "capture" when both come from the source's own clock (e.g. RTCP sender reports), "receive"
-            when they are the times the frames were decoded here.
+        source: "capture" when both come from the source's own clock (e.g. RTCP sender reports);
+            "receive_pts" when they are stream times mapped through the receive-time anchor (their span is
+            the window's stream-time span); "receive" when they are the times the frames were decoded here.
     """
 
     start: float
@@ -76,9 +126,14 @@ class WindowClock:
 
     @classmethod
     def of(cls, first: FrameClock, last: FrameClock) -> "WindowClock":
-        """The span from a window's first and last frames (capture times only when both have one)."""
+        """The span from a window's first and last frames: capture times when both have one, else their stream
+        times through the last frame's anchor offset (the most refined) when both share one anchor epoch, else
+        receive times."""
         if first.captured is not None and last.captured is not None:
             return cls(first.captured, last.captured, "capture")
+        if (first.offset is not None and last.offset is not None and first.epoch == last.epoch
+                and first.stream_time is not None and last.stream_time is not None):
+            return cls(last.offset + first.stream_time, last.offset + last.stream_time, "receive_pts")
         return cls(first.received, last.received, "receive")
 
     def as_datetimes(self) -> tuple[datetime, datetime]:

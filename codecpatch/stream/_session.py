@@ -44,8 +44,9 @@ class FrameWindow:
         last_decoded_at: ``time.monotonic()`` when its last frame was decoded (latency starts here).
         complete: False when a disconnect, the end of the source or a stop cut it short.
         codec, fps: of the connection the frames came from (fps None when the stream gives no usable rate).
-        clock: UTC times of its first and last frames and where they come from ("capture" / "receive").
-        times_estimated: some of its frame times are counted from frame indices (no usable timestamps).
+        clock: UTC times of its first and last frames and where they come from ("capture" / "receive_pts" /
+            "receive").
+        times_estimated: some of its frames had no usable timestamps (times are frame indices over the rate).
     """
 
     index: int
@@ -290,7 +291,7 @@ class StreamSession:
         connection = {"session": 0, "codec": "", "fps": None}
         last_decoded_at = 0.0
         clocks: dict[int, FrameClock] = {}  # frame index -> wall-clock times, for the frames of the open window
-        estimated: set[int] = set()  # indices of the open window's frames whose times were counted, not read
+        estimated: set[int] = set()  # indices of the open window's frames without usable timestamps
 
         def close_window(frames: list[CodecFrame] | None, complete: bool, decoded_at: float) -> None:
             if frames:
@@ -320,7 +321,7 @@ class StreamSession:
                                      reconnect=reconnect, on_session=on_session, on_disconnect=on_disconnect,
                                      name=self.public_source):
                 clocks[timed.frame.index] = timed.clock
-                if timed.time_estimated:
+                if timed.times_estimated:
                     estimated.add(timed.frame.index)
                 finished = windower.add(timed.frame)
                 if finished:  # ends with this frame (seconds mode) or with the one before (a key frame cut)

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 from ..decode import CodecFrame, DecodeOptions, StreamInfo, VideoReader
 from ..decode._source import is_url
 from ..errors import InvalidVideoError, LimitExceededError, NoVideoStreamError, SourceTimeoutError, UnsupportedCodecError, VideoError
-from ._clock import CaptureClock, FrameClock
+from ._clock import CaptureClock, FrameClock, ReceiveAnchor
 
 log = logging.getLogger("codecpatch.stream")
 
@@ -47,14 +47,15 @@ class TimedFrame:
         session: connection number (0 = first; +1 per reconnect).
         decoded_at: ``time.monotonic()`` when the decoder delivered it (after pacing, for real-time files).
         clock: its wall-clock times: captured (when the source says, e.g. RTCP sender reports) and received.
-        time_estimated: its time is counted from its index (the source has no usable timestamps, e.g. raw H.264).
+        times_estimated: the connection had no usable timestamps up to this frame, so ``frame.time`` is its
+            index over the frame rate (the reader's ``report.timestamps`` is not "pts").
     """
 
     frame: CodecFrame
     session: int
     decoded_at: float
     clock: FrameClock
-    time_estimated: bool = False
+    times_estimated: bool = False
 
 
 class StreamEnded(Exception):
@@ -87,6 +88,7 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
     while not stop.is_set():
         delivered = 0
         capture = CaptureClock()  # per connection: each has its own RTP clock
+        anchor = ReceiveAnchor()  # ... and its own timestamps
         try:
             with VideoReader(source, replace(options, on_packet=capture.on_packet)) as reader:
                 session += 1
@@ -99,8 +101,14 @@ def live_frames(source: str | os.PathLike, options: DecodeOptions, *, stop: thre
                     if pacer is not None and not pacer.wait_until(frame.time, stop):
                         break
                     delivered += 1
-                    clock = FrameClock(capture.captured_at(frame.pts), time.time())
-                    yield TimedFrame(frame, session, time.monotonic(), clock, reader.report.timestamps != "pts")
+                    received = time.time()
+                    estimated = reader.report.timestamps != "pts"
+                    if estimated or not (live or realtime):  # a file read at decode speed has no wall-clock time
+                        clock = FrameClock(capture.captured_at(frame.pts), received)
+                    else:
+                        offset, epoch = anchor.at(frame.time, received)
+                        clock = FrameClock(capture.captured_at(frame.pts), received, frame.time, offset, epoch)
+                    yield TimedFrame(frame, session, time.monotonic(), clock, estimated)
                     if stop.is_set():
                         break
                 report = reader.report
