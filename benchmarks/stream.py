@@ -113,13 +113,15 @@ def one_run(spec: dict) -> dict:
 
 
 def _wallclock_sources(output: Path) -> dict:
-    """How many windows carry capture times and how many receive times (from the window log)."""
+    """How many windows carry each wall-clock source (from the window log: the line a window gets when it is
+    handled has its times; the later "written" line only names its shard)."""
     from codecpatch.stream import STREAM_WINDOWS
 
     counts: dict = {}
     for line in (output / STREAM_WINDOWS).read_text().splitlines():
-        source = json.loads(line).get("wallclock_source")
-        counts[source] = counts.get(source, 0) + 1
+        entry = json.loads(line)
+        if entry.get("status") in ("pending", "failed"):
+            counts[entry.get("wallclock_source")] = counts.get(entry.get("wallclock_source"), 0) + 1
     return counts
 
 
