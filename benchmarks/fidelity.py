@@ -34,8 +34,7 @@ import numpy as np
 import torch
 
 from codecpatch.fidelity import FidelitySettings, evaluate_clips, format_table
-from codecpatch.patchify import PatchifyConfig, iter_clip_samples
-from codecpatch.patchify._geometry import patches_of
+from codecpatch.patchify import PatchifyConfig, iter_clip_samples, patches_of
 from codecpatch.tokens import load_vit
 
 REPO = Path(__file__).resolve().parent.parent

@@ -35,8 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .patchify import Budget, ClipSamples, PatchifyConfig, patchify_samples
-from .patchify._geometry import patches_of
+from .patchify import Budget, ClipSamples, PatchifyConfig, patches_of, patchify_samples
 from .tokens import SparseViT, TokenSet, apet, duet_v2v, random_prune, stride_prune
 
 SELECTIONS = ("codec", "uniform", "random")

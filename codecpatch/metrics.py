@@ -15,8 +15,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .patchify._select import kept_area_fraction, random_patches, uniform_frames
-from .patchify._types import ClipSamples
+from .patchify import ClipSamples, kept_area_fraction, random_patches, uniform_frames
 
 Fill = Literal["mc", "hold"]
 

@@ -6,12 +6,13 @@ vectors, a block motion field, a residual-energy map and (on request) RGB pixels
 
 from ._plan import PacketPlan, plan_packets
 from ._reader import VideoReader, probe, read_frames
-from ._source import redact, redact_text
+from ._source import is_url, redact, redact_text
 from ._transcode import TranscodeResult, transcode_for_vectors
 from ._write import write_rgb_video
-from ._types import CODECS_WITH_VECTORS, NO_LIMITS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport, StreamInfo
+from ._types import ASSUMED_FPS, CODECS_WITH_VECTORS, NO_LIMITS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport, StreamInfo
 
 __all__ = [
+    "ASSUMED_FPS",
     "CODECS_WITH_VECTORS",
     "CodecFrame",
     "NO_LIMITS",
@@ -24,6 +25,7 @@ __all__ = [
     "VideoReader",
     "plan_packets",
     "probe",
+    "is_url",
     "read_frames",
     "redact",
     "redact_text",

@@ -11,8 +11,9 @@ from typing import Iterator
 
 from ._collect import iter_clip_samples, window_samples
 from ._config import Budget, PatchifyConfig
-from ._geometry import CanvasGeometry, native_geometry, square_geometry
+from ._geometry import CanvasGeometry, native_geometry, patches_of, square_geometry
 from ._patchify import codec_selection, patch_scores, patchify_samples
+from ._select import kept_area_fraction, random_patches, timeline_slots, uniform_frames
 from ._types import ClipInfo, ClipSamples, PatchSet
 
 
@@ -32,10 +33,15 @@ __all__ = [
     "PatchifyConfig",
     "codec_selection",
     "iter_clip_samples",
+    "kept_area_fraction",
     "native_geometry",
     "patch_scores",
+    "patches_of",
     "patchify_samples",
     "patchify_video",
+    "random_patches",
     "square_geometry",
+    "timeline_slots",
+    "uniform_frames",
     "window_samples",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..decode._types import ASSUMED_FPS
+from ..decode import ASSUMED_FPS
 from ._config import PatchifyConfig
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..decode._source import is_url, redact
+from ..decode import is_url, redact
 
 #: The extension filter of folder inputs (``--extensions`` / ``[inputs] extensions`` replace it).
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts", ".mts", ".mpg", ".mpeg", ".flv",

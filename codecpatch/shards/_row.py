@@ -69,8 +69,7 @@ def read_row(directory: str | os.PathLike, *, sample_id: str | None = None, inde
 
 
 def _stored_row(table: pa.Table, recipe: dict) -> StoredRow:
-    from ..patchify._geometry import native_geometry, square_geometry
-    from ..patchify._select import timeline_slots
+    from ..patchify import native_geometry, square_geometry, timeline_slots
 
     row = {name: table.column(name)[0].as_py() for name in table.schema.names if name not in ("tokens", "positions", "pixels")}
     pixels = _nested_to_numpy(table.column("pixels").chunk(0), 0)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..decode import CodecFrame, DecodeOptions, StreamInfo
 from ..decode._types import PLAUSIBLE_FPS
-from ..decode._source import is_url, redact  # redact: re-exported (it moved to the decode layer)
+from ..decode import is_url, redact  # redact: re-exported (it moved to the decode layer)
 from ..patchify import PatchifyConfig, window_samples
 from ..patchify._collect import canvas_geometry
 from ..pipeline._process import ClipResult, encode_and_compress, limit_threads, patchify_config, process_clip
