@@ -382,7 +382,7 @@ def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ..
         click.echo("  relative rebuild error " + "  ".join(f"{k} {v:.4f}" for k, v in record["fidelity"].items()))
 
 
-_EXIT_INPUTS_FAILED = 4  # --strict: the run finished, but some inputs failed (recorded in _errors.parquet)
+_EXIT_INPUTS_FAILED = 4  # --strict: the run finished, but some inputs failed (recorded in _errors/)
 _EXIT_INTERRUPTED_HELP = "SIGINT (Ctrl-C) or SIGTERM: what finished is committed, exit status 130 or 143 (128 + signal)"
 
 
@@ -446,10 +446,10 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
         click.echo(f"  partial decodes: {summary['partial']} (rows with complete = false; recipe limits.partial = "
                    f"{recipe.limits.partial})")
     for kind, count in summary["errors_by_kind"].items():
-        click.echo(f"  errors: {kind} x{count} (see {output}/_errors.parquet)")
+        click.echo(f"  errors: {kind} x{count} (see {output}/_errors/)")
     failed = summary["failed"] + len(plan.failed_before)
     if flags["strict"] and failed:
-        click.echo(f"error: --strict: {_plural(failed, 'input')} failed (see {output}/_errors.parquet)", err=True)
+        click.echo(f"error: --strict: {_plural(failed, 'input')} failed (see {output}/_errors/)", err=True)
         sys.exit(_EXIT_INPUTS_FAILED)
 
 

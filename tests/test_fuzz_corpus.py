@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from codecpatch.cli import main
-from codecpatch.shards import Manifest
+from codecpatch.shards import Manifest, read_errors
 
 from .conftest import SAMPLES
 from .test_bad_input import faststart_copy, write_audio_only
@@ -96,7 +96,7 @@ def _outputs(output: Path) -> tuple[dict, dict, dict]:
         for row in pq.read_table(shard, columns=["video_id", "clip_index", "clip_start", "clip_end", "frames_decoded",
                                                   "packets_skipped", "complete"]).to_pylist():
             rows.setdefault(row["video_id"], []).append(row)
-    errors = {e["input"]: e for e in pq.read_table(output / "_errors.parquet").to_pylist()} if (output / "_errors.parquet").exists() else {}
+    errors = {e["input"]: e for e in read_errors(output)}
     skipped = {Path(s["path"]).name: s for s in json.loads((output / "_skipped.json").read_text())["skipped"]}
     return rows, errors, skipped
 

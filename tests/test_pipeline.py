@@ -46,7 +46,7 @@ def test_run_completes_with_good_rows_and_readable_errors(dataset, tmp_path):
     table = pq.read_table([tmp_path / "out" / s["file"] for s in Manifest.read(tmp_path / "out").shards])
     assert sorted(set(table.column("video_id").to_pylist())) == ["a/sprites_h264_b.mp4", "a/sprites_h264_p.mp4",
                                                                  "b/sprites_hevc.mp4", "b/sprites_mpeg4.mp4"]
-    errors = {e["input"]: e for e in pq.read_table(tmp_path / "out" / "_errors.parquet").to_pylist()}
+    errors = {e["input"]: e for e in pq.read_table(tmp_path / "out" / "_errors").to_pylist()}
     assert errors["empty.mp4"]["kind"] == "empty_file" and "empty" in errors["empty.mp4"]["message"]
     assert errors["notes.mp4"]["kind"] == "invalid_data"
     assert "truncated" in errors["cut.mp4"]["message"]
@@ -130,7 +130,8 @@ def test_input_lists_carry_ids_and_text(tmp_path):
     [item] = list_inputs(listing)
     assert item.video_id == "v/x.mp4" and item.text == "a sprite moves right" and os.path.exists(item.path)
     run(load_recipe(None, {**RECIPE, "execution.workers": 0}), [item], tmp_path / "out")
-    assert pq.read_table(tmp_path / "out" / "shard-00000.parquet").column("text").to_pylist() == ["a sprite moves right"]
+    [shard] = Manifest.read(tmp_path / "out").shards
+    assert pq.read_table(tmp_path / "out" / shard["file"]).column("text").to_pylist() == ["a sprite moves right"]
 
 
 @pytest.mark.slow
@@ -142,7 +143,7 @@ def test_a_hanging_source_is_killed_at_the_deadline_and_the_run_goes_on(tmp_path
     stats = run(load_recipe(None, {**RECIPE, "execution.workers": 1, "execution.deadline_s": 4}), list_inputs(listing), tmp_path / "out")
     assert time.monotonic() - started < 60
     assert stats.processed == 1 and stats.errors_by_kind == {"timeout": 1}
-    [error] = pq.read_table(tmp_path / "out" / "_errors.parquet").to_pylist()
+    [error] = pq.read_table(tmp_path / "out" / "_errors").to_pylist()
     assert error["kind"] == "timeout" and "worker killed" in error["message"]
 
 
@@ -177,7 +178,7 @@ def test_a_worker_killed_mid_video_is_retried_and_the_video_lands_once(ffmpeg, t
     killed = []
     deadline = time.monotonic() + 60
     while not killed and runner.is_alive() and time.monotonic() < deadline:
-        for pid in _pids_running("_process_in_worker"):
+        for pid in _pids_running("_process_unit"):
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
         time.sleep(0.02)

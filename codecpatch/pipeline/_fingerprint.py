@@ -11,7 +11,7 @@ from ._recipe import Recipe
 
 #: Settings that do not change any row: scheduling, shard sizes and timing, and the live-source plumbing.
 _NOT_IN_ROWS_PREFIXES = ("execution.",)
-_NOT_IN_ROWS = {"output.shard_mb", "output.commit_seconds", "stream.queue", "stream.when_behind", "stream.realtime",
+_NOT_IN_ROWS = {"output.shard_mb", "output.commit_seconds", "output.s3_endpoint", "stream.queue", "stream.when_behind", "stream.realtime",
                 "stream.rotate_seconds", "stream.open_timeout", "stream.read_timeout", "stream.probesize",
                 "stream.analyzeduration_s", "stream.max_reconnects", "stream.backoff_s", "stream.backoff_max_s",
                 "stream.threads", "stream.decoder_threads"}

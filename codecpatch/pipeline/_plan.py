@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..shards import ErrorLog, Manifest
+from ..shards import Manifest, read_errors
 from ._inputs import InputVideo
 
 
@@ -18,7 +18,7 @@ class RunPlan:
     Attributes:
         to_run: inputs the run processes, in input order.
         done: inputs whose rows are already in finished shards (skipped).
-        failed_before: (input, recorded error) of inputs a previous run recorded in ``_errors.parquet``
+        failed_before: (input, recorded error) of inputs a previous run recorded in ``_errors/``
             (skipped: a failure is final; delete the output folder's entry to retry).
         over_limit: inputs left for a later run by ``--limit``.
     """
@@ -40,7 +40,7 @@ def plan_run(inputs: list[InputVideo], output: str | os.PathLike, limit: int | N
     output = Path(output)
     manifest = Manifest.read(output) if output.is_dir() else None
     finished = set(manifest.inputs_done) if manifest else set()
-    errors = {r["input"]: f"{r['stage']}/{r['kind']}: {r['message']}" for r in ErrorLog(output).records} if manifest else {}
+    errors = {r["input"]: f"{r['stage']}/{r['kind']}: {r['message']}" for r in read_errors(output)} if manifest else {}
     plan = RunPlan()
     for item in inputs:
         if item.video_id in finished and item.video_id in errors:

@@ -123,6 +123,8 @@ class Output(_Section):
     store_pixels: bool = False
     commit_seconds: float = Field(60, gt=0, description="finish the open shard after this long: at most this much "
                                                         "finished work is lost when the run is killed (SIGKILL)")
+    s3_endpoint: str | None = Field(None, description="S3-compatible endpoint for s3:// outputs and inputs, e.g. "
+                                                      "'http://127.0.0.1:9000' (default: $CODECPATCH_S3_ENDPOINT, else AWS)")
 
 
 class Execution(_Section):
@@ -130,7 +132,9 @@ class Execution(_Section):
                                                               "few inputs or one CPU, else a local Ray with one worker per CPU")
     address: str | None = Field(None, description="join an existing Ray cluster: 'auto' or 'ray://host:port'")
     deadline_s: float = Field(600, gt=0, description="a video still running after this is killed and recorded")
-    retries: int = Field(1, ge=0, description="retries of a task whose worker died")
+    retries: int = Field(1, ge=0, description="retries of a unit whose worker died without finishing a video")
+    unit_inputs: int = Field(16, ge=1, description="inputs per work unit (by input order, independent of the worker "
+                                                   "count): one Ray task each, writing its own shards and record")
     max_in_flight: int | None = Field(None, ge=1, description="tasks submitted at once (default: one per worker, so deadlines count running time only)")
     # Resources per stage. Stage "decode" = one Ray task per video: decode, codec analysis, patchify (and
     # encode + compress too while encode_gpus is 0). Stage "encode" = encoder + compressors in `encoders`

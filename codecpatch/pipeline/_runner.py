@@ -16,14 +16,14 @@ import json
 import os
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
 from tqdm import tqdm
 
 from ..decode import redact_text
-from ..shards import ShardWriter
+from ..shards import Store, UnitRecord, UnitWriter, lock_folder, open_ledger, read_unit_record, read_unit_records, token_schema, write_summary
 from ._fingerprint import row_fingerprint
 from ._inputs import InputVideo
 from ._interrupts import Interrupted, interrupts_raise
@@ -91,8 +91,9 @@ class RunStats:
     partial: int = 0  # inputs whose decode was partial (their rows say complete = False, or were rejected)
     partial_inputs: dict = field(default_factory=dict)  # video_id -> reasons, with limits.partial = "flag"
     resources: dict = field(default_factory=dict)  # per stage: what was declared to Ray, and where encoders run
+    units: list = field(default_factory=list)  # per unit finished in this run: inputs done, shards, nodes that wrote
 
-    def add(self, result: VideoResult) -> None:
+    def add(self, result: VideoResult, clips: int | None = None) -> None:
         if result.error:
             self.failed += 1
             self.errors_by_kind[result.error[1]] += 1
@@ -101,7 +102,7 @@ class RunStats:
         self.partial += bool(result.partial)
         if result.flagged:
             self.partial_inputs[result.video_id] = result.partial
-        self.clips += len(result.rows)
+        self.clips += len(result.rows) if clips is None else clips
         self.frames += result.frames
         self.n_dense += result.n_dense
         self.n_patches += result.n_patches
@@ -122,13 +123,14 @@ class RunStats:
 _SUMMED = ("processed", "failed", "partial", "clips", "frames", "n_dense", "n_patches", "n_tokens", "seconds")
 
 
-def save_stats(output: Path, stats: RunStats) -> dict:
+def save_stats(output, stats: RunStats) -> dict:
     """Append this run to ``_stats.json`` ({"runs": [one dict per run, oldest first], "totals": ...}) and
-    write it atomically; returns what was written. Totals sum the runs' counts; ``inputs`` is the latest run's."""
-    path = output / STATS
+    write it atomically; returns what was written. Totals sum the runs' counts; ``inputs`` is the latest run's.
+    ``output``: a folder, a URI or a Store."""
+    store = Store.at(output)
     runs: list[dict] = []
     try:
-        previous = json.loads(path.read_text())
+        previous = json.loads(store.read_bytes(STATS) or b"{}")
         runs = list(previous.get("runs", [])) if isinstance(previous, dict) else []
     except (OSError, ValueError):
         pass
@@ -142,89 +144,234 @@ def save_stats(output: Path, stats: RunStats) -> dict:
         partial_inputs.update(past.get("partial_inputs", {}))
     totals.update(runs=len(runs), inputs=stats.inputs, errors_by_kind=dict(errors), partial_inputs=partial_inputs)
     data = {"totals": totals, "runs": runs}
-    temporary = path.with_name(STATS + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
+    store.write_bytes(STATS, (json.dumps(data, indent=2) + "\n").encode())
     return data
+
+
+def plan_units(inputs: list[InputVideo], unit_inputs: int) -> Iterator[tuple[int, list[InputVideo]]]:
+    """(unit index, its inputs): consecutive runs of ``unit_inputs`` inputs in input order. The same for any
+    worker count, so a rerun finds each unit's record under the same name."""
+    for start in range(0, len(inputs), unit_inputs):
+        yield start // unit_inputs, inputs[start:start + unit_inputs]
+
+
+@dataclass(frozen=True)
+class UnitSettings:
+    """What a unit's writer needs besides the recipe (sent to every unit task)."""
+
+    schema: object  # pyarrow Schema of the shards
+    target_bytes: int
+    commit_seconds: float
 
 
 def run(recipe: Recipe, inputs: list[InputVideo], output: str | os.PathLike, *, progress: bool | None = None,
         recipe_record: dict | None = None, overwrite: bool = False) -> RunStats:
-    """Process ``inputs`` into shards under ``output``; a rerun skips inputs already committed.
+    """Process ``inputs`` into shards under ``output`` (a folder or a URI); a rerun skips inputs already done.
 
-    A folder written with settings that change the rows differently is refused (``RecipeMismatchError``)
-    before any work, unless ``overwrite`` deletes what it holds. SIGINT/SIGTERM raise ``Interrupted`` after
-    committing what finished."""
-    output = Path(output)
+    Inputs are cut into work units of ``execution.unit_inputs`` (by input order). Each unit writes its own
+    shard parts and record (``_units/``) straight to the output, in-process or in a Ray task; the driver
+    only hears small per-video summaries and unit records. A location written with settings that change
+    the rows differently is refused (``RecipeMismatchError``) before any work, unless ``overwrite`` deletes
+    what it holds. SIGINT/SIGTERM raise ``Interrupted`` after committing what finished."""
+    store = Store.at(output, recipe.output.s3_endpoint)
     with interrupts_raise():
-        writer = ShardWriter(output, token_dim(recipe), target_bytes=int(recipe.output.shard_mb * 2**20),
-                             patch_pixels=3 * recipe.patchify.patch ** 2 if recipe.output.store_pixels else None,
-                             with_text=any(i.text for i in inputs), recipe=recipe_record or recipe.model_dump(),
-                             fingerprint=row_fingerprint(recipe), overwrite=overwrite, also_remove=(STATS,))
-        stats = RunStats(inputs=len(inputs), started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-        todo = [i for i in inputs if i.video_id not in writer.done]
-        stats.skipped_done = len(inputs) - len(todo)
-        choice = choose_execution(recipe.execution, len(todo))
-        stats.execution = choice.reason
-        started = time.perf_counter()
-        show = (os.isatty(2) if progress is None else progress)
-        bar = tqdm(total=len(todo), unit="video", disable=not show, dynamic_ncols=True)
-        results: Iterator[VideoResult | None] = iter(())
+        store.make()
+        lock = None if store.remote else lock_folder(Path(store.root))  # one driver per local folder
         try:
-            if choice.workers == 0:
-                stats.resources = {"in_process": {"runs": "decode, patchify, encode, compress"}}
-                results = _in_process(todo, recipe)
-            else:
-                results = _on_ray(todo, recipe, stats, choice.workers)
-            for result in results:
-                if result is not None:  # None: a tick while workers are busy
-                    if result.error:
-                        writer.add_error(result.video_id, *result.error)
-                    else:
-                        writer.add_input(result.video_id, result.rows)
-                    stats.add(result)
-                    elapsed = time.perf_counter() - started
-                    bar.set_postfix(tok_s=f"{stats.n_tokens / max(elapsed, 1e-9):.0f}", clips=stats.clips, errors=stats.failed,
-                                    refresh=False)
-                    bar.update(1)
-                if writer.open_shard_seconds >= recipe.output.commit_seconds:
-                    writer.roll()  # bounds what a kill -9 can lose
-        except Interrupted as interrupt:
-            stats.interrupted = interrupt.signal_name
-            raise
+            return _run_locked(recipe, inputs, store, progress, recipe_record, overwrite)
         finally:
-            bar.close()
-            writer.close()  # commit what finished first; stopping Ray can take seconds
-            stats.seconds = time.perf_counter() - started
-            save_stats(output, stats)
-            if hasattr(results, "close"):
-                results.close()  # stops Ray and removes its temp folder
+            if lock is not None:
+                lock.close()
+
+
+def _run_locked(recipe: Recipe, inputs: list[InputVideo], store: Store, progress, recipe_record, overwrite) -> RunStats:
+    with_text = any(i.text for i in inputs)
+    dim = token_dim(recipe)
+    schema = token_schema(dim, 3 * recipe.patchify.patch ** 2 if recipe.output.store_pixels else None, with_text)
+    header = open_ledger(store, dim, recipe=recipe_record or recipe.model_dump(), fingerprint=row_fingerprint(recipe),
+                         unit_inputs=recipe.execution.unit_inputs, overwrite=overwrite, also_remove=(STATS,))
+    unit_inputs = header.summary.get("unit_inputs", recipe.execution.unit_inputs)  # the folder's own unit size
+    records = {r.unit: r for r in read_unit_records(store)}
+    done = {name for r in records.values() for name in r.inputs_done}
+    units = [(u, items) for u, items in plan_units(inputs, unit_inputs) if any(i.video_id not in done for i in items)]
+    todo = sum(i.video_id not in done for _, items in units for i in items)
+    stats = RunStats(inputs=len(inputs), started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    stats.skipped_done = len(inputs) - todo
+    choice = choose_execution(recipe.execution, todo)
+    stats.execution = choice.reason
+    settings = UnitSettings(schema, int(recipe.output.shard_mb * 2**20), recipe.output.commit_seconds)
+    started = time.perf_counter()
+    show = (os.isatty(2) if progress is None else progress)
+    bar = tqdm(total=todo, unit="video", disable=not show, dynamic_ncols=True)
+    events: Iterator = iter(())
+    try:
+        if choice.workers == 0:
+            stats.resources = {"in_process": {"runs": "decode, patchify, encode, compress"}}
+            events = _in_process(units, recipe, store, settings)
+        else:
+            events = _on_ray(units, recipe, store, settings, stats, choice.workers)
+        for event in events:
+            if isinstance(event, VideoSummary):
+                stats.add(event.result, clips=event.clips)
+                elapsed = time.perf_counter() - started
+                bar.set_postfix(tok_s=f"{stats.n_tokens / max(elapsed, 1e-9):.0f}", clips=stats.clips, errors=stats.failed,
+                                refresh=False)
+                bar.update(1)
+            elif isinstance(event, UnitRecord):
+                stats.units.append({"unit": event.unit, "inputs_done": len(event.inputs_done), "shards": len(event.shards),
+                                    "nodes": sorted({n.get("node_id") or n["host"] for n in event.nodes})})
+    except Interrupted as interrupt:
+        stats.interrupted = interrupt.signal_name
+        raise
+    finally:
+        bar.close()
+        if hasattr(events, "close"):
+            events.close()  # commits the open unit (in-process), stops Ray and removes its temp folder
+        stats.seconds = time.perf_counter() - started
+        if not stats.interrupted:
+            write_summary(store, header)
+        save_stats(store, stats)
     return stats
 
 
-def _in_process(todo: list[InputVideo], recipe: Recipe) -> Iterator[VideoResult]:
-    for item in todo:
-        yield process_video(item, recipe)
+@dataclass(frozen=True)
+class VideoSummary:
+    """One finished video as the driver hears it: its result without rows (``clips`` = rows written)."""
+
+    result: VideoResult
+    clips: int
 
 
-class StartLog:
-    """A small Ray actor: video tasks report here when they start running, so a deadline counts the
-    video's own running time and not the time its worker took to start (process spawn, imports)."""
+def _summary(result: VideoResult) -> VideoSummary:
+    return VideoSummary(replace(result, rows=[]), len(result.rows))
+
+
+def _run_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Store, settings: UnitSettings,
+              process) -> Iterator[VideoSummary | UnitRecord]:
+    """Process one unit's inputs in input order into its own shard parts; yields each video's summary, then
+    the unit record. ``process(item)`` -> VideoResult. Closing the generator early commits what finished."""
+    writer = UnitWriter(store, unit, len(items), settings.schema, target_bytes=settings.target_bytes,
+                        commit_seconds=settings.commit_seconds)
+    done = writer.done
+    try:
+        for item in items:
+            if item.video_id in done:
+                continue
+            writer.roll_if_due()
+            result = process(item)
+            if result.error:
+                writer.add_error(result.video_id, *result.error)
+            else:
+                writer.add_input(result.video_id, result.rows, result.stage_seconds)
+            yield _summary(result)
+    except BaseException:
+        writer.close()  # commits the finished inputs (a part whose write failed is dropped)
+        raise
+    yield writer.close()
+
+
+def _in_process(units, recipe: Recipe, store: Store, settings: UnitSettings) -> Iterator:
+    for unit, items in units:
+        yield from _run_unit(unit, items, recipe, store, settings, lambda item: process_video(item, recipe))
+
+
+class ProgressLog:
+    """A small Ray actor: unit tasks report each finished video here (a summary without rows), so progress
+    moves per video while units run; the driver takes what arrived about once a second."""
 
     def __init__(self) -> None:
-        self._started: list[int] = []
+        self._events: list = []
 
-    def started(self, index: int) -> None:
-        self._started.append(index)
+    def add(self, events: list) -> None:
+        self._events.extend(events)
 
-    def take(self) -> list[int]:
-        started, self._started = self._started, []
-        return started
+    def take(self) -> list:
+        events, self._events = self._events, []
+        return events
 
 
-def _on_ray(todo: list[InputVideo], recipe: Recipe, stats: "RunStats", workers: int | None) -> Iterator[VideoResult | None]:
-    """Submit one task per video (bounded in flight), yield results as they finish (None about once a
-    second while none does, so the caller can commit on time)."""
+def _process_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Store, settings: UnitSettings,
+                  encode_stage=None, progress_log=None) -> UnitRecord:
+    """A Ray task: one unit, start to end, on ``execution.decode_cpus`` CPUs. Shards and the record go straight
+    to the output; the driver gets the record. A video still running ``deadline_s`` after it started is
+    recorded as timed out, the unit commits what finished, and this worker process exits (a native hang
+    cannot be interrupted): the driver resubmits the unit, which resumes after the killed video."""
+    threads = max(1, int(recipe.execution.decode_cpus))
+    limit_threads(threads)
+    process = _with_deadline(_video_processor(recipe, encode_stage), recipe.execution.deadline_s)
+    exiting = False
+    record = None
+    for event in _run_unit(unit, items, recipe, store, settings, process):
+        if isinstance(event, UnitRecord):
+            record = event
+            continue
+        if progress_log is not None:
+            call = progress_log.add.remote([event])
+        if event.result.error and event.result.error[1] == "timeout" and "worker killed" in event.result.error[2]:
+            exiting = True
+            break  # closing the generator commits the unit's finished videos and the timeout
+    if exiting:
+        import ray
+
+        if progress_log is not None:
+            ray.get(call)  # the timeout's summary reaches the driver before this process goes
+        os._exit(1)
+    return record
+
+
+def _video_processor(recipe: Recipe, encode_stage):
+    """``item`` -> VideoResult, encoding in ``encode_stage`` (an EncodeStage actor) when given."""
+    if encode_stage is None:
+        return lambda item: process_video(item, recipe)
+    import ray
+
+    def encoder(patches):
+        call = encode_stage.encode.remote(patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
+        try:
+            return ray.get(call)
+        except ray.exceptions.RayTaskError as error:  # the clip's own failure in the actor: report it as such
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+
+    return lambda item: process_video(item, recipe, encoder=encoder)
+
+
+def _with_deadline(process, deadline_s: float):
+    """Run ``process(item)`` in a thread; past ``deadline_s`` give up on it with a timeout result (the
+    caller then ends the process, which is the only way to stop a native decode hang)."""
+    import threading
+
+    def bounded(item: InputVideo) -> VideoResult:
+        box: list = []
+        thread = threading.Thread(target=lambda: box.append(_catching(process, item)), daemon=True)
+        thread.start()
+        thread.join(deadline_s)
+        if thread.is_alive():
+            return VideoResult(item.video_id, error=("worker", "timeout",
+                                                     f"{item.public_path}: still running after {deadline_s:g} s, worker killed"))
+        outcome = box[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return bounded
+
+
+def _catching(process, item):
+    try:
+        return process(item)
+    except BaseException as error:  # re-raised in the unit's thread
+        return error
+
+
+def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: "RunStats",
+            workers: int | None) -> Iterator:
+    """Submit one task per unit (bounded in flight); yield video summaries as units report them (about once
+    a second) and unit records as units finish. A unit whose worker died is resubmitted (it resumes from its
+    record); one that died ``retries`` + 1 times without finishing a video has its remaining inputs recorded
+    as failed, and the run goes on."""
     import ray
 
     execution = recipe.execution
@@ -234,19 +381,15 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe, stats: "RunStats", workers: 
     try:
         if workers is None:  # auto on a joined cluster: one task per CPU it has
             workers = max(1, int(ray.cluster_resources().get("CPU", 1) // execution.decode_cpus))
-        # One task per worker at a time by default: a queued task would only wait for a free worker.
         limit = execution.max_in_flight or max(workers, 1)
-        task = ray.remote(num_cpus=execution.decode_cpus, max_retries=execution.retries)(_process_in_worker)
+        task = ray.remote(num_cpus=execution.decode_cpus, max_retries=0)(_process_unit)
         encoders: list = [None]
         if split:  # the encode stage: long-lived actors that hold the model on their GPU
             _check_encode_resources(execution, ray.cluster_resources())
-            # An actor that dies (or is killed at a video's deadline) is restarted, without limit: a clip that
-            # kills it every time fails its own video after ``retries`` retried calls, and the per-video
-            # deadline bounds the rest.
             actor = ray.remote(num_cpus=execution.encode_cpus, num_gpus=execution.encode_gpus, max_restarts=-1,
                                max_task_retries=execution.retries)(EncodeStage)
             encoders = [actor.remote(recipe) for _ in range(execution.encoders)]
-        stats.resources = {"decode": {"CPU": execution.decode_cpus, "tasks_at_once": limit,
+        stats.resources = {"decode": {"CPU": execution.decode_cpus, "tasks_at_once": limit, "unit_inputs": execution.unit_inputs,
                                       "runs": "decode, patchify" + ("" if split else ", encode, compress")}}
         if split:
             placements = [e.placement.remote() for e in encoders]
@@ -258,57 +401,52 @@ def _on_ray(todo: list[InputVideo], recipe: Recipe, stats: "RunStats", workers: 
             stats.resources["encode"] = {"CPU": execution.encode_cpus, "GPU": execution.encode_gpus, "actors": len(encoders),
                                          "runs": "encode, compress", "placement": ray.get(placed)}
         stats.resources["cluster"] = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
-        next_encoder = 0  # handed out round-robin per submitted video
-        encoder_of: dict[int, object] = {}
-        in_flight: dict = {}  # ref -> index
-        submitted_at: dict[int, float] = {}
-        running_since: dict[int, float] = {}  # when the driver learnt that the task started running
-        start_log = ray.remote(num_cpus=0)(StartLog).remote()
-        start_poll = start_log.take.remote()
-        # Biggest files first, so that no worker idles at the end on one long video; results are yielded as
-        # they finish, so nothing waits behind a slow one.
-        order = sorted(range(len(todo)), key=lambda i: (-_file_size(todo[i].path), i))
-        next_submit = 0
+        progress_log = ray.remote(num_cpus=0)(ProgressLog).remote()
+        progress_poll = progress_log.take.remote()
         recipe_ref = ray.put(recipe)
-        while next_submit < len(order) or in_flight:
-            while len(in_flight) < limit and next_submit < len(order):
-                index = order[next_submit]
-                next_submit += 1
-                encoder_of[index] = encoders[next_encoder % len(encoders)]
-                next_encoder += 1
-                in_flight[task.remote(todo[index], recipe_ref, encoder_of[index], start_log, index)] = index
-                submitted_at[index] = time.monotonic()
+        pending = [(unit, items, 0, -1) for unit, items in units][::-1]  # popped from the end: units in input order
+        in_flight: dict = {}  # ref -> (unit, items, failures, inputs done when submitted)
+        submitted = 0
+        while pending or in_flight:
+            while len(in_flight) < limit and pending:
+                unit, items, failures, done_before = pending.pop()
+                ref = task.remote(unit, items, recipe_ref, store, settings, encoders[submitted % len(encoders)], progress_log)
+                in_flight[ref] = (unit, items, failures, done_before)
+                submitted += 1
             ready = ray.wait(list(in_flight), num_returns=1, timeout=1.0)[0] if in_flight else []
             for ref in ready:
-                index = in_flight.pop(ref)
+                unit, items, failures, done_before = in_flight.pop(ref)
                 try:
-                    result = ray.get(ref)
+                    yield ray.get(ref)
                 except (ray.exceptions.RayError, OSError) as error:
-                    result = VideoResult(todo[index].video_id, error=("worker", type(error).__name__,
-                                                                      redact_text(f"{todo[index].path}: {error}", todo[index].path)))
-                yield result
-            if ray.wait([start_poll], timeout=0)[0]:
-                now = time.monotonic()
-                for index in ray.get(start_poll):
-                    running_since.setdefault(index, now)
-                start_poll = start_log.take.remote()
-            now = time.monotonic()
-            for ref, index in list(in_flight.items()):
-                ran = now - running_since[index] if index in running_since else None
-                never_started = ran is None and now - submitted_at[index] > execution.deadline_s + _START_ALLOWANCE_S
-                if (ran is not None and ran > execution.deadline_s) or never_started:
-                    ray.cancel(ref, force=True)  # kills the worker process: native decode hangs stop too
-                    in_flight.pop(ref)
-                    if split:  # its encode call may still be running there: restart the actor so others do not queue behind it
-                        ray.kill(encoder_of[index], no_restart=False)
-                    what = (f"did not start within {execution.deadline_s + _START_ALLOWANCE_S:g} s" if never_started
-                            else f"still running after {execution.deadline_s:g} s")
-                    yield VideoResult(todo[index].video_id, error=("worker", "timeout", f"{todo[index].public_path}: {what}, worker killed"))
-            if not ready:
-                yield None
+                    record = read_unit_record(store, unit)
+                    done_now = len(record.inputs_done) if record else 0
+                    failures = 0 if done_now > done_before else failures + 1
+                    if failures <= execution.retries:
+                        pending.append((unit, items, failures, done_now))  # resumes from its record
+                    else:
+                        yield from _fail_unit(unit, items, store, settings, error)
+            if ray.wait([progress_poll], timeout=0)[0]:
+                yield from ray.get(progress_poll)
+                progress_poll = progress_log.take.remote()
+        yield from ray.get(progress_poll)
+        yield from ray.get(progress_log.take.remote())
     finally:
         if started_here:
             stop_ray()
+
+
+def _fail_unit(unit: int, items: list[InputVideo], store: Store, settings: UnitSettings, error: BaseException) -> Iterator:
+    """Record every input of a unit that keeps killing its worker as failed (the driver writes this one
+    record: no worker holds the unit now)."""
+    writer = UnitWriter(store, unit, len(items), settings.schema, target_bytes=settings.target_bytes)
+    for item in items:
+        if item.video_id not in writer.done:
+            result = VideoResult(item.video_id, error=("worker", type(error).__name__,
+                                                       redact_text(f"{item.path}: {error}", item.path)))
+            writer.add_error(item.video_id, *result.error)
+            yield _summary(result)
+    yield writer.close()
 
 
 _PLACEMENT_TIMEOUT_S = 120
@@ -321,38 +459,6 @@ def _check_encode_resources(execution, cluster: dict) -> None:
         raise RuntimeError(f"the encode stage wants {execution.encoders} actor(s) x {execution.encode_gpus:g} GPU = "
                            f"{wanted_gpus:g} GPU, but Ray has {cluster.get('GPU', 0):g} (set execution.gpus to declare GPUs "
                            "to a local Ray, or lower encoders / encode_gpus)")
-
-
-def _file_size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-def _process_in_worker(item: InputVideo, recipe: Recipe, encode_stage=None, start_log=None, index: int = 0) -> VideoResult:
-    """A Ray task (the decode stage) holding ``execution.decode_cpus`` CPUs: the libraries' own thread pools
-    are held to that many threads (two workers on two cores with OpenCV, FFmpeg and torch each spawning
-    per-core threads fight for the cores). With ``encode_stage`` (an EncodeStage actor) the clips' patches are
-    encoded and compressed there instead of here. ``start_log`` (a StartLog actor) hears ``index`` first."""
-    if start_log is not None:
-        start_log.started.remote(index)  # the deadline starts now, not when the task was submitted
-    threads = max(1, int(recipe.execution.decode_cpus))
-    limit_threads(threads)
-    encoder = None
-    if encode_stage is not None:
-        import ray
-
-        def encoder(patches):
-            call = encode_stage.encode.remote(patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
-            try:
-                return ray.get(call)
-            except ray.exceptions.RayTaskError as error:  # the clip's own failure in the actor: report it as such
-                cause = getattr(error, "cause", None)
-                if isinstance(cause, Exception):
-                    raise cause from None
-                raise
-    return process_video(item, recipe, encoder=encoder)  # decoder threads: the recipe's, as in-process
 
 
 class EncodeStage:

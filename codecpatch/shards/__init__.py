@@ -4,8 +4,26 @@ from ._reader import TokenShardDataset, collate_tokens, shard_paths, to_ray_data
 from ._row import StoredRow, read_row
 from ._schema import COLUMNS, DECODE_COLUMNS, SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
 from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, RecipeMismatchError, ShardWriter, signals_deferred
+from ._writer import _lock_folder as lock_folder
+from ._store import S3_ENDPOINT_ENV, Store, is_remote
+from ._units import (ERRORS_DIR, UNITS, UnitRecord, UnitWriter, open_ledger, read_errors, read_unit_record, read_unit_records,
+                     unit_shard_name, write_summary)
 
 __all__ = [
+    "ERRORS_DIR",
+    "S3_ENDPOINT_ENV",
+    "UNITS",
+    "Store",
+    "UnitRecord",
+    "UnitWriter",
+    "is_remote",
+    "lock_folder",
+    "open_ledger",
+    "read_errors",
+    "read_unit_record",
+    "read_unit_records",
+    "unit_shard_name",
+    "write_summary",
     "COLUMNS",
     "DECODE_COLUMNS",
     "ERRORS",

@@ -105,20 +105,36 @@ class Manifest:
     inputs_done: list[str] = field(default_factory=list)
     streams: dict = field(default_factory=dict)
     columns: dict = field(default_factory=lambda: dict(COLUMNS))
+    ledger: str = ""
+    summary: dict = field(default_factory=dict)
 
     @staticmethod
-    def read(directory: Path) -> "Manifest | None":
-        path = Path(directory) / MANIFEST
-        if not path.exists():
-            return None
-        data = json.loads(path.read_text())
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{path}: schema version {data.get('schema_version')} is not {SCHEMA_VERSION}")
-        known = {f.name for f in fields(Manifest)}
-        return Manifest(**{k: v for k, v in data.items() if k in known})  # keys a newer version added are left out
+    def read(directory) -> "Manifest | None":
+        """The manifest of a location (a folder or a URI). With ``ledger = "units"`` (batch runs) the shards
+        and inputs done are those of the unit records now, so it is current even while a run writes."""
+        from ._store import Store
 
-    def write(self, directory: Path) -> None:
-        _write_atomically(Path(directory) / MANIFEST, (json.dumps(self.__dict__, indent=2) + "\n").encode())
+        store = Store.at(directory)
+        raw = store.read_bytes(MANIFEST)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"{store.uri(MANIFEST)}: schema version {data.get('schema_version')} is not {SCHEMA_VERSION}")
+        known = {f.name for f in fields(Manifest)}
+        manifest = Manifest(**{k: v for k, v in data.items() if k in known})  # keys a newer version added are left out
+        if manifest.ledger == "units":
+            from ._units import read_unit_records
+
+            records = read_unit_records(store)
+            manifest.shards = [shard for record in records for shard in record.shards]
+            manifest.inputs_done = [name for record in records for name in record.inputs_done]
+        return manifest
+
+    def write(self, directory) -> None:
+        from ._store import Store
+
+        Store.at(directory).write_bytes(MANIFEST, (json.dumps(self.__dict__, indent=2) + "\n").encode())
 
 
 class ShardWriter:
