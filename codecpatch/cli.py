@@ -735,5 +735,32 @@ def fidelity_command(videos: tuple[str, ...], encoder: str, frames: int, max_sid
     if errors:
         sys.exit(_EXIT_BAD_INPUT)
 
+@main.group(name="shards")
+def shards_group() -> None:
+    """Inspect and check batch shard outputs (a folder or a URI such as s3://bucket/prefix)."""
+
+
+@shards_group.command(name="verify")
+@click.argument("location")
+@click.option("--no-rebuild", is_flag=True, help="Only check: leave _manifest.json as it is.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def shards_verify(location: str, no_rebuild: bool, as_json: bool) -> None:
+    """Check LOCATION against its unit records (rows per shard from the footers, every input done exactly
+    once, unreadable and orphaned files) and rebuild its summary _manifest.json. Exit status 1 on problems."""
+    from dataclasses import asdict
+
+    from .shards import verify
+
+    try:
+        report = verify(location, rebuild=not no_rebuild)
+    except (FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    if as_json:
+        click.echo(json.dumps({**asdict(report), "ok": report.ok}))
+    else:
+        click.echo("\n".join(report.lines()))
+    if not report.ok:
+        sys.exit(1)
+
 if __name__ == "__main__":
     main()

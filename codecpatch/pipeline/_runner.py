@@ -413,11 +413,11 @@ def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: 
                 ref = task.remote(unit, items, recipe_ref, store, settings, encoders[submitted % len(encoders)], progress_log)
                 in_flight[ref] = (unit, items, failures, done_before)
                 submitted += 1
-            ready = ray.wait(list(in_flight), num_returns=1, timeout=1.0)[0] if in_flight else []
+            ready = _interruptible(ray.wait, list(in_flight), num_returns=1, timeout=1.0)[0] if in_flight else []
             for ref in ready:
                 unit, items, failures, done_before = in_flight.pop(ref)
                 try:
-                    yield ray.get(ref)
+                    yield _interruptible(ray.get, ref)
                 except (ray.exceptions.RayError, OSError) as error:
                     record = read_unit_record(store, unit)
                     done_now = len(record.inputs_done) if record else 0
@@ -427,13 +427,25 @@ def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: 
                     else:
                         yield from _fail_unit(unit, items, store, settings, error)
             if ray.wait([progress_poll], timeout=0)[0]:
-                yield from ray.get(progress_poll)
+                yield from _interruptible(ray.get, progress_poll)
                 progress_poll = progress_log.take.remote()
-        yield from ray.get(progress_poll)
-        yield from ray.get(progress_log.take.remote())
+        yield from _interruptible(ray.get, progress_poll)
+        yield from _interruptible(ray.get, progress_log.take.remote())
     finally:
         if started_here:
             stop_ray()
+
+
+def _interruptible(call, *args, **kwargs):
+    """``call(...)`` (a blocking Ray call), re-raising an ``Interrupted`` that a signal handler raised while Ray
+    waited: Ray's Cython layer wraps it in a SystemError."""
+    try:
+        return call(*args, **kwargs)
+    except SystemError as error:
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, Interrupted):
+            raise cause from None
+        raise
 
 
 def _fail_unit(unit: int, items: list[InputVideo], store: Store, settings: UnitSettings, error: BaseException) -> Iterator:

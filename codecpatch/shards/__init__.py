@@ -5,6 +5,7 @@ from ._row import StoredRow, read_row
 from ._schema import COLUMNS, DECODE_COLUMNS, SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
 from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, RecipeMismatchError, ShardWriter, signals_deferred
 from ._writer import _lock_folder as lock_folder
+from ._verify import VerifyReport, verify
 from ._store import S3_ENDPOINT_ENV, Store, is_remote
 from ._units import (ERRORS_DIR, UNITS, UnitRecord, UnitWriter, open_ledger, read_errors, read_unit_record, read_unit_records,
                      unit_shard_name, write_summary)
@@ -24,6 +25,8 @@ __all__ = [
     "read_unit_records",
     "unit_shard_name",
     "write_summary",
+    "VerifyReport",
+    "verify",
     "COLUMNS",
     "DECODE_COLUMNS",
     "ERRORS",

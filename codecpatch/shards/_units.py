@@ -91,13 +91,16 @@ def error_path(unit: int) -> str:
     return f"{ERRORS_DIR}/{unit_name(unit)}.parquet"
 
 
-def read_unit_record(store: Store, unit: int) -> UnitRecord | None:
-    data = store.read_bytes(record_path(unit))
+def read_unit_record(store, unit: int) -> UnitRecord | None:
+    """Unit ``unit``'s record at a location (a Store, folder or URI), None before it wrote one."""
+    data = Store.at(store).read_bytes(record_path(unit))
     return UnitRecord.from_json(data) if data is not None else None
 
 
-def read_unit_records(store: Store) -> list[UnitRecord]:
-    """Every unit record of a location, by unit. Costs one listing and one small read per unit."""
+def read_unit_records(store) -> list[UnitRecord]:
+    """Every unit record of a location (a Store, folder or URI), by unit. Costs one listing and one small
+    read per unit."""
+    store = Store.at(store)
     records = []
     for name in store.list_names(UNITS):
         if name.endswith(".json") and name.startswith("u"):

