@@ -403,7 +403,7 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
     """Validate, scan the inputs, plan and run; ``flags``: progress, dry_run, limit, strict, overwrite."""
     from .pipeline import (SKIPPED, Interrupted, RecipeError, format_plan, load_recipe, parse_extensions, plan_run, run,
                            scan_inputs)
-    from .shards import FolderInUseError, RecipeMismatchError
+    from .shards import FolderInUseError, RecipeMismatchError, Store
 
     try:
         recipe = load_recipe(recipe_path, overrides, _FLAG_NAMES)
@@ -416,7 +416,7 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
         seen = scan.summary().replace("0 inputs, ", "") if scan.skipped else "it is empty"
         _fail(f"{input_spec}: no input videos ({seen}); nothing to do")
     try:
-        plan = plan_run(scan.inputs, output, flags["limit"])
+        plan = plan_run(scan.inputs, output, flags["limit"], endpoint=recipe.output.s3_endpoint)
     except ValueError as error:  # e.g. a folder written by another schema version
         _fail(str(error))
     if flags["dry_run"]:
@@ -431,7 +431,7 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
         click.echo(f"{interrupt.signal_name}: stopped; everything that finished is committed to {output} "
                    "(rerun the same command to resume)", err=True)
         sys.exit(interrupt.exit_status)
-    scan.write_skipped(output)  # after the run: the folder is ours (the writer's lock) and exists
+    scan.write_skipped(Store(output, recipe.output.s3_endpoint))  # after the run: the folder is ours (the writer's lock) and exists
     summary = stats.to_dict()
     left = f", {len(plan.over_limit)} left by --limit" if plan.over_limit else ""
     failed_before = min(len(plan.failed_before), summary["skipped_done"])  # skipped like done ones, but not done

@@ -69,15 +69,16 @@ class InputScan:
             line += f", {len(self.skipped)} skipped: " + ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
         return line
 
-    def write_skipped(self, directory: str | os.PathLike) -> Path:
+    def write_skipped(self, directory) -> str:
         """Record the skipped entries as ``_skipped.json`` in ``directory`` (rewritten on every run, so it
-        describes the last walk). Returns its path."""
-        path = Path(directory) / SKIPPED
-        path.parent.mkdir(parents=True, exist_ok=True)
+        describes the last walk; ``directory``: a folder, URI or Store). Returns its path."""
+        from ..shards import Store
+
+        store = Store.at(directory)
+        store.make()
         records = [asdict(entry) for entry in self.skipped]
-        temporary = path.with_suffix(".json.tmp")
-        temporary.write_text(json.dumps({"inputs": len(self.inputs), "skipped": records}, indent=2) + "\n")
-        os.replace(temporary, path)
+        store.write_bytes(SKIPPED, (json.dumps({"inputs": len(self.inputs), "skipped": records}, indent=2) + "\n").encode())
+        return store.uri(SKIPPED)
         return path
 
 

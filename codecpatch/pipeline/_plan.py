@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..shards import Manifest, read_errors
+from ..shards import Manifest, Store, read_errors
 from ._inputs import InputVideo
 
 
@@ -35,10 +35,11 @@ class RunPlan:
         return [i for i in self.to_run + self.done + [f for f, _ in self.failed_before] if i.video_id not in left_out]
 
 
-def plan_run(inputs: list[InputVideo], output: str | os.PathLike, limit: int | None = None) -> RunPlan:
-    """Sort ``inputs`` against what ``output`` already holds; at most ``limit`` inputs are to run."""
-    output = Path(output)
-    manifest = Manifest.read(output) if output.is_dir() else None
+def plan_run(inputs: list[InputVideo], output: str | os.PathLike, limit: int | None = None, endpoint: str | None = None) -> RunPlan:
+    """Sort ``inputs`` against what ``output`` (a folder or a URI; ``endpoint``: an S3 endpoint override)
+    already holds; at most ``limit`` inputs are to run."""
+    output = Store.at(output, endpoint)
+    manifest = Manifest.read(output)
     finished = set(manifest.inputs_done) if manifest else set()
     errors = {r["input"]: f"{r['stage']}/{r['kind']}: {r['message']}" for r in read_errors(output)} if manifest else {}
     plan = RunPlan()

@@ -17,6 +17,7 @@ import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -296,9 +297,7 @@ def _process_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Sto
     to the output; the driver gets the record. A video still running ``deadline_s`` after it started is
     recorded as timed out, the unit commits what finished, and this worker process exits (a native hang
     cannot be interrupted): the driver resubmits the unit, which resumes after the killed video."""
-    threads = max(1, int(recipe.execution.decode_cpus))
-    limit_threads(threads)
-    process = _with_deadline(_video_processor(recipe, encode_stage), recipe.execution.deadline_s)
+    process = _with_deadline(partial(_process_in_worker, recipe=recipe, encode_stage=encode_stage), recipe.execution.deadline_s)
     exiting = False
     record = None
     for event in _run_unit(unit, items, recipe, store, settings, process):
@@ -317,6 +316,14 @@ def _process_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Sto
             ray.get(call)  # the timeout's summary reaches the driver before this process goes
         os._exit(1)
     return record
+
+
+def _process_in_worker(item: InputVideo, recipe: Recipe, encode_stage=None) -> VideoResult:
+    """One video as a unit task runs it: the libraries' own thread pools held to ``execution.decode_cpus``
+    threads (two workers on two cores with OpenCV, FFmpeg and torch each spawning per-core threads fight for
+    the cores), encoding in ``encode_stage`` when given. The same rows as ``process_video`` in-process."""
+    limit_threads(max(1, int(recipe.execution.decode_cpus)))
+    return _video_processor(recipe, encode_stage)(item)
 
 
 def _video_processor(recipe: Recipe, encode_stage):

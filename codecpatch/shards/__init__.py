@@ -1,6 +1,6 @@
 """Token shards: the Parquet format codecpatch writes (schema v1), its writer, and readers for training."""
 
-from ._reader import TokenShardDataset, collate_tokens, shard_paths, to_ray_dataset
+from ._reader import TokenShardDataset, collate_tokens, open_shard, shard_paths, to_hf_dataset, to_ray_dataset
 from ._row import StoredRow, read_row
 from ._schema import COLUMNS, DECODE_COLUMNS, SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
 from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, RecipeMismatchError, ShardWriter, signals_deferred
@@ -25,6 +25,8 @@ __all__ = [
     "read_unit_records",
     "unit_shard_name",
     "write_summary",
+    "open_shard",
+    "to_hf_dataset",
     "VerifyReport",
     "verify",
     "COLUMNS",

@@ -18,18 +18,30 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ._schema import DECODE_COLUMNS
+from ._store import Store, is_remote, remote_filesystem
 from ._writer import Manifest
 
 _ARRAY_COLUMNS = ("tokens", "positions", "pixels")
 
 
-def shard_paths(directory: str | os.PathLike) -> list[Path]:
-    """Finished shards of a directory, in manifest order."""
-    directory = Path(directory)
-    manifest = Manifest.read(directory)
+def shard_paths(directory) -> list:
+    """Finished shards of a location, in manifest order: Paths for a folder, URIs (str) for a remote location
+    (``s3://bucket/prefix``; ``$CODECPATCH_S3_ENDPOINT`` points s3:// at an S3-compatible store)."""
+    store = Store.at(directory)
+    manifest = Manifest.read(store)
     if manifest is None:
-        raise FileNotFoundError(f"{directory}: no _manifest.json (not a codecpatch shard directory)")
-    return [directory / shard["file"] for shard in manifest.shards]
+        raise FileNotFoundError(f"{store.location}: no _manifest.json (not a codecpatch shard directory)")
+    if store.remote:
+        return [store.uri(shard["file"]) for shard in manifest.shards]
+    return [Path(store.root) / shard["file"] for shard in manifest.shards]
+
+
+def open_shard(path, store: "Store | None" = None) -> pq.ParquetFile:
+    """A shard (a Path, or a URI from ``shard_paths``) as a ParquetFile."""
+    if isinstance(path, str) and is_remote(path):
+        filesystem, inner = remote_filesystem(path, store.endpoint if store is not None else None)
+        return pq.ParquetFile(filesystem.open_input_file(inner))
+    return pq.ParquetFile(path)
 
 
 def _nested_to_numpy(column: pa.ListArray, row: int) -> np.ndarray:
@@ -49,7 +61,7 @@ class TokenShardDataset(IterableDataset):
     stored, and the scalar columns (sample_id, video_id, n_tokens, ...) as Python values.
 
     Args:
-        directory: the shard folder.
+        directory: the shard folder, or a URI (``s3://bucket/prefix``, ``gs://...``).
         shuffle_buffer: 0 for file order; otherwise samples pass through a buffer of this size and leave
             it in random order (seeded by ``seed`` + epoch via ``set_epoch``).
         rank, world_size: distributed split; default from torch.distributed when initialised.
@@ -59,7 +71,8 @@ class TokenShardDataset(IterableDataset):
     def __init__(self, directory: str | os.PathLike, *, shuffle_buffer: int = 0, seed: int = 0, rank: int | None = None,
                  world_size: int | None = None, columns: list[str] | None = None) -> None:
         super().__init__()
-        self.paths = shard_paths(directory)
+        self.store = Store.at(directory)
+        self.paths = shard_paths(self.store)
         self.shuffle_buffer, self.seed, self.epoch = shuffle_buffer, seed, 0
         if rank is None or world_size is None:
             distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -93,7 +106,7 @@ class TokenShardDataset(IterableDataset):
 
     def _samples(self) -> Iterator[dict]:
         for path in self.my_shards():
-            shard = pq.ParquetFile(path)
+            shard = open_shard(path, self.store)
             present = set(shard.schema_arrow.names)
             # Shards written before the decode columns existed lack them: they read as None (unknown).
             missing = [c for c in DECODE_COLUMNS if c not in present and (self.columns is None or c in self.columns)]
@@ -133,8 +146,28 @@ def collate_tokens(samples: list[dict]) -> dict:
     return out
 
 
-def to_ray_dataset(directory: str | os.PathLike):
-    """The finished shards as a Ray Dataset (``ray.data.read_parquet``); needs ``ray[data]``."""
+def to_ray_dataset(directory):
+    """The finished shards of a folder or URI as a Ray Dataset (``ray.data.read_parquet``); needs ``ray[data]``."""
     import ray.data
 
-    return ray.data.read_parquet([str(p) for p in shard_paths(directory)])
+    store = Store.at(directory)
+    if store.remote:
+        return ray.data.read_parquet([f"{store.root}/{name}" for name in _names(store)], filesystem=store.fs)
+    return ray.data.read_parquet([str(p) for p in shard_paths(store)])
+
+
+def to_hf_dataset(directory):
+    """The finished shards of a folder or URI as a Hugging Face ``datasets.Dataset`` (same columns and
+    values; tokens as nested lists of float16). A folder is memory-mapped through ``datasets``' Parquet
+    loader; a remote location is read through pyarrow into memory (use it for what fits in RAM)."""
+    import datasets
+
+    store = Store.at(directory)
+    if not store.remote:
+        return datasets.Dataset.from_parquet([str(p) for p in shard_paths(store)])
+    tables = [open_shard(path, store).read() for path in shard_paths(store)]
+    return datasets.Dataset(pa.concat_tables(tables)) if tables else datasets.Dataset(pa.table({}))
+
+
+def _names(store) -> list[str]:
+    return [shard["file"] for shard in Manifest.read(store).shards]

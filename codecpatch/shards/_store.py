@@ -88,6 +88,7 @@ class Store:
 
     def __init__(self, location, endpoint: str | None = None) -> None:
         self.location = str(location)
+        self.endpoint = endpoint
         self.remote = is_remote(location)
         if self.remote:
             self.fs, self.root = remote_filesystem(self.location, endpoint)
@@ -99,7 +100,7 @@ class Store:
         return location if isinstance(location, Store) else cls(location, endpoint)
 
     def __reduce__(self):  # sent to Ray workers by location: filesystems are rebuilt there
-        return (Store, (self.location, os.environ.get(S3_ENDPOINT_ENV)))
+        return (Store, (self.location, self.endpoint or os.environ.get(S3_ENDPOINT_ENV)))
 
     def path(self, name: str) -> str:
         """Full path of ``name`` (inside the filesystem for remote locations)."""
