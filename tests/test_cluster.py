@@ -215,3 +215,148 @@ def test_s3_run_killed_midway_resumes_with_every_input_exactly_once(clips, resul
     assert sorted(ids) == expected_ids(results)  # every input exactly once
     report = verify(remote)
     assert report.ok and report.inputs_done == 7, report.lines()
+
+
+# --- a real multi-node Ray cluster on this machine: a head and a worker node started with `ray start` ----
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """A head node and one more node (1 CPU each), started with ``ray start --block`` in their own process
+    groups (stopped by those groups' ids, nothing else on the machine). Yields the address."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    ray_cli = Path(sys.executable).with_name("ray")
+    temp = tempfile.mkdtemp(prefix="cpn", dir="/tmp")  # short: Ray's socket paths must stay under 107 bytes
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--num-cpus", "1", "--num-gpus", "0", "--block", "--disable-usage-stats"]
+    logs = tmp_path_factory.mktemp("ray-logs")
+    nodes = [subprocess.Popen([str(ray_cli), "start", "--head", "--port", str(port), "--temp-dir", temp, "--include-dashboard=false",
+                               "--node-ip-address", "127.0.0.1", *common], env=env, start_new_session=True,
+                              stdout=open(logs / "head.log", "w"), stderr=subprocess.STDOUT)]
+    address = f"127.0.0.1:{port}"
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        import ray
+
+        deadline = time.monotonic() + 120
+        while True:  # the head answers once its GCS is up
+            probe = subprocess.run([str(ray_cli), "status", "--address", address], env=env, capture_output=True, text=True)
+            if probe.returncode == 0:
+                break
+            assert time.monotonic() < deadline and nodes[0].poll() is None, (logs / "head.log").read_text()[-2000:]
+            time.sleep(1)
+        nodes.append(subprocess.Popen([str(ray_cli), "start", "--address", address, "--node-ip-address", "127.0.0.1", *common],
+                                      env=env, start_new_session=True, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT))
+        while True:  # both nodes joined
+            probe = subprocess.run([str(ray_cli), "status", "--address", address], env=env, capture_output=True, text=True)
+            if probe.stdout.count("node_") >= 2 and "2.0 CPU" in probe.stdout.replace("0.0/2.0 CPU", "2.0 CPU"):
+                break
+            assert time.monotonic() < deadline, probe.stdout + (logs / "worker.log").read_text()[-2000:]
+            time.sleep(1)
+        yield address
+    finally:
+        for node in reversed(nodes):
+            try:
+                os.killpg(node.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for node in reversed(nodes):
+            try:
+                node.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
+                node.wait()
+        for node in nodes:  # what Ray left in the groups (workers) goes too
+            try:
+                os.killpg(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(temp, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+
+
+@pytest.fixture(scope="module")
+def many_clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("many")
+    for i in range(8):
+        shutil.copy(SAMPLES / ("sprites_h264_b.mp4" if i % 2 else "sprites_h264_p.mp4"), root / f"clip{i}.mp4")
+    return root
+
+
+CLUSTER_RECIPE = {"patchify.frames": 8, "encoder.dim": 768, "output.store_pixels": True, "execution.unit_inputs": 2,
+                  "execution.workers": "auto", "execution.deadline_s": 120}
+
+
+@pytest.mark.slow
+def test_a_two_node_cluster_runs_units_on_both_nodes_and_the_driver_receives_only_records(two_nodes, many_clips, tmp_path):
+    output = tmp_path / "out"
+    recipe = load_recipe(None, {**CLUSTER_RECIPE, "execution.address": two_nodes})
+    stats = run(recipe, list_inputs(many_clips), output, progress=False)
+    assert stats.processed == 8 and stats.failed == 0 and stats.resources["cluster"]["CPU"] == 2
+    records = read_unit_records(output)
+    assert len(records) == 4 and all(r.complete for r in records)
+    writers = {node["node_id"] for r in records for node in r.nodes}
+    assert len(writers) == 2, records  # shards written by worker processes on both nodes
+    assert all(node["pid"] != __import__("os").getpid() for r in records for node in r.nodes)  # never by the driver
+    shard_bytes = sum(s["bytes"] for r in records for s in r.shards)
+    assert 0 < stats.driver_bytes < 0.05 * shard_bytes, (stats.driver_bytes, shard_bytes)
+    assert verify(output).ok
+    expected = sorted(f"clip{i}.mp4#0" for i in range(8))
+    assert sorted(s["sample_id"] for s in TokenShardDataset(output, columns=["sample_id"])) == expected
+
+
+@pytest.mark.slow
+def test_driver_sigkill_at_random_points_then_rerun_gives_every_input_exactly_once(two_nodes, many_clips, tmp_path):
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "codecpatch.cli", "batch", "--input", str(many_clips), "--output", str(output),
+               "--address", two_nodes, "--encoder-dim", "64", "--shard-mb", "0.02", "--no-progress"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    rng = random.Random(11)
+    for trial in range(3):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(rng.uniform(1.0, 8.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr
+    ids = [s["sample_id"] for s in TokenShardDataset(output, columns=["sample_id"])]
+    assert sorted(ids) == sorted(f"clip{i}.mp4#0" for i in range(8))  # every input exactly once
+    report = verify(output)
+    assert report.ok, report.lines()
+    assert not [name for name in report.orphans if not name.endswith(".tmp")]  # a killed part at most left a .tmp
+
+
+@pytest.mark.slow
+def test_a_hanging_source_inside_a_unit_keeps_the_units_finished_videos(many_clips, tmp_path, silent_tcp_server):
+    for name in ("a.mp4", "c.mp4"):
+        shutil.copy(many_clips / "clip0.mp4", tmp_path / name)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"a.mp4\ntcp://127.0.0.1:{silent_tcp_server}\nc.mp4\n")  # one unit: good, hanging, good
+    recipe = load_recipe(None, {"patchify.frames": 8, "encoder.dim": 32, "execution.unit_inputs": 3, "execution.workers": 1,
+                                "execution.deadline_s": 4, "execution.retries": 0})
+    stats = run(recipe, list_inputs(listing), tmp_path / "out", progress=False)
+    assert stats.processed == 2 and stats.errors_by_kind == {"timeout": 1}
+    [record] = read_unit_records(tmp_path / "out")
+    assert record.complete and len(record.nodes) == 2  # the unit resumed after its worker exited at the deadline
+    assert [s["video_id"] for s in TokenShardDataset(tmp_path / "out", columns=["video_id"])] == ["a.mp4", "c.mp4"]
+    [error] = read_errors(tmp_path / "out")
+    assert error["kind"] == "timeout" and "worker killed" in error["message"]

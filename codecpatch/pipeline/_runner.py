@@ -93,6 +93,7 @@ class RunStats:
     partial_inputs: dict = field(default_factory=dict)  # video_id -> reasons, with limits.partial = "flag"
     resources: dict = field(default_factory=dict)  # per stage: what was declared to Ray, and where encoders run
     units: list = field(default_factory=list)  # per unit finished in this run: inputs done, shards, nodes that wrote
+    driver_bytes: int = 0  # pickled size of everything the driver received from Ray workers (summaries, records)
 
     def add(self, result: VideoResult, clips: int | None = None) -> None:
         if result.error:
@@ -300,7 +301,8 @@ def _process_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Sto
     process = _with_deadline(partial(_process_in_worker, recipe=recipe, encode_stage=encode_stage), recipe.execution.deadline_s)
     exiting = False
     record = None
-    for event in _run_unit(unit, items, recipe, store, settings, process):
+    events = _run_unit(unit, items, recipe, store, settings, process)
+    for event in events:
         if isinstance(event, UnitRecord):
             record = event
             continue
@@ -312,6 +314,7 @@ def _process_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Sto
     if exiting:
         import ray
 
+        events.close()  # commits the unit's finished videos and the timeout
         if progress_log is not None:
             ray.get(call)  # the timeout's summary reaches the driver before this process goes
         os._exit(1)
@@ -424,7 +427,7 @@ def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: 
             for ref in ready:
                 unit, items, failures, done_before = in_flight.pop(ref)
                 try:
-                    yield _interruptible(ray.get, ref)
+                    yield _received(_interruptible(ray.get, ref), stats)
                 except (ray.exceptions.RayError, OSError) as error:
                     record = read_unit_record(store, unit)
                     done_now = len(record.inputs_done) if record else 0
@@ -434,13 +437,21 @@ def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: 
                     else:
                         yield from _fail_unit(unit, items, store, settings, error)
             if ray.wait([progress_poll], timeout=0)[0]:
-                yield from _interruptible(ray.get, progress_poll)
+                yield from _received(_interruptible(ray.get, progress_poll), stats)
                 progress_poll = progress_log.take.remote()
-        yield from _interruptible(ray.get, progress_poll)
-        yield from _interruptible(ray.get, progress_log.take.remote())
+        yield from _received(_interruptible(ray.get, progress_poll), stats)
+        yield from _received(_interruptible(ray.get, progress_log.take.remote()), stats)
     finally:
         if started_here:
             stop_ray()
+
+
+def _received(value, stats: RunStats):
+    """Count ``value``'s pickled size as bytes the driver received; returns it."""
+    import pickle
+
+    stats.driver_bytes += len(pickle.dumps(value))
+    return value
 
 
 def _interruptible(call, *args, **kwargs):
