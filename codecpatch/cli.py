@@ -403,11 +403,16 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
     """Validate, scan the inputs, plan and run; ``flags``: progress, dry_run, limit, strict, overwrite."""
     from .pipeline import (SKIPPED, Interrupted, RecipeError, format_plan, load_recipe, parse_extensions, plan_run, run,
                            scan_inputs)
-    from .shards import FolderInUseError, RecipeMismatchError, Store
+    from .pipeline import InputScan, iter_inputs
+    from .shards import FolderInUseError, RecipeMismatchError, Store, is_object_store
 
     try:
         recipe = load_recipe(recipe_path, overrides, _FLAG_NAMES)
-        scan = scan_inputs(input_spec, parse_extensions(recipe.inputs.extensions))
+        if is_object_store(input_spec):  # an object-store prefix or list (s3://bucket/videos/, s3://bucket/LIST.txt)
+            scan = InputScan(inputs=list(iter_inputs(input_spec, parse_extensions(recipe.inputs.extensions),
+                                                     endpoint=recipe.output.s3_endpoint)))
+        else:
+            scan = scan_inputs(input_spec, parse_extensions(recipe.inputs.extensions))
     except (RecipeError, FileNotFoundError, ValueError) as error:
         _fail(str(error))
     skipped = [(_shown_path(entry.path, input_spec), f"{entry.reason} ({entry.detail})" if entry.detail else entry.reason)

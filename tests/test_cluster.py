@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -360,3 +361,73 @@ def test_a_hanging_source_inside_a_unit_keeps_the_units_finished_videos(many_cli
     assert [s["video_id"] for s in TokenShardDataset(tmp_path / "out", columns=["video_id"])] == ["a.mp4", "c.mp4"]
     [error] = read_errors(tmp_path / "out")
     assert error["kind"] == "timeout" and "worker killed" in error["message"]
+
+
+# --- streamed inputs -------------------------------------------------------------------------------------
+
+def test_streamed_lists_are_read_in_order_and_lazily(clips, results, cached, monkeypatch, tmp_path):
+    import pyarrow as pa
+
+    from codecpatch.pipeline import iter_inputs
+
+    names = sorted(p.name for p in clips.iterdir())
+    listing = tmp_path / "LIST.txt"
+    listing.write_text("# a comment\n" + "".join(f"{clips / n}\tcaption {n}\n" for n in reversed(names)))
+    streamed = list(iter_inputs(listing))
+    assert [i.path for i in streamed] == [str(clips / n) for n in reversed(names)]  # the list's own order
+    assert streamed[0].text == f"caption {names[-1]}"
+    table = pa.table({"path": [str(clips / n) for n in names], "id": [f"id-{n}" for n in names]})
+    pq.write_table(table, tmp_path / "LIST.parquet")
+    batches = list(iter_inputs(tmp_path / "LIST.parquet", batch_rows=2))
+    assert [i.video_id for i in batches] == [f"id-{n}" for n in names]
+
+    # the runner pulls a stream a unit at a time: with a small peek, the first video runs long before the end
+    pulled = []
+
+    def stream():
+        for index in range(40):
+            pulled.append(index)
+            yield streamed[index % len(streamed)].__class__(streamed[index % len(streamed)].path, f"v{index:02d}")
+
+    seen_at_first_video = []
+    original = results
+
+    def process(item, recipe):
+        seen_at_first_video.append(len(pulled))
+        result = original[item.path.rsplit("/", 1)[-1]]
+        return dataclasses.replace(result, video_id=item.video_id,
+                                   rows=[dataclasses.replace(r, video_id=item.video_id) for r in result.rows])
+
+    monkeypatch.setattr(runner_module, "process_video", process)
+    monkeypatch.setattr(runner_module, "_PEEK_INPUTS", 2)
+    stats = run(load_recipe(None, RECIPE), stream(), tmp_path / "out", progress=False)
+    assert seen_at_first_video[0] <= 12 and len(pulled) == 40  # 2 peeked + units up to 8 to do, then one unit at a time
+    assert stats.inputs == 40 and stats.processed + stats.failed == 40
+    assert len(read_unit_records(tmp_path / "out")) == 20 and verify(tmp_path / "out").ok
+
+
+def test_object_store_inputs_and_lists_are_fetched_to_workers(clips, s3_server, tmp_path):
+    from pyarrow import fs as pafs
+
+    from codecpatch.pipeline import iter_inputs
+    from codecpatch.shards import remote_filesystem
+
+    filesystem, _ = remote_filesystem("s3://shards/videos")
+    for name in ("clip0.mp4", "clip1.mp4"):
+        with filesystem.open_output_stream(f"shards/videos/{name}") as out:
+            out.write((clips / name).read_bytes())
+    with filesystem.open_output_stream("shards/videos/notes.txt") as out:
+        out.write(b"not a video")
+    with filesystem.open_output_stream("shards/LIST.txt") as out:
+        out.write(b"videos/clip1.mp4\tfrom a remote list\n")
+    inputs = list(iter_inputs("s3://shards/videos/"))
+    assert [(i.path, i.video_id) for i in inputs] == [("s3://shards/videos/clip0.mp4", "clip0.mp4"),
+                                                      ("s3://shards/videos/clip1.mp4", "clip1.mp4")]
+    [listed] = list(iter_inputs("s3://shards/LIST.txt"))
+    assert listed.path == "s3://shards/videos/clip1.mp4" and listed.text == "from a remote list"
+    stats = run(load_recipe(None, RECIPE), iter_inputs("s3://shards/videos/"), tmp_path / "out", progress=False)
+    assert stats.processed == 2 and stats.failed == 0
+    rows = {s["video_id"]: s for s in TokenShardDataset(tmp_path / "out")}
+    assert sorted(rows) == ["clip0.mp4", "clip1.mp4"] and rows["clip0.mp4"]["source"] == "s3://shards/videos/clip0.mp4"
+    assert not list(__import__("pathlib").Path(__import__("tempfile").gettempdir()).glob("codecpatch-input-*"))  # removed after use
+    assert filesystem.get_file_info("shards/videos/clip0.mp4").type == pafs.FileType.File

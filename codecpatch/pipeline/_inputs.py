@@ -15,6 +15,7 @@ import stat
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from ..decode import is_url, redact
 
@@ -79,7 +80,6 @@ class InputScan:
         records = [asdict(entry) for entry in self.skipped]
         store.write_bytes(SKIPPED, (json.dumps({"inputs": len(self.inputs), "skipped": records}, indent=2) + "\n").encode())
         return store.uri(SKIPPED)
-        return path
 
 
 def parse_extensions(text: str | list[str] | tuple[str, ...] | frozenset | None) -> frozenset[str]:
@@ -139,6 +139,77 @@ def scan_inputs(spec: str | os.PathLike, extensions: frozenset[str] | None = Non
     scan.inputs.sort(key=lambda i: i.video_id)
     scan.skipped.sort(key=lambda s: s.path)
     return scan
+
+
+def iter_inputs(spec: str | os.PathLike, extensions: frozenset[str] | None = None, *, batch_rows: int = 65536,
+                endpoint: str | None = None) -> Iterator[InputVideo]:
+    """Stream the inputs of a list or an object-store prefix, never holding the whole list in memory.
+
+    * ``LIST.txt`` (local or a URI such as ``s3://bucket/LIST.txt``): ``path`` or ``path<TAB>text`` per line,
+      relative paths against the list's folder; read line by line.
+    * ``LIST.parquet`` (local or a URI): columns ``path`` and optionally ``id``, ``text``; read ``batch_rows``
+      rows at a time.
+    * an object-store prefix (``s3://bucket/videos/``, ``gs://...``): the objects under it whose suffix is in
+      ``extensions``, ids relative to the prefix (the listing holds names only; nothing is stat'ed or opened).
+    * anything else (a local folder or glob): as ``list_inputs`` (sorted, with its skipped entries dropped).
+
+    Lists keep their own order (it defines the work units); ids are not checked for duplicates here
+    (``codecpatch shards verify`` reports an input done twice). ``endpoint``: an S3 endpoint override."""
+    from ..shards import is_object_store
+
+    text = os.fspath(spec)
+    suffixes = VIDEO_SUFFIXES if extensions is None else extensions
+    remote = is_object_store(text)
+    lower = text.lower()
+    if lower.endswith(".txt") and (remote or Path(text).is_file()):
+        base = text.rsplit("/", 1)[0] if remote else str(Path(text).parent)
+        for line in _lines(text, remote, endpoint):
+            if not line.strip() or line.startswith("#"):
+                continue
+            name, _, caption = line.partition("\t")
+            absolute = is_url(name) or "://" in name or Path(name).is_absolute()
+            yield InputVideo(name if absolute else f"{base}/{name}", redact(name), caption or None)
+    elif lower.endswith(".parquet") and (remote or Path(text).is_file()):
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(_open_remote(text, endpoint) if remote else text)
+        names = parquet.schema_arrow.names
+        if "path" not in names:
+            raise ValueError(f"{redact(text)}: a Parquet input list needs a 'path' column")
+        columns = [c for c in ("path", "id", "text") if c in names]
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            for row in batch.to_pylist():
+                yield InputVideo(row["path"], redact(str(row.get("id") or row["path"])), row.get("text"))
+    elif remote:
+        from pyarrow import fs as pafs
+
+        from ..shards import remote_filesystem
+
+        filesystem, root = remote_filesystem(text, endpoint)
+        scheme = text.split("://", 1)[0]
+        selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+        for info in filesystem.get_file_info(selector):
+            if info.type == pafs.FileType.File and Path(info.path).suffix.lower() in suffixes:
+                yield InputVideo(f"{scheme}://{info.path}", info.path[len(root):].lstrip("/"))
+    else:
+        yield from list_inputs(spec, extensions)
+
+
+def _open_remote(uri: str, endpoint: str | None):
+    from ..shards import remote_filesystem
+
+    filesystem, path = remote_filesystem(uri, endpoint)
+    return filesystem.open_input_file(path)
+
+
+def _lines(text: str, remote: bool, endpoint: str | None) -> Iterator[str]:
+    """The lines of a local or remote text file, read in blocks (without their line ends)."""
+    import io
+
+    raw = _open_remote(text, endpoint) if remote else open(text, "rb")
+    with io.TextIOWrapper(raw if not remote else io.BufferedReader(raw), encoding="utf-8") as handle:
+        for line in handle:
+            yield line.rstrip("\r\n")
 
 
 def _walk(directory: Path, root: Path, suffixes: frozenset[str], scan: InputScan) -> None:

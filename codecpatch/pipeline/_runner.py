@@ -19,12 +19,14 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Iterator
+from itertools import chain, islice
+from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
 from ..decode import redact_text
-from ..shards import Store, UnitRecord, UnitWriter, lock_folder, open_ledger, read_unit_record, read_unit_records, token_schema, write_summary
+from ..shards import (Store, UnitRecord, UnitWriter, iter_unit_records, lock_folder, open_ledger, read_unit_record, token_schema,
+                      write_summary)
 from ._fingerprint import row_fingerprint
 from ._inputs import InputVideo
 from ._interrupts import Interrupted, interrupts_raise
@@ -36,6 +38,8 @@ STATS = "_stats.json"
 #: ``workers = "auto"`` starts Ray only for at least this many inputs to do (and two or more CPUs): starting
 #: a local Ray costs 5-9 s, several videos' worth of in-process work.
 AUTO_RAY_MIN_INPUTS = 8
+#: A stream's first inputs, read before any work, decide whether the rows have a text column.
+_PEEK_INPUTS = 10_000
 #: A Ray task that has not even started this long after its deadline would have run out is timed out too.
 _START_ALLOWANCE_S = 120
 
@@ -150,11 +154,46 @@ def save_stats(output, stats: RunStats) -> dict:
     return data
 
 
-def plan_units(inputs: list[InputVideo], unit_inputs: int) -> Iterator[tuple[int, list[InputVideo]]]:
-    """(unit index, its inputs): consecutive runs of ``unit_inputs`` inputs in input order. The same for any
-    worker count, so a rerun finds each unit's record under the same name."""
-    for start in range(0, len(inputs), unit_inputs):
-        yield start // unit_inputs, inputs[start:start + unit_inputs]
+def plan_units(inputs: Iterable[InputVideo], unit_inputs: int) -> Iterator[tuple[int, list[InputVideo]]]:
+    """(unit index, its inputs): consecutive runs of ``unit_inputs`` inputs in input order, taken from the
+    iterable as they are needed. The same for any worker count, so a rerun finds each unit's record under
+    the same name."""
+    iterator = iter(inputs)
+    unit = 0
+    while True:
+        items = list(islice(iterator, unit_inputs))
+        if not items:
+            return
+        yield unit, items
+        unit += 1
+
+
+@dataclass
+class Ledger:
+    """What the unit records say, compact: complete units (index -> inputs they held) and, for the others,
+    the ids already done. Built by one listing of ``_units/``; holds no ids of complete units."""
+
+    complete: dict[int, int] = field(default_factory=dict)
+    partial: dict[int, set[str]] = field(default_factory=dict)
+    done_inputs: int = 0
+
+    @classmethod
+    def read(cls, store) -> "Ledger":
+        ledger = cls()
+        for record in iter_unit_records(store):
+            ledger.done_inputs += len(record.inputs_done)
+            if record.complete:
+                ledger.complete[record.unit] = record.inputs
+            else:
+                ledger.partial[record.unit] = set(record.inputs_done)
+        return ledger
+
+    def todo(self, unit: int, items: list[InputVideo]) -> list[InputVideo]:
+        """The inputs of a unit still to do (none when its record is complete for these inputs)."""
+        if self.complete.get(unit) == len(items):
+            return []
+        done = self.partial.get(unit, ())
+        return [i for i in items if i.video_id not in done]
 
 
 @dataclass(frozen=True)
@@ -166,45 +205,68 @@ class UnitSettings:
     commit_seconds: float
 
 
-def run(recipe: Recipe, inputs: list[InputVideo], output: str | os.PathLike, *, progress: bool | None = None,
-        recipe_record: dict | None = None, overwrite: bool = False) -> RunStats:
+def run(recipe: Recipe, inputs: Iterable[InputVideo], output: str | os.PathLike, *, progress: bool | None = None,
+        recipe_record: dict | None = None, overwrite: bool = False, total: int | None = None) -> RunStats:
     """Process ``inputs`` into shards under ``output`` (a folder or a URI); a rerun skips inputs already done.
 
     Inputs are cut into work units of ``execution.unit_inputs`` (by input order). Each unit writes its own
     shard parts and record (``_units/``) straight to the output, in-process or in a Ray task; the driver
     only hears small per-video summaries and unit records. A location written with settings that change
     the rows differently is refused (``RecipeMismatchError``) before any work, unless ``overwrite`` deletes
-    what it holds. SIGINT/SIGTERM raise ``Interrupted`` after committing what finished."""
+    what it holds. SIGINT/SIGTERM raise ``Interrupted`` after committing what finished.
+
+    ``inputs`` may be a stream (``iter_inputs``): it is read a unit at a time as workers free up, never
+    held whole; ``total`` (its length, when known) gives the progress bar its end and ETA."""
     store = Store.at(output, recipe.output.s3_endpoint)
     with interrupts_raise():
         store.make()
         lock = None if store.remote else lock_folder(Path(store.root))  # one driver per local folder
         try:
-            return _run_locked(recipe, inputs, store, progress, recipe_record, overwrite)
+            return _run_locked(recipe, inputs, store, progress, recipe_record, overwrite, total)
         finally:
             if lock is not None:
                 lock.close()
 
 
-def _run_locked(recipe: Recipe, inputs: list[InputVideo], store: Store, progress, recipe_record, overwrite) -> RunStats:
-    with_text = any(i.text for i in inputs)
+def _run_locked(recipe: Recipe, inputs: Iterable[InputVideo], store: Store, progress, recipe_record, overwrite,
+                total: int | None) -> RunStats:
+    iterator = iter(inputs)
+    head = list(islice(iterator, _PEEK_INPUTS))  # a stream's first inputs decide whether rows carry text
+    with_text = any(i.text for i in head)
     dim = token_dim(recipe)
     schema = token_schema(dim, 3 * recipe.patchify.patch ** 2 if recipe.output.store_pixels else None, with_text)
     header = open_ledger(store, dim, recipe=recipe_record or recipe.model_dump(), fingerprint=row_fingerprint(recipe),
                          unit_inputs=recipe.execution.unit_inputs, overwrite=overwrite, also_remove=(STATS,))
     unit_inputs = header.summary.get("unit_inputs", recipe.execution.unit_inputs)  # the folder's own unit size
-    records = {r.unit: r for r in read_unit_records(store)}
-    done = {name for r in records.values() for name in r.inputs_done}
-    units = [(u, items) for u, items in plan_units(inputs, unit_inputs) if any(i.video_id not in done for i in items)]
-    todo = sum(i.video_id not in done for _, items in units for i in items)
-    stats = RunStats(inputs=len(inputs), started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    stats.skipped_done = len(inputs) - todo
-    choice = choose_execution(recipe.execution, todo)
+    ledger = Ledger.read(store)
+    stats = RunStats(started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    if isinstance(inputs, (list, tuple)):
+        total = len(inputs)
+
+    def units_to_do() -> Iterator[tuple[int, list[InputVideo]]]:
+        for unit, items in plan_units(chain(head, iterator), unit_inputs):
+            todo_items = ledger.todo(unit, items)
+            stats.inputs += len(items)
+            stats.skipped_done += len(items) - len(todo_items)
+            if todo_items:
+                yield unit, items
+
+    units = units_to_do()
+    ahead: list = []  # units pulled to tell a few inputs from many (execution "auto")
+    todo = 0
+    for unit, items in units:
+        ahead.append((unit, items))
+        todo += len(ledger.todo(unit, items))
+        if todo >= AUTO_RAY_MIN_INPUTS:
+            break
+    units = chain(ahead, units)
+    expected = None if total is None else max(0, total - ledger.done_inputs)
+    choice = choose_execution(recipe.execution, todo if todo < AUTO_RAY_MIN_INPUTS else max(todo, expected or 0))
     stats.execution = choice.reason
     settings = UnitSettings(schema, int(recipe.output.shard_mb * 2**20), recipe.output.commit_seconds)
     started = time.perf_counter()
     show = (os.isatty(2) if progress is None else progress)
-    bar = tqdm(total=todo, unit="video", disable=not show, dynamic_ncols=True)
+    bar = tqdm(total=expected if todo >= AUTO_RAY_MIN_INPUTS else todo, unit="video", disable=not show, dynamic_ncols=True)
     events: Iterator = iter(())
     try:
         if choice.workers == 0:
@@ -274,7 +336,34 @@ def _run_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Store, 
 
 def _in_process(units, recipe: Recipe, store: Store, settings: UnitSettings) -> Iterator:
     for unit, items in units:
-        yield from _run_unit(unit, items, recipe, store, settings, lambda item: process_video(item, recipe))
+        yield from _run_unit(unit, items, recipe, store, settings,
+                             _fetching(lambda item: process_video(item, recipe), recipe.output.s3_endpoint))
+
+
+def _fetching(process, endpoint: str | None = None):
+    """``process`` for inputs anywhere: an object-store input (``s3://``, ``gs://``, ``hdfs://``) is copied to
+    a local temporary file first (removed after use); its id and recorded source stay the URI."""
+    import shutil
+    import tempfile
+
+    from ..shards import is_object_store, remote_filesystem
+
+    def fetched(item: InputVideo) -> VideoResult:
+        if not is_object_store(item.path):  # local files and streamed URLs (http, rtsp, ...) are opened as they are
+            return process(item)
+        suffix = Path(item.path.rsplit("/", 1)[-1]).suffix
+        with tempfile.NamedTemporaryFile(prefix="codecpatch-input-", suffix=suffix) as local:
+            try:
+                filesystem, path = remote_filesystem(item.path, endpoint)
+                with filesystem.open_input_stream(path) as source:
+                    shutil.copyfileobj(source, local, 8 * 2**20)
+                local.flush()
+            except OSError as error:
+                return VideoResult(item.video_id, error=("fetch", type(error).__name__, redact_text(f"{item.path}: {error}", item.path)))
+            result = process(replace(item, path=local.name))
+        return replace(result, rows=[replace(row, source=item.public_path) for row in result.rows])  # the input as given
+
+    return fetched
 
 
 class ProgressLog:
@@ -298,7 +387,8 @@ def _process_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Sto
     to the output; the driver gets the record. A video still running ``deadline_s`` after it started is
     recorded as timed out, the unit commits what finished, and this worker process exits (a native hang
     cannot be interrupted): the driver resubmits the unit, which resumes after the killed video."""
-    process = _with_deadline(partial(_process_in_worker, recipe=recipe, encode_stage=encode_stage), recipe.execution.deadline_s)
+    process = _with_deadline(_fetching(partial(_process_in_worker, recipe=recipe, encode_stage=encode_stage), recipe.output.s3_endpoint),
+                             recipe.execution.deadline_s)
     exiting = False
     record = None
     events = _run_unit(unit, items, recipe, store, settings, process)
@@ -414,12 +504,21 @@ def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: 
         progress_log = ray.remote(num_cpus=0)(ProgressLog).remote()
         progress_poll = progress_log.take.remote()
         recipe_ref = ray.put(recipe)
-        pending = [(unit, items, 0, -1) for unit, items in units][::-1]  # popped from the end: units in input order
+        fresh = ((unit, items, 0, -1) for unit, items in units)  # read a unit at a time: a stream stays a stream
+        retry: list = []  # units whose worker died, to submit again (they resume from their records)
         in_flight: dict = {}  # ref -> (unit, items, failures, inputs done when submitted)
         submitted = 0
-        while pending or in_flight:
-            while len(in_flight) < limit and pending:
-                unit, items, failures, done_before = pending.pop()
+        exhausted = False
+        while not exhausted or retry or in_flight:
+            while len(in_flight) < limit and (retry or not exhausted):
+                if retry:
+                    unit, items, failures, done_before = retry.pop()
+                else:
+                    nxt = next(fresh, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    unit, items, failures, done_before = nxt
                 ref = task.remote(unit, items, recipe_ref, store, settings, encoders[submitted % len(encoders)], progress_log)
                 in_flight[ref] = (unit, items, failures, done_before)
                 submitted += 1
@@ -433,7 +532,7 @@ def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: 
                     done_now = len(record.inputs_done) if record else 0
                     failures = 0 if done_now > done_before else failures + 1
                     if failures <= execution.retries:
-                        pending.append((unit, items, failures, done_now))  # resumes from its record
+                        retry.append((unit, items, failures, done_now))  # resumes from its record
                     else:
                         yield from _fail_unit(unit, items, store, settings, error)
             if ray.wait([progress_poll], timeout=0)[0]:

@@ -6,8 +6,8 @@ from ._schema import COLUMNS, DECODE_COLUMNS, SCHEMA_VERSION, TOKEN_VALUES_PATH,
 from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, RecipeMismatchError, ShardWriter, signals_deferred
 from ._writer import _lock_folder as lock_folder
 from ._verify import VerifyReport, verify
-from ._store import S3_ENDPOINT_ENV, Store, is_remote
-from ._units import (ERRORS_DIR, UNITS, UnitRecord, UnitWriter, open_ledger, read_errors, read_unit_record, read_unit_records,
+from ._store import S3_ENDPOINT_ENV, Store, is_object_store, is_remote, remote_filesystem
+from ._units import (ERRORS_DIR, UNITS, UnitRecord, UnitWriter, iter_unit_records, open_ledger, read_errors, read_unit_record, read_unit_records,
                      unit_shard_name, write_summary)
 
 __all__ = [
@@ -26,6 +26,9 @@ __all__ = [
     "unit_shard_name",
     "write_summary",
     "open_shard",
+    "is_object_store",
+    "iter_unit_records",
+    "remote_filesystem",
     "to_hf_dataset",
     "VerifyReport",
     "verify",

@@ -12,6 +12,15 @@ _TEMP_SUFFIX = ".tmp"
 S3_ENDPOINT_ENV = "CODECPATCH_S3_ENDPOINT"
 
 
+#: URI schemes read through pyarrow's filesystems (object stores and HDFS), as opposed to streamed URLs.
+OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def is_object_store(uri) -> bool:
+    """``s3://``, ``gs://``, ``hdfs://``...: a location pyarrow's filesystems read (not an http/rtsp URL)."""
+    return str(uri).split("://", 1)[0].lower() in OBJECT_STORE_SCHEMES if "://" in str(uri) else False
+
+
 def is_remote(location) -> bool:
     return "://" in str(location) and not str(location).startswith("file://")
 

@@ -25,6 +25,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -97,17 +98,20 @@ def read_unit_record(store, unit: int) -> UnitRecord | None:
     return UnitRecord.from_json(data) if data is not None else None
 
 
-def read_unit_records(store) -> list[UnitRecord]:
-    """Every unit record of a location (a Store, folder or URI), by unit. Costs one listing and one small
-    read per unit."""
+def iter_unit_records(store) -> Iterator[UnitRecord]:
+    """The unit records of a location (a Store, folder or URI) in listing order, one at a time. Costs one
+    listing and one small read per unit."""
     store = Store.at(store)
-    records = []
     for name in store.list_names(UNITS):
         if name.endswith(".json") and name.startswith("u"):
             data = store.read_bytes(f"{UNITS}/{name}")
             if data is not None:
-                records.append(UnitRecord.from_json(data))
-    return sorted(records, key=lambda r: r.unit)
+                yield UnitRecord.from_json(data)
+
+
+def read_unit_records(store) -> list[UnitRecord]:
+    """Every unit record of a location, by unit."""
+    return sorted(iter_unit_records(store), key=lambda r: r.unit)
 
 
 def read_errors(location) -> list[dict]:
