@@ -69,7 +69,9 @@ def test_each_unit_writes_its_own_shards_and_record_and_a_rerun_lists_records(cl
     [error] = read_errors(output)
     assert error["input"] == "empty.mp4" and pq.read_table(output / "_errors").num_rows == 1  # one dataset
     summary = json.loads((output / "_manifest.json").read_text())
-    assert summary["ledger"] == "units" and summary["summary"]["inputs_done"] == 7 and len(summary["inputs_done"]) == 7
+    assert summary["ledger"] == "units" and summary["summary"]["inputs_done"] == 7 and summary["summary"]["errors"] == 1
+    assert [s["file"] for s in summary["shards"]] == [s["file"] for r in records for s in r.shards]
+    assert sorted(Manifest.read(output).inputs_done) == sorted(results)  # gathered from the unit records
     again = run(load_recipe(None, RECIPE), list_inputs(clips), output, progress=False)
     assert again.skipped_done == 7 and again.processed == 0 and again.units == []
 
@@ -77,11 +79,14 @@ def test_each_unit_writes_its_own_shards_and_record_and_a_rerun_lists_records(cl
 def test_verify_rebuilds_the_summary_and_reports_what_is_wrong(clips, results, cached, tmp_path):
     output = tmp_path / "out"
     run(load_recipe(None, RECIPE), list_inputs(clips), output, progress=False)
-    (output / "_manifest.json").write_text((output / "_manifest.json").read_text().replace('"inputs_done": [', '"inputs_done": ["bogus", '))
+    manifest = json.loads((output / "_manifest.json").read_text())
+    manifest["shards"], manifest["summary"]["rows"] = manifest["shards"][:1], -1  # a stale or damaged summary
+    (output / "_manifest.json").write_text(json.dumps(manifest))
     report = verify(output)
     assert report.ok and report.units == 4 and report.inputs_done == 7 and report.errors == 1
     assert report.rows == len(expected_ids(results)) and not report.orphans
-    assert "bogus" not in json.loads((output / "_manifest.json").read_text())["inputs_done"]  # rebuilt from the records
+    rebuilt = json.loads((output / "_manifest.json").read_text())  # rebuilt from the records
+    assert rebuilt["summary"]["rows"] == report.rows and len(rebuilt["shards"]) == report.shards
     # damage: an orphaned shard, a left-over temporary file, a duplicated input, a shard whose rows disagree
     records = read_unit_records(output)
     shutil.copy(output / records[0].shards[0]["file"], output / "shard-u0000099-000.parquet")

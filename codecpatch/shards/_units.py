@@ -30,7 +30,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._writer import _ERROR_SCHEMA, _TEMP_SUFFIX, ERRORS, ShardWriter, signals_deferred
+from ._writer import _ERROR_SCHEMA, _TEMP_SUFFIX, ERRORS, MANIFEST, ShardWriter, signals_deferred
 from ._store import Store
 
 UNITS = "_units"
@@ -277,7 +277,7 @@ def open_ledger(location, dim: int, *, recipe: dict, fingerprint: dict, unit_inp
     wrote there (shards, unit records, error tables, manifest and ``also_remove``). A resumed location keeps
     its own unit size (``summary["unit_inputs"]``), so unit records keep naming the same inputs."""
     from .. import __version__
-    from ._writer import MANIFEST, Manifest, _check_fingerprint
+    from ._writer import Manifest, _check_fingerprint
 
     store = Store.at(location)
     fingerprint = {**fingerprint, "dim": dim}
@@ -303,14 +303,21 @@ def open_ledger(location, dim: int, *, recipe: dict, fingerprint: dict, unit_inp
 
 def write_summary(location, header) -> dict:
     """Rewrite ``_manifest.json`` as the summary of what the unit records say now: every shard (file, rows,
-    bytes) by unit and part, every input done, and counts. Returns the summary counts."""
+    bytes) by unit and part, and counts (units, inputs done, errors, rows, bytes). Inputs are not listed one
+    by one: the unit records are their ledger (``Manifest.read`` gathers them). Reads the records one at a
+    time. Returns the summary counts."""
     store = Store.at(location)
-    records = read_unit_records(store)
-    header.shards = [shard for record in records for shard in record.shards]
-    header.inputs_done = [name for record in records for name in record.inputs_done]
-    header.summary = {**header.summary, "units": len(records), "units_complete": sum(r.complete for r in records),
-                      "shards": len(header.shards), "rows": sum(s["rows"] for s in header.shards),
-                      "bytes": sum(s["bytes"] for s in header.shards), "inputs_done": len(header.inputs_done),
-                      "errors": sum(r.errors for r in records)}
-    header.write(store)
+    shards: list[dict] = []
+    counts = {"units": 0, "units_complete": 0, "inputs_done": 0, "errors": 0}
+    for record in iter_unit_records(store):
+        counts["units"] += 1
+        counts["units_complete"] += record.complete
+        counts["inputs_done"] += len(record.inputs_done)
+        counts["errors"] += record.errors
+        shards.extend(record.shards)
+    shards.sort(key=lambda shard: shard["file"])  # unit, then part
+    header.shards, header.inputs_done = shards, []
+    header.summary = {**header.summary, **counts, "shards": len(shards), "rows": sum(s["rows"] for s in shards),
+                      "bytes": sum(s["bytes"] for s in shards)}
+    store.write_bytes(MANIFEST, (json.dumps(header.__dict__, separators=(",", ":")) + "\n").encode())
     return header.summary
