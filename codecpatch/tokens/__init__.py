@@ -8,9 +8,16 @@ from ._merge import relative_rebuild_error
 from ._pixel import encode_pixels, orthonormal_projection
 from ._text import ClipTextTower, TextTower
 from ._types import StageCount, TokenSet
-from ._vit import SparseViT, ViTConfig, encode_with_vit, load_state_dict, load_vit, parse_xray
+from ._checkpoints import default_device_and_dtype, load_state_dict, load_vit
+from ._evit import evit_keep, reorganise
+from ._vit import IMAGENET_MEAN, IMAGENET_STD, SparseViT, ViTConfig, encode_with_vit, parse_xray
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "default_device_and_dtype",
+    "evit_keep",
+    "reorganise",
     "ClipTextTower",
     "TextTower",
     "SparseViT",
