@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from codecpatch.tokens import TokenSet, apet, duet_v2v, evit_keep, reorganise
+from codecpatch.tokens import TokenSet, apet, duet_v2v, evit_keep, pool_frames, random_merge, reorganise
 
 
 def one_frame(values: torch.Tensor, cls: torch.Tensor | None = None) -> TokenSet:
@@ -67,3 +68,60 @@ def test_duet_contextual_token_is_anchor_plus_mean_of_its_pool_members():
     assert out.absorbed_into.tolist() == [0, 1, 2, 2, 3, 3]
     mean_rule = duet_v2v(one_frame(values, cls=torch.tensor([10.0, 0])), keep_ratio=4 / 6, contextual="mean")
     torch.testing.assert_close(mean_rule.tokens[2:], torch.tensor([[0.95, 1.05], [-0.05, -1.1]]))
+
+
+def grid_frames(values: torch.Tensor, frames: int, rows: int, cols: int) -> TokenSet:
+    """Frames of a rows x cols patch grid in raster order; ``values`` (frames * rows * cols, D)."""
+    t, h, w = torch.meshgrid(torch.arange(frames), torch.arange(rows), torch.arange(cols), indexing="ij")
+    positions = torch.stack([t.flatten(), h.flatten(), w.flatten()], dim=1)
+    return TokenSet(values, positions, positions[:, 0].clone(), torch.arange(len(values)))
+
+
+def test_pool_2x2_on_an_odd_grid_pools_edge_cells_with_what_they_have():
+    values = torch.arange(9, dtype=torch.float32)[:, None]  # one 3x3 frame, token value = raster index
+    out = pool_frames(grid_frames(values, 1, 3, 3), (2, 2))
+    assert out.positions[:, 1:].tolist() == [[0, 0], [0, 2], [2, 0], [2, 2]]
+    torch.testing.assert_close(out.tokens.flatten(), torch.tensor([(0 + 1 + 3 + 4) / 4, (2 + 5) / 2, (6 + 7) / 2, 8.0]))
+    assert out.sizes.tolist() == [4, 2, 2, 1]
+    assert out.absorbed_into.tolist() == [0, 0, 1, 0, 0, 1, 2, 2, 3]
+    wide = pool_frames(grid_frames(values, 1, 3, 3), (1, 2))  # 2x1: pairs along a row
+    assert wide.n_tokens == 6 and wide.sizes.tolist() == [2, 1, 2, 1, 2, 1]
+
+
+def test_pool_keeps_frames_apart():
+    values = torch.arange(8, dtype=torch.float32)[:, None]  # two 2x2 frames
+    out = pool_frames(grid_frames(values, 2, 2, 2), (2, 2))
+    torch.testing.assert_close(out.tokens.flatten(), torch.tensor([1.5, 5.5]))
+    assert out.group.tolist() == [0, 1] and out.sizes.tolist() == [4, 4]
+
+
+def test_merges_are_size_weighted_so_a_chain_keeps_the_patch_mean_exactly():
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(2 * 5 * 7, 16, generator=generator)
+    base = grid_frames(values, 2, 5, 7)
+    pooled = pool_frames(base, (2, 2))
+    chained = random_merge(pooled, 0.4, seed=3)
+    assert chained.sizes.sum() == 70
+    for frame in (0, 1):
+        rows = chained.group == frame
+        size_weighted = (chained.tokens[rows] * chained.sizes[rows, None]).sum(0) / chained.sizes[rows].sum()
+        torch.testing.assert_close(size_weighted, values[base.group == frame].mean(0), atol=1e-5, rtol=1e-5)
+        plain = chained.tokens[rows].mean(0)  # what a plain mean of merged tokens would wrongly report
+        assert not torch.allclose(plain, values[base.group == frame].mean(0), atol=1e-3)
+
+
+def test_random_merge_counts_per_frame_and_merges_into_the_nearest_kept_token():
+    generator = torch.Generator().manual_seed(1)
+    values = torch.randn(3 * 4 * 4, 8, generator=generator)
+    base = grid_frames(values, 3, 4, 4)
+    out = random_merge(base, counts=torch.tensor([1, 5, 16]), seed=0)
+    assert torch.bincount(out.group).tolist() == [1, 5, 16]
+    torch.testing.assert_close(out.tokens[0], values[:16].mean(0))  # one token: the frame's mean
+    torch.testing.assert_close(out.tokens[6:], values[32:])  # every token kept: unchanged
+    normalised = torch.nn.functional.normalize(values, dim=1)
+    kept_index = 16 + out.positions[1:6, 1] * 4 + out.positions[1:6, 2]  # frame 1's kept tokens, original rows
+    for i in range(16, 32):
+        expected = int(torch.argmax(normalised[kept_index] @ normalised[i]))
+        assert int(out.absorbed_into[i]) == 1 + expected
+    with pytest.raises(ValueError, match="exactly one"):
+        random_merge(base)

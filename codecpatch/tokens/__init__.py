@@ -1,10 +1,12 @@
-"""Tokens: encoders turn a PatchSet into a TokenSet; compressors (ApET, DUET) shrink it. Pure torch."""
+"""Tokens: encoders turn a PatchSet into a TokenSet; compressors (ApET, DUET, Xray, pooling, random merge) shrink it.
+Pure torch."""
 
 from ._apet import apet, farthest_point_basis, reconstruction_error
 from ._baselines import random_prune, stride_prune
 from ._chain import compress, parse_chain
 from ._duet import duet_t2v, duet_v2v, prune_hidden_states, text_guided_scores
 from ._merge import relative_rebuild_error
+from ._pool import pool_frames, random_merge, weighted_merge
 from ._pixel import encode_pixels, orthonormal_projection
 from ._text import ClipTextTower, TextTower
 from ._types import StageCount, TokenSet
@@ -37,7 +39,10 @@ __all__ = [
     "parse_chain",
     "parse_xray",
     "prune_hidden_states",
+    "pool_frames",
+    "random_merge",
     "random_prune",
+    "weighted_merge",
     "reconstruction_error",
     "relative_rebuild_error",
     "stride_prune",
