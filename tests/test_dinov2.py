@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")  # a dev dependency: always t
 
 from codecpatch.patchify import PatchifyConfig, patchify_video  # noqa: E402
 from codecpatch.tokens import encode_with_vit, load_vit  # noqa: E402
-from codecpatch.tokens._vit import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from codecpatch.tokens import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 from .conftest import REPO, SAMPLES, SHARED_VIDEOS, skip_or_fail  # noqa: E402
 

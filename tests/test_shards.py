@@ -68,7 +68,7 @@ def test_float16_tokens_use_byte_stream_split_without_dictionary(tmp_path):
 def test_plain_pyarrow_and_pandas_open_the_shards(tmp_path):
     write_dataset(tmp_path, videos=4)
     table = pq.read_table(shard_paths(tmp_path))
-    assert table.num_rows == 8 and table.schema.metadata[b"codecpatch.schema_version"] == b"2"
+    assert table.num_rows == 8 and table.schema.metadata[b"codecpatch.schema_version"] == b"3"
     frame = pd.concat(pd.read_parquet(p) for p in shard_paths(tmp_path))
     assert list(frame["video_id"]).count("video00") == 2
 

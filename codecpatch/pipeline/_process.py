@@ -128,6 +128,8 @@ def process_clip(samples: ClipSamples, recipe: Recipe, config: PatchifyConfig, *
     """Patchify, encode and compress one clip's samples into a shard row. Raises on failure; the caller
     learns the stage it was in from ``stages`` (each stage's name is appended as it starts)."""
     stages = stages if stages is not None else []
+    if recipe.frozen.enabled:  # whole frames through a frozen encoder: no patch selection (pipeline/_frozen.py)
+        return _frozen_clip(samples, recipe, config, video_id=video_id, source=source, text=text, stages=stages)
     stages.append("patchify")
     started = time.perf_counter()
     patches = patchify_samples(samples, config)
@@ -146,7 +148,18 @@ def process_clip(samples: ClipSamples, recipe: Recipe, config: PatchifyConfig, *
         positions=tokens.positions.numpy(), frame_types=samples.picture_types,
         pixels=patches.pixels if recipe.output.store_pixels else None,  # every selected patch
         text=text, times_estimated=info.times_estimated, sizes=tuple(f"{w}x{h}" for w, h in info.sizes),
+        token_sizes=tokens.sizes.numpy().astype(np.int32),
     )
+    return ClipResult(row, tokens, seconds)
+
+
+def _frozen_clip(samples: ClipSamples, recipe: Recipe, config: PatchifyConfig, *, video_id: str, source: str,
+                 text: str | None, stages: list[str]) -> ClipResult:
+    from ._frozen import frozen_row, frozen_tokens
+
+    stages.append("encode+compress")
+    tokens, n_dense, seconds = frozen_tokens(samples, recipe, _vit(recipe) if recipe.encoder.name == "vit" else None)
+    row = frozen_row(samples, recipe, config, tokens, n_dense, video_id=video_id, source=source, encoder=encoder_name(recipe), text=text)
     return ClipResult(row, tokens, seconds)
 
 

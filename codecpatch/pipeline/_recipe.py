@@ -118,6 +118,18 @@ class Encoder(_Section):
         return value
 
 
+class Frozen(_Section):
+    """The frozen-encoder path (codecpatch.frozen; pipelines/frozen_encoder.toml): whole frames encoded with context,
+    more of them, each compressed to the output-token budget. Replaces patch selection when enabled."""
+
+    enabled: bool = Field(False, description="use this path instead of patchify's selection")
+    budget: float = Field(0.0625, gt=0, le=1, description="output tokens per clip, a fraction of all picture patches of the sampled frames")
+    factor: int = Field(4, ge=1, description="frames encoded, as a multiple of the whole-frame baseline's budget * frames")
+    compressor: Literal["random_merge", "pool", "none"] = Field(
+        "random_merge", description="per frame: random keep + merge into the nearest (size-weighted); 2x2/2x1 pooling; none")
+    seed: int = 0
+
+
 class Output(_Section):
     shard_mb: float = Field(256, gt=0)
     store_pixels: bool = False
@@ -212,6 +224,7 @@ class Recipe(_Section):
     output: Output = Output()
     execution: Execution = Execution()
     stream: Stream = Stream()
+    frozen: Frozen = Frozen()
 
     @field_validator("compress")
     @classmethod
@@ -220,6 +233,13 @@ class Recipe(_Section):
 
         parse_chain(value)
         return value
+
+    @model_validator(mode="after")
+    def _frozen_runs_locally(self) -> "Recipe":
+        if self.frozen.enabled and self.execution.encode_gpus > 0:
+            raise ValueError("frozen.enabled encodes whole frames in the video task: a separate encode stage "
+                             "(execution.encode_gpus > 0) is not supported with it yet")
+        return self
 
 
 class RecipeError(ValueError):

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ._schema import DECODE_COLUMNS
+from ._schema import DECODE_COLUMNS, V3_COLUMNS
 from ._store import Store, is_remote, remote_filesystem
 from ._writer import Manifest
 
@@ -58,7 +58,7 @@ class TokenShardDataset(IterableDataset):
     """Iterate the samples of a shard directory as dicts of tensors.
 
     Each sample: ``tokens`` (K, D) float16, ``positions`` (K, 3) int32, ``pixels`` (K, 3*P*P) uint8 when
-    stored, and the scalar columns (sample_id, video_id, n_tokens, ...) as Python values.
+    stored, ``token_sizes`` (K,) int32 (patches per token; None in shards before version 3), and the scalar columns (sample_id, video_id, n_tokens, ...) as Python values.
 
     Args:
         directory: the shard folder, or a URI (``s3://bucket/prefix``, ``gs://...``).
@@ -108,8 +108,8 @@ class TokenShardDataset(IterableDataset):
         for path in self.my_shards():
             shard = open_shard(path, self.store)
             present = set(shard.schema_arrow.names)
-            # Shards written before the decode columns existed lack them: they read as None (unknown).
-            missing = [c for c in DECODE_COLUMNS if c not in present and (self.columns is None or c in self.columns)]
+            # Shards written before the decode (v2) or token_sizes (v3) columns existed lack them: they read as None.
+            missing = [c for c in (*DECODE_COLUMNS, *V3_COLUMNS) if c not in present and (self.columns is None or c in self.columns)]
             columns = None if self.columns is None else [c for c in self.columns if c not in missing]
             for batch in shard.iter_batches(columns=columns, batch_size=64):
                 arrays = {name: batch.column(name) for name in batch.schema.names if name in _ARRAY_COLUMNS}
@@ -119,6 +119,8 @@ class TokenShardDataset(IterableDataset):
                     sample.update(dict.fromkeys(missing))
                     for name, column in arrays.items():
                         sample[name] = torch.from_numpy(np.array(_nested_to_numpy(column, row)))
+                    if sample.get("token_sizes") is not None:
+                        sample["token_sizes"] = torch.tensor(sample["token_sizes"], dtype=torch.int32)
                     yield sample
 
 
@@ -126,7 +128,8 @@ def collate_tokens(samples: list[dict]) -> dict:
     """Pad a list of samples to the longest one.
 
     Returns ``tokens`` (B, K_max, D), ``positions`` (B, K_max, 3) int64, ``attention_mask`` (B, K_max) bool
-    (True on real tokens), ``pixels`` (B, K_max, 3*P*P) when present, and every scalar column as a list.
+    (True on real tokens), ``pixels`` (B, K_max, 3*P*P) when present, ``token_sizes`` (B, K_max) int32 (0 on
+    padding) when every sample has them (else a list with Nones), and every scalar column as a list.
     """
     lengths = [len(s["tokens"]) for s in samples]
     batch, longest = len(samples), max(lengths) if lengths else 0
@@ -140,8 +143,12 @@ def collate_tokens(samples: list[dict]) -> dict:
             out[name] = padded
     for i, length in enumerate(lengths):
         out["attention_mask"][i, :length] = True
+    if all(s.get("token_sizes") is not None for s in samples) and "token_sizes" in samples[0]:
+        out["token_sizes"] = torch.zeros(batch, longest, dtype=torch.int32)  # 0 on padding
+        for i, sample in enumerate(samples):
+            out["token_sizes"][i, : lengths[i]] = sample["token_sizes"]
     for name in samples[0]:
-        if name not in _ARRAY_COLUMNS:
+        if name not in _ARRAY_COLUMNS and name not in out:
             out[name] = [s[name] for s in samples]
     return out
 

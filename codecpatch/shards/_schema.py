@@ -1,4 +1,4 @@
-"""The token-shard schema (version 2): one Parquet row per clip sample.
+"""The token-shard schema (version 3): one Parquet row per clip sample.
 
 Columns (D = token width, fixed per dataset; units and nulls in README's "Shard columns"):
     sample_id (string, "<video_id>#<clip_index>"), video_id, source, clip_index (int32), clip_start /
@@ -18,7 +18,9 @@ Columns (D = token width, fixed per dataset; units and nulls in README's "Shard 
     captured or received; null for batch rows and in shards written before these columns existed),
     wallclock_source (string: "capture" when the source's own clock says, e.g. RTCP sender reports;
     "receive_pts" when the frames' timestamps are mapped to wall clock through the receive time of the
-    connection's least-delayed frame, e.g. MPEG-TS; else "receive", when the frames were decoded here).
+    connection's least-delayed frame, e.g. MPEG-TS; else "receive", when the frames were decoded here),
+    token_sizes (list<int32>, version 3: patches each token carries, 1 for an unmerged token; null where
+    unknown: rows that did not record it and shards before version 3, which readers fill with None).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2: times_estimated, sizes and the decode-completeness columns
+SCHEMA_VERSION = 3  # 2: times_estimated, sizes and the decode-completeness columns; 3: token_sizes
 #: Parquet column path of the token values: the key ``column_encoding`` needs (a bare "tokens" is ignored
 #: silently) for byte-stream-split.
 TOKEN_VALUES_PATH = "tokens.list.element.list.element"
@@ -37,6 +39,8 @@ TOKEN_VALUES_PATH = "tokens.list.element.list.element"
 WALLCLOCK_TYPE = pa.timestamp("us", tz="UTC")
 #: Decode-completeness columns: older shards (version 1) lack them and readers fill them with None.
 DECODE_COLUMNS = ("frames_decoded", "packets_skipped", "complete")
+#: Columns added in version 3: older shards lack them and readers fill them with None.
+V3_COLUMNS = ("token_sizes",)
 
 
 #: Every column's meaning, unit and what null means (recorded in each ``_manifest.json`` as ``columns``;
@@ -86,6 +90,9 @@ COLUMNS: dict[str, str] = {
                         "before its first sender report: spans equal clip_end - clip_start); 'receive' when the "
                         "frames have no usable timestamps (raw elementary streams) or come from a file read at "
                         "decode speed; null for batch rows",
+    "token_sizes": "list<int32>: K counts, how many patches each token carries (1 = unmerged; merged tokens, e.g. "
+                   "the frozen recipe's, say how many they stand for: weight means and attention by them); null where "
+                   "not recorded (live-stream windows) and in shards before schema version 3",
 }
 
 
@@ -120,6 +127,7 @@ def token_schema(dim: int, patch_pixels: int | None = None, with_text: bool = Fa
         pa.field("wallclock_start", WALLCLOCK_TYPE),
         pa.field("wallclock_end", WALLCLOCK_TYPE),
         pa.field("wallclock_source", pa.string()),
+        pa.field("token_sizes", pa.list_(pa.int32())),
     ]
     if patch_pixels is not None:
         fields.append(pa.field("pixels", pa.list_(pa.list_(pa.uint8(), patch_pixels))))
@@ -137,6 +145,7 @@ class SampleRow:
         sizes: "WxH" of the first frame and after each size change (empty: just width x height).
         positions: (K, 3) int (t, h, w).
         pixels: (K, 3, P, P) uint8 or None.
+        token_sizes: (K,) int patches each token carries, or None (not recorded).
         frames_decoded, packets_skipped, complete: how complete the decode was (None = unknown).
         wallclock_start, wallclock_end: aware UTC datetimes (live windows) or None; wallclock_source:
             "capture" / "receive_pts" / "receive" / None.
@@ -171,6 +180,7 @@ class SampleRow:
     wallclock_start: datetime | None = None
     wallclock_end: datetime | None = None
     wallclock_source: str | None = None
+    token_sizes: np.ndarray | None = None
 
     @property
     def sample_id(self) -> str:
@@ -188,6 +198,8 @@ def rows_to_table(rows: list[SampleRow], schema: pa.Schema) -> pa.Table:
     dim = schema.field("tokens").type.value_type.list_size
     lengths = [len(r.tokens) for r in rows]
     for row in rows:
+        if row.token_sizes is not None and len(row.token_sizes) != len(row.tokens):
+            raise ValueError(f"{row.sample_id}: {len(row.token_sizes)} token_sizes for {len(row.tokens)} tokens")
         if row.tokens.ndim != 2 or row.tokens.shape[1] != dim:
             raise ValueError(f"{row.sample_id}: tokens must be (K, {dim}), got {row.tokens.shape}")
     columns = {
@@ -218,6 +230,7 @@ def rows_to_table(rows: list[SampleRow], schema: pa.Schema) -> pa.Table:
         "wallclock_start": [r.wallclock_start for r in rows],
         "wallclock_end": [r.wallclock_end for r in rows],
         "wallclock_source": [r.wallclock_source for r in rows],
+        "token_sizes": [None if r.token_sizes is None else np.asarray(r.token_sizes, np.int32) for r in rows],
     }
     for name in DECODE_COLUMNS:
         if name in schema.names:

@@ -119,8 +119,8 @@ class Manifest:
         if raw is None:
             return None
         data = json.loads(raw)
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(f"{store.uri(MANIFEST)}: schema version {data.get('schema_version')} is not {SCHEMA_VERSION}")
+        if data.get("schema_version") not in range(1, SCHEMA_VERSION + 1):  # older folders stay readable
+            raise ValueError(f"{store.uri(MANIFEST)}: schema version {data.get('schema_version')} is not one of 1..{SCHEMA_VERSION}")
         known = {f.name for f in fields(Manifest)}
         manifest = Manifest(**{k: v for k, v in data.items() if k in known})  # keys a newer version added are left out
         if manifest.ledger == "units":
@@ -171,6 +171,9 @@ class ShardWriter:
             for stale in self.directory.glob(f"*{_TEMP_SUFFIX}"):
                 stale.unlink()  # a shard or manifest a crash left half-written
             previous = Manifest.read(self.directory)
+            if previous is not None and previous.schema_version != SCHEMA_VERSION:
+                raise ValueError(f"{self.directory}: holds schema version {previous.schema_version} shards; this version "
+                                 f"writes {SCHEMA_VERSION}: write to a new folder (or overwrite)")
             if previous is not None:
                 _check_fingerprint(self.directory, previous, fingerprint)
                 listed = {s["file"] for s in previous.shards}

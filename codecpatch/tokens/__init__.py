@@ -1,16 +1,25 @@
-"""Tokens: encoders turn a PatchSet into a TokenSet; compressors (ApET, DUET) shrink it. Pure torch."""
+"""Tokens: encoders turn a PatchSet into a TokenSet; compressors (ApET, DUET, Xray, pooling, random merge) shrink it.
+Pure torch."""
 
 from ._apet import apet, farthest_point_basis, reconstruction_error
 from ._baselines import random_prune, stride_prune
 from ._chain import compress, parse_chain
 from ._duet import duet_t2v, duet_v2v, prune_hidden_states, text_guided_scores
 from ._merge import relative_rebuild_error
+from ._pool import pool_frames, random_merge, weighted_merge
 from ._pixel import encode_pixels, orthonormal_projection
 from ._text import ClipTextTower, TextTower
 from ._types import StageCount, TokenSet
-from ._vit import SparseViT, ViTConfig, encode_with_vit, load_state_dict, load_vit, parse_xray
+from ._checkpoints import default_device_and_dtype, load_state_dict, load_vit
+from ._evit import evit_keep, reorganise
+from ._vit import IMAGENET_MEAN, IMAGENET_STD, SparseViT, ViTConfig, encode_with_vit, parse_xray
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "default_device_and_dtype",
+    "evit_keep",
+    "reorganise",
     "ClipTextTower",
     "TextTower",
     "SparseViT",
@@ -30,7 +39,10 @@ __all__ = [
     "parse_chain",
     "parse_xray",
     "prune_hidden_states",
+    "pool_frames",
+    "random_merge",
     "random_prune",
+    "weighted_merge",
     "reconstruction_error",
     "relative_rebuild_error",
     "stride_prune",

@@ -46,6 +46,13 @@ class TokenSet:
     def dim(self) -> int:
         return int(self.tokens.shape[1])
 
+    @property
+    def sizes(self) -> torch.Tensor:
+        """(K,) int64: how many original patches each token carries (1 for an encoder's output; a merged
+        token's size is the number of patches absorbed into it). What a size-weighted mean or proportional
+        attention weights each token by."""
+        return torch.bincount(self.absorbed_into, minlength=self.n_tokens)
+
     def absorbed_by(self, token: int) -> torch.Tensor:
         """Indices of the original patches output token ``token`` carries."""
         return torch.nonzero(self.absorbed_into == token).flatten()

@@ -1,0 +1,75 @@
+"""The frozen-encoder plan: even frames, per-frame counts, codec rules, whole-frame encoding with sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from codecpatch.frozen import (
+    FrozenSettings,
+    activity,
+    activity_counts,
+    activity_frames,
+    compress_frames,
+    encode_frames,
+    even_counts,
+    even_frames,
+    plan_frozen,
+)
+from codecpatch.tokens import SparseViT, ViTConfig
+
+
+def test_plan_encodes_factor_times_the_baseline_frames_and_splits_the_budget():
+    # 64 frames of 144 picture patches at 6.25%: 576 output tokens = 4 whole frames; 4x -> 16 frames of 36
+    plan = plan_frozen(64, 144, FrozenSettings(budget=0.0625, factor=4))
+    assert plan.budget_tokens == 576 and len(plan.frames) == 16
+    assert plan.frames.tolist() == np.linspace(0, 63, 16).round().astype(int).tolist()
+    assert plan.counts.tolist() == [36] * 16
+    whole = plan_frozen(64, 144, FrozenSettings(budget=0.0625, compressor="none"))
+    assert len(whole.frames) == 4 and whole.counts.tolist() == [144] * 4
+    capped = plan_frozen(8, 10, FrozenSettings(budget=0.5, factor=4))  # 40 tokens: 4 frames x4 -> capped at 8
+    assert len(capped.frames) == 8 and capped.counts.sum() == 40
+    with pytest.raises(ValueError, match="budget"):
+        FrozenSettings(budget=0.0)
+
+
+def test_even_helpers():
+    assert even_frames(10, 3).tolist() == [0, 4, 9] and even_frames(3, 10).tolist() == [0, 1, 2]
+    assert even_counts(10, 4, 100).tolist() == [3, 3, 2, 2]
+
+
+def test_codec_rules_follow_activity_and_keep_their_totals():
+    score = np.array([0, 0, 0, 0, 10, 10, 0, 0, 0, 0], float)
+    frames = activity_frames(score, 4, mix=0.0)  # all weight in frames 4 and 5
+    assert len(frames) == 4 and {4, 5} <= set(frames.tolist())
+    # even weight: frame midpoints 0.05, 0.15, .., 0.95; the first reaching each target 0.125, 0.375, 0.625, 0.875
+    assert activity_frames(score, 4, mix=1.0).tolist() == [1, 4, 6, 9]
+    counts = activity_counts(np.array([1.0, 1, 6]), 16, per_frame_max=10, mix=0.5)
+    assert counts.sum() == 16 and counts[2] > counts[0]
+    motion = np.ones((3, 2, 2)) * np.array([1, 2, 3])[:, None, None]
+    np.testing.assert_allclose(activity(motion, np.zeros((3, 2, 2))), [0.5, 1.0, 1.5])
+
+
+def test_whole_frames_compressed_to_the_plan_carry_their_sizes():
+    torch.manual_seed(0)
+    model = SparseViT(ViTConfig(dim=32, depth=2, heads=2, mlp_dim=64, patch=14, pos_grid=4)).eval()
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.1)
+    patches = np.random.default_rng(0).integers(0, 255, (8, 4, 4, 3, 14, 14), dtype=np.uint8)
+    picture = np.ones((4, 4), bool)
+    settings = FrozenSettings(budget=0.25, factor=4)
+    plan = plan_frozen(8, 16, settings)  # 32 tokens: 2 whole frames -> 8 frames of 4
+    tokens = encode_frames(model, patches, picture, plan.frames)
+    assert tokens.n_tokens == 8 * 16 and tokens.group.unique().tolist() == list(range(8))
+    out = compress_frames(tokens, plan, settings)
+    assert out.n_tokens == 32 and out.sizes.sum() == 128 and torch.bincount(out.group).tolist() == [4] * 8
+    pooled = compress_frames(tokens, plan, FrozenSettings(budget=0.25, factor=4, compressor="pool"))
+    assert pooled.n_tokens == 32 and pooled.sizes.tolist() == [4] * 32
+    # a frame encoded with others gives the same tokens as alone (each frame is its own sequence)
+    alone = encode_frames(model, patches, picture, np.array([3]))
+    torch.testing.assert_close(alone.tokens, tokens.tokens[tokens.group == 3], atol=1e-5, rtol=1e-5)
+    xray = SparseViT(ViTConfig(dim=32, depth=2, heads=2, mlp_dim=64, patch=14, pos_grid=4, xray_blocks=(1,), xray_keep=0.5)).eval()
+    xray.load_state_dict(model.state_dict())
+    inside = encode_frames(xray, patches, picture, np.array([0, 5]))
+    assert inside.n_tokens == 2 * (8 + 1) and inside.sizes.sum() == 32 and inside.sizes.max() == 8
