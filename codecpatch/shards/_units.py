@@ -287,7 +287,7 @@ def open_ledger(location, dim: int, *, recipe: dict, fingerprint: dict, unit_inp
                 store.delete(name)
         store.delete_folder(UNITS)
         store.delete_folder(ERRORS_DIR)
-    previous = Manifest.read(store)
+    previous = Manifest.read(store, gather=False)
     if previous is not None:
         _check_fingerprint(store.location, previous, fingerprint)
         if previous.ledger == "units":
