@@ -96,7 +96,8 @@ class RunStats:
     partial: int = 0  # inputs whose decode was partial (their rows say complete = False, or were rejected)
     partial_inputs: dict = field(default_factory=dict)  # video_id -> reasons, with limits.partial = "flag"
     resources: dict = field(default_factory=dict)  # per stage: what was declared to Ray, and where encoders run
-    units: list = field(default_factory=list)  # per unit finished in this run: inputs done, shards, nodes that wrote
+    units: int = 0  # work units finished in this run
+    units_by_node: Counter = field(default_factory=Counter)  # node id (or host) -> units it finished in this run
     driver_bytes: int = 0  # pickled size of everything the driver received from Ray workers (summaries, records)
 
     def add(self, result: VideoResult, clips: int | None = None) -> None:
@@ -120,6 +121,7 @@ class RunStats:
         data = {k: v for k, v in self.__dict__.items()}
         data["stage_seconds"] = {k: round(v, 3) for k, v in self.stage_seconds.items()}
         data["errors_by_kind"] = dict(self.errors_by_kind)
+        data["units_by_node"] = dict(self.units_by_node)
         data["videos_per_second"] = round((self.processed + self.failed) / self.seconds, 3) if self.seconds else None
         data["tokens_per_second"] = round(self.n_tokens / self.seconds, 1) if self.seconds else None
         return data
@@ -282,8 +284,9 @@ def _run_locked(recipe: Recipe, inputs: Iterable[InputVideo], store: Store, prog
                                 refresh=False)
                 bar.update(1)
             elif isinstance(event, UnitRecord):
-                stats.units.append({"unit": event.unit, "inputs_done": len(event.inputs_done), "shards": len(event.shards),
-                                    "nodes": sorted({n.get("node_id") or n["host"] for n in event.nodes})})
+                stats.units += 1
+                last = event.nodes[-1] if event.nodes else {}
+                stats.units_by_node[last.get("node_id") or last.get("host", "?")] += 1
     except Interrupted as interrupt:
         stats.interrupted = interrupt.signal_name
         raise
