@@ -392,26 +392,38 @@ def _process_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Sto
     cannot be interrupted): the driver resubmits the unit, which resumes after the killed video."""
     process = _with_deadline(_fetching(partial(_process_in_worker, recipe=recipe, encode_stage=encode_stage), recipe.output.s3_endpoint),
                              recipe.execution.deadline_s)
+    import ray
+
     exiting = False
     record = None
+    pending: list = []  # summaries not yet sent: sent about twice a second, not one actor call per video
+    sent_at = time.monotonic()
+    call = None
     events = _run_unit(unit, items, recipe, store, settings, process)
     for event in events:
         if isinstance(event, UnitRecord):
             record = event
             continue
-        if progress_log is not None:
-            call = progress_log.add.remote([event])
+        pending.append(event)
         if event.result.error and event.result.error[1] == "timeout" and "worker killed" in event.result.error[2]:
             exiting = True
-            break  # closing the generator commits the unit's finished videos and the timeout
+            break
+        if progress_log is not None and time.monotonic() - sent_at >= _PROGRESS_SECONDS:
+            call, pending, sent_at = progress_log.add.remote(pending), [], time.monotonic()
     if exiting:
-        import ray
-
         events.close()  # commits the unit's finished videos and the timeout
-        if progress_log is not None:
-            ray.get(call)  # the timeout's summary reaches the driver before this process goes
-        os._exit(1)
+    if progress_log is not None:
+        if pending:
+            call = progress_log.add.remote(pending)
+        if call is not None:
+            ray.get(call)  # calls from one caller run in order: every summary is there before the driver hears the record
+    if exiting:
+        os._exit(1)  # the hung decode thread goes with the process
     return record
+
+
+#: How often a unit task sends its finished videos' summaries to the driver's progress actor (seconds).
+_PROGRESS_SECONDS = 0.5
 
 
 def _process_in_worker(item: InputVideo, recipe: Recipe, encode_stage=None) -> VideoResult:
