@@ -1,7 +1,7 @@
 """The batch pipeline: throughput with 1 and 2 Ray workers on the same inputs, stage breakdown, worker
 memory for a short and a 10x longer video, and the whole run against plain PyAV decode of the same videos.
 
-    python benchmarks/batch.py [--copies 2] [--out benchmarks/results/batch.json]
+    python benchmarks/batch.py [--copies 2] [--unit-inputs 2] [--out benchmarks/results/batch.json]
 
 Inputs: the clips of ../shared/videos, each repeated ``--copies`` times (so both workers stay busy).
 Recipe: pipelines/batch.toml (pixel:256 tokens, apet:0.5), as a user would run it.
@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from patchify import _plain_decode, in_fresh_process, peak_rss_kib  # noqa: E402
+from _process import in_fresh_process, peak_rss_kib  # noqa: E402
+from _process import plain_decode as _plain_decode  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "videos"
@@ -42,11 +43,12 @@ def _import_worker_modules() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=2)
+    parser.add_argument("--unit-inputs", type=int, default=2, help="execution.unit_inputs: videos per work unit (Ray task)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "batch.json")
     args = parser.parse_args()
     from codecpatch.pipeline import list_inputs, load_recipe, run
 
-    results: dict = {"runs": {}}
+    results: dict = {"runs": {}, "unit_inputs": args.unit_inputs}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         videos = folder / "videos"
@@ -66,7 +68,8 @@ def main() -> None:
         import ray
 
         for workers in (1, 2):
-            recipe = load_recipe(REPO / "pipelines" / "batch.toml", {"execution.workers": workers})
+            recipe = load_recipe(REPO / "pipelines" / "batch.toml", {"execution.workers": workers,
+                                                                      "execution.unit_inputs": args.unit_inputs})
             started = time.perf_counter()
             start_ray(None, workers)  # started here so its ~2 s start-up is reported apart
             ray_start = time.perf_counter() - started

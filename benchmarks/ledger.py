@@ -50,7 +50,7 @@ def _child(kind: str, n: int, unit_inputs: int, work: Path) -> dict:
             todo += len(ledger.todo(unit, items))
         result = {"units": units, "inputs": inputs, "todo": todo}
     else:
-        result = write_summary(Store(output), Manifest.read(output))
+        result = write_summary(Store(output), Manifest.read(output, gather=False))
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"kind": kind, "n": n, "seconds": round(seconds, 3), "peak_rss_mb": round(peak, 1), "import_rss_mb": round(imported, 1),

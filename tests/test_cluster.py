@@ -57,7 +57,7 @@ def test_units_are_fixed_by_input_order_and_size_not_by_workers(clips):
 def test_each_unit_writes_its_own_shards_and_record_and_a_rerun_lists_records(clips, results, cached, tmp_path):
     output = tmp_path / "out"
     stats = run(load_recipe(None, RECIPE), list_inputs(clips), output, progress=False)
-    assert stats.processed == 6 and stats.failed == 1 and len(stats.units) == 4
+    assert stats.processed == 6 and stats.failed == 1 and stats.units == 4
     records = read_unit_records(output)
     assert [r.unit for r in records] == [0, 1, 2, 3] and all(r.complete for r in records)
     for record in records:  # a unit's shards carry its name and only its inputs' rows, in input order
@@ -73,7 +73,7 @@ def test_each_unit_writes_its_own_shards_and_record_and_a_rerun_lists_records(cl
     assert [s["file"] for s in summary["shards"]] == [s["file"] for r in records for s in r.shards]
     assert sorted(Manifest.read(output).inputs_done) == sorted(results)  # gathered from the unit records
     again = run(load_recipe(None, RECIPE), list_inputs(clips), output, progress=False)
-    assert again.skipped_done == 7 and again.processed == 0 and again.units == []
+    assert again.skipped_done == 7 and again.processed == 0 and again.units == 0
 
 
 def test_verify_rebuilds_the_summary_and_reports_what_is_wrong(clips, results, cached, tmp_path):
@@ -315,6 +315,7 @@ def test_a_two_node_cluster_runs_units_on_both_nodes_and_the_driver_receives_onl
     assert len(records) == 4 and all(r.complete for r in records)
     writers = {node["node_id"] for r in records for node in r.nodes}
     assert len(writers) == 2, records  # shards written by worker processes on both nodes
+    assert set(stats.units_by_node) == writers and sum(stats.units_by_node.values()) == 4
     assert all(node["pid"] != __import__("os").getpid() for r in records for node in r.nodes)  # never by the driver
     shard_bytes = sum(s["bytes"] for r in records for s in r.shards)
     assert 0 < stats.driver_bytes < 0.05 * shard_bytes, (stats.driver_bytes, shard_bytes)

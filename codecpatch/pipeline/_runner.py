@@ -96,7 +96,8 @@ class RunStats:
     partial: int = 0  # inputs whose decode was partial (their rows say complete = False, or were rejected)
     partial_inputs: dict = field(default_factory=dict)  # video_id -> reasons, with limits.partial = "flag"
     resources: dict = field(default_factory=dict)  # per stage: what was declared to Ray, and where encoders run
-    units: list = field(default_factory=list)  # per unit finished in this run: inputs done, shards, nodes that wrote
+    units: int = 0  # work units finished in this run
+    units_by_node: Counter = field(default_factory=Counter)  # node id (or host) -> units it finished in this run
     driver_bytes: int = 0  # pickled size of everything the driver received from Ray workers (summaries, records)
 
     def add(self, result: VideoResult, clips: int | None = None) -> None:
@@ -120,6 +121,7 @@ class RunStats:
         data = {k: v for k, v in self.__dict__.items()}
         data["stage_seconds"] = {k: round(v, 3) for k, v in self.stage_seconds.items()}
         data["errors_by_kind"] = dict(self.errors_by_kind)
+        data["units_by_node"] = dict(self.units_by_node)
         data["videos_per_second"] = round((self.processed + self.failed) / self.seconds, 3) if self.seconds else None
         data["tokens_per_second"] = round(self.n_tokens / self.seconds, 1) if self.seconds else None
         return data
@@ -282,8 +284,9 @@ def _run_locked(recipe: Recipe, inputs: Iterable[InputVideo], store: Store, prog
                                 refresh=False)
                 bar.update(1)
             elif isinstance(event, UnitRecord):
-                stats.units.append({"unit": event.unit, "inputs_done": len(event.inputs_done), "shards": len(event.shards),
-                                    "nodes": sorted({n.get("node_id") or n["host"] for n in event.nodes})})
+                stats.units += 1
+                last = event.nodes[-1] if event.nodes else {}
+                stats.units_by_node[last.get("node_id") or last.get("host", "?")] += 1
     except Interrupted as interrupt:
         stats.interrupted = interrupt.signal_name
         raise
@@ -389,26 +392,38 @@ def _process_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Sto
     cannot be interrupted): the driver resubmits the unit, which resumes after the killed video."""
     process = _with_deadline(_fetching(partial(_process_in_worker, recipe=recipe, encode_stage=encode_stage), recipe.output.s3_endpoint),
                              recipe.execution.deadline_s)
+    import ray
+
     exiting = False
     record = None
+    pending: list = []  # summaries not yet sent: sent about twice a second, not one actor call per video
+    sent_at = time.monotonic()
+    call = None
     events = _run_unit(unit, items, recipe, store, settings, process)
     for event in events:
         if isinstance(event, UnitRecord):
             record = event
             continue
-        if progress_log is not None:
-            call = progress_log.add.remote([event])
+        pending.append(event)
         if event.result.error and event.result.error[1] == "timeout" and "worker killed" in event.result.error[2]:
             exiting = True
-            break  # closing the generator commits the unit's finished videos and the timeout
+            break
+        if progress_log is not None and time.monotonic() - sent_at >= _PROGRESS_SECONDS:
+            call, pending, sent_at = progress_log.add.remote(pending), [], time.monotonic()
     if exiting:
-        import ray
-
         events.close()  # commits the unit's finished videos and the timeout
-        if progress_log is not None:
-            ray.get(call)  # the timeout's summary reaches the driver before this process goes
-        os._exit(1)
+    if progress_log is not None:
+        if pending:
+            call = progress_log.add.remote(pending)
+        if call is not None:
+            ray.get(call)  # calls from one caller run in order: every summary is there before the driver hears the record
+    if exiting:
+        os._exit(1)  # the hung decode thread goes with the process
     return record
+
+
+#: How often a unit task sends its finished videos' summaries to the driver's progress actor (seconds).
+_PROGRESS_SECONDS = 0.5
 
 
 def _process_in_worker(item: InputVideo, recipe: Recipe, encode_stage=None) -> VideoResult:

@@ -64,7 +64,7 @@ def verify(location, *, rebuild: bool = True, check_rows: bool = True) -> Verify
 
     Raises FileNotFoundError when the location holds no batch manifest."""
     store = Store.at(location)
-    header = Manifest.read(store)
+    header = Manifest.read(store, gather=False)
     if header is None:
         raise FileNotFoundError(f"{store.location}: no {MANIFEST} (not a codecpatch shard location)")
     report = VerifyReport(store.location)

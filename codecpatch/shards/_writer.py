@@ -109,9 +109,10 @@ class Manifest:
     summary: dict = field(default_factory=dict)
 
     @staticmethod
-    def read(directory) -> "Manifest | None":
-        """The manifest of a location (a folder or a URI). With ``ledger = "units"`` (batch runs) the shards
-        and inputs done are those of the unit records now, so it is current even while a run writes."""
+    def read(directory, gather: bool = True) -> "Manifest | None":
+        """The manifest of a location (a folder or a URI). With ``ledger = "units"`` (batch runs) and ``gather``
+        the shards and inputs done are those of the unit records now, so it is current even while a run
+        writes (``gather=False``: the header alone, without reading the records)."""
         from ._store import Store
 
         store = Store.at(directory)
@@ -123,7 +124,7 @@ class Manifest:
             raise ValueError(f"{store.uri(MANIFEST)}: schema version {data.get('schema_version')} is not one of 1..{SCHEMA_VERSION}")
         known = {f.name for f in fields(Manifest)}
         manifest = Manifest(**{k: v for k, v in data.items() if k in known})  # keys a newer version added are left out
-        if manifest.ledger == "units":
+        if manifest.ledger == "units" and gather:
             from ._units import read_unit_records
 
             records = read_unit_records(store)
