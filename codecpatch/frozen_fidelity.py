@@ -73,10 +73,11 @@ def detail(reference: DenseClip, output: Output, segments: int, stride: int) -> 
 
 
 def ranks(queries: torch.Tensor, references: torch.Tensor) -> np.ndarray:
-    """(N,) one-based rank of reference i among all rows of ``references`` by cosine to query i."""
+    """(N,) one-based rank of reference i among all rows of ``references`` by cosine to query i; ties count
+    against the query (a segment with no token, a zero query, ties with everything and ranks last)."""
     similarity = F.normalize(queries, dim=1) @ F.normalize(references, dim=1).T
     own = similarity.diagonal()[:, None]
-    return (1 + (similarity > own).sum(dim=1)).numpy()
+    return ((similarity >= own).sum(dim=1)).numpy()
 
 
 def _whole_frames(reference: DenseClip, frames: np.ndarray) -> TokenSet:
@@ -89,8 +90,8 @@ def _whole_frames(reference: DenseClip, frames: np.ndarray) -> TokenSet:
     return TokenSet(tokens, positions, positions[:, 0].clone(), torch.arange(len(tokens)), None, ())
 
 
-def _per_frame_duet(whole: TokenSet, reference: DenseClip, count: int) -> TokenSet:
-    """DUET V2V on each frame with that frame's own [CLS] as the query, ``count`` tokens each."""
+def _per_frame_duet(whole: TokenSet, reference: DenseClip, count: float) -> TokenSet:
+    """DUET V2V on each frame with that frame's own [CLS] as the query, about ``count`` tokens each."""
     parts = []
     for t in torch.unique(whole.group):  # one iteration per frame
         rows = torch.nonzero(whole.group == t).flatten()
@@ -136,29 +137,31 @@ def frozen_outputs(model: SparseViT, samples: ClipSamples, reference: DenseClip,
             started = time.perf_counter()
             pooled = pool_frames(tokens, window)
             outputs.append(_output(f"{tag}/{factor}x/pool{window[0]}x{window[1]}", pooled, seconds + time.perf_counter() - started))
-            count = int(round(pooled.n_tokens / len(frames)))  # the other compressors get pooling's tokens
-            counts = torch.full((len(frames),), count)
+            # the other compressors get the plan's per-frame share of the budget (what uniform whole frames hold,
+            # never more; pooling's edge cells give it a few more tokens than that)
+            counts = torch.from_numpy(even_counts(total, len(frames), per_frame))
             started = time.perf_counter()
             merged = random_merge(tokens, counts=counts, seed=seed)
             outputs.append(_output(f"{tag}/{factor}x/random_merge", merged, seconds + time.perf_counter() - started))
             if factor != 4:
                 continue
             started = time.perf_counter()
-            outputs.append(_output(f"{tag}/4x/apet", apet(tokens, count / per_frame), seconds + time.perf_counter() - started))
+            outputs.append(_output(f"{tag}/4x/apet", apet(tokens, float(counts.float().mean()) / per_frame), seconds + time.perf_counter() - started))
             started = time.perf_counter()
-            outputs.append(_output(f"{tag}/4x/duet_v2v", _per_frame_duet(tokens, reference, count), seconds + time.perf_counter() - started))
-            inside = encode_frames(_xray_model(model, count / per_frame, xray_blocks), patches, reference.picture, frames)
+            outputs.append(_output(f"{tag}/4x/duet_v2v", _per_frame_duet(tokens, reference, float(counts.float().mean())),
+                                   seconds + time.perf_counter() - started))
+            inside = encode_frames(_xray_model(model, float(counts.float().mean()) / per_frame, xray_blocks), patches, reference.picture, frames)
             outputs.append(_output(f"{tag}/4x/xray_in_model", inside, inside.stages[0].seconds))
             # codec rules, with random merge: frames by activity, or even frames with tokens by activity
             started = time.perf_counter()
             chosen = activity_frames(score, len(frames))
             tokens_codec = _whole_frames(reference, chosen)
-            merged = random_merge(tokens_codec, counts=torch.full((len(chosen),), count), seed=seed)
+            merged = random_merge(tokens_codec, counts=torch.from_numpy(even_counts(total, len(chosen), per_frame)), seed=seed)
             outputs.append(_output(f"{tag}/4x/codec_frames+random_merge", merged,
                                    frame_seconds * len(chosen) + time.perf_counter() - started))
             started = time.perf_counter()
             span = np.add.reduceat(score, frames)  # activity since each chosen frame up to the next
-            allocation = activity_counts(span, count * len(frames), per_frame)
+            allocation = activity_counts(span, int(counts.sum()), per_frame)
             merged = random_merge(tokens, counts=torch.from_numpy(allocation), seed=seed)
             outputs.append(_output(f"{tag}/4x/codec_alloc+random_merge", merged, seconds + time.perf_counter() - started))
         if budget not in sparse_budgets:

@@ -73,3 +73,20 @@ def test_whole_frames_compressed_to_the_plan_carry_their_sizes():
     xray.load_state_dict(model.state_dict())
     inside = encode_frames(xray, patches, picture, np.array([0, 5]))
     assert inside.n_tokens == 2 * (8 + 1) and inside.sizes.sum() == 32 and inside.sizes.max() == 8
+
+
+def test_fidelity_scores_rank_ties_last_and_detail_is_the_best_match_in_the_segment():
+    from codecpatch.fidelity import DenseClip
+    from codecpatch.frozen_fidelity import Output, detail, ranks, weighted_segments
+
+    queries = torch.tensor([[1.0, 0], [0, 0], [0, 1]])  # the middle one: a segment without tokens
+    references = torch.tensor([[1.0, 0], [0.5, 0.5], [0, 1]])
+    assert ranks(queries, references).tolist() == [1, 3, 1]
+    # 2 frames, 1 x 2 picture patches; 2 segments (one frame each)
+    grid = torch.tensor([[[[1.0, 0], [0, 1]]], [[[1, 1], [1, -1]]]])  # (T=2, H=1, W=2, D=2)
+    clip = DenseClip("c", np.ones((1, 2), bool), grid, torch.zeros(2, 2), 0.0)
+    output = Output("m", torch.tensor([[1.0, 0], [3, 1]]), torch.tensor([0, 0]), torch.tensor([3.0, 1.0]), 0.0)
+    # frame 0's tokens match (1,0) exactly and (0,1) at best cos((0,1),(3,1)) = 1/sqrt(10); frame 1: no token -> 0
+    assert detail(clip, output, segments=2, stride=1) == pytest.approx((1 + 1 / np.sqrt(10) + 0 + 0) / 4, abs=1e-6)
+    segs = weighted_segments(output, 2, 2)
+    torch.testing.assert_close(segs, torch.tensor([[(3 * 1 + 1 * 3) / 4, (0 + 1) / 4], [0.0, 0.0]]))
