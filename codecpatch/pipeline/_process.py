@@ -13,9 +13,9 @@ import numpy as np
 
 from ..decode import DecodeReport, redact_text
 from ..errors import VideoError
-from ..patchify import Budget, ClipSamples, PatchifyConfig, PatchSet, iter_clip_samples, patchify_samples
+from ..patchify import ClipSamples, PatchifyConfig, PatchSet, iter_clip_samples, patchify_samples
 from ..shards import SampleRow
-from ..tokens import TokenSet, compress, encode_pixels, encode_with_vit, load_vit, parse_xray
+from ..tokens import TokenSet, compress, encode_pixels, encode_with_vit, load_vit
 from ._inputs import InputVideo
 from ._recipe import Recipe
 
@@ -56,19 +56,15 @@ def recipe_decoder_threads(recipe: Recipe) -> int:
 
 
 def patchify_config(recipe: Recipe) -> PatchifyConfig:
-    p = recipe.patchify
-    return PatchifyConfig(mode=p.mode, budget=Budget.parse(p.budget), selection=p.selection, frames=p.frames, size=p.size,
-                          max_side=p.max_side, patch=p.patch, energy=p.energy, normalise=p.normalise, camera=p.camera,
-                          fusion=p.fusion, keep_first=p.keep_first, keep_i_frames=p.keep_i_frames, refresh=p.refresh,
-                          image_frame=p.image_frame, seed=p.seed, clip_seconds=recipe.clips.split_seconds,
-                          clip_frames=recipe.clips.frames)
+    """The recipe's PatchifyConfig ([patchify] and [clips])."""
+    return recipe.patchify_config
 
 
 def _vit(recipe: Recipe):
     """The ViT of a recipe, loaded once per worker process."""
     key = (recipe.encoder.path, recipe.encoder.xray)
     if key not in _MODELS:
-        _MODELS[key] = load_vit(recipe.encoder.path, **parse_xray(recipe.encoder.xray))
+        _MODELS[key] = load_vit(recipe.encoder.path, **recipe.encoder.xray_overrides)
     return _MODELS[key]
 
 
@@ -97,15 +93,13 @@ def token_dim(recipe: Recipe) -> int:
         if key in _MODELS:
             return _MODELS[key].config.dim
         if key not in _WIDTHS:
-            _WIDTHS[key] = load_vit(recipe.encoder.path, device="cpu", **parse_xray(recipe.encoder.xray)).config.dim
+            _WIDTHS[key] = load_vit(recipe.encoder.path, device="cpu", **recipe.encoder.xray_overrides).config.dim
         return _WIDTHS[key]
     return recipe.encoder.dim or 3 * recipe.patchify.patch ** 2
 
 
 def encoder_name(recipe: Recipe) -> str:
-    if recipe.encoder.name == "vit":
-        return f"vit:{recipe.encoder.path}" + (f"+xray:{recipe.encoder.xray}" if recipe.encoder.xray else "")
-    return f"pixel:{recipe.encoder.dim}" if recipe.encoder.dim else "pixel"
+    return recipe.encoder.spec
 
 
 @dataclass
@@ -162,7 +156,7 @@ def encode_and_compress(recipe: Recipe, pixels, positions, sample_index, grid) -
     else:
         tokens = encode_pixels(pixels, positions, sample_index, dim=recipe.encoder.dim)
     encoded = time.perf_counter()
-    tokens = compress(tokens, recipe.compress)
+    tokens = compress(tokens, recipe.chain)
     return tokens, {"encode": encoded - started, "compress": time.perf_counter() - encoded}
 
 
