@@ -213,14 +213,14 @@ def _fidelity(samples, patches, seed: int) -> dict:
 def patchify(video: str, recipe_path: str | None, as_json: bool, no_fidelity: bool, **params) -> None:
     """Choose the patches of VIDEO (or an image) that become tokens, and measure what they carry.
     Without --recipe, --clip-seconds or --clip-frames the whole video is one clip."""
-    from .patchify import iter_clip_samples, patchify_samples
+    from .pipeline import ClipPipeline
 
-    config = _recipe(recipe_path, params, _one_clip_unless_given(recipe_path, params)).patchify_config
+    pipeline = ClipPipeline(_recipe(recipe_path, params, _one_clip_unless_given(recipe_path, params)))
     records = []
     try:
-        for samples in iter_clip_samples(video, config):
-            patches = patchify_samples(samples, config)
-            fidelity = None if no_fidelity else _fidelity(samples, patches, config.seed)
+        for samples in pipeline.clips(video):
+            patches = pipeline.patchify(samples)
+            fidelity = None if no_fidelity else _fidelity(samples, patches, pipeline.config.seed)
             records.append(_clip_record(samples, patches, fidelity))
     except VideoError as error:
         _fail(str(error))
@@ -255,52 +255,31 @@ def encode(video: str, recipe_path: str | None, texts: tuple[str, ...], t2v: flo
     """Patchify VIDEO, encode the kept patches as tokens and compress them; report each stage.
     Without --recipe, --clip-seconds or --clip-frames the whole video is one clip."""
 
-    from .patchify import iter_clip_samples, patchify_samples
-    from .tokens import compress, encode_pixels, encode_with_vit, load_vit, random_prune, relative_rebuild_error, stride_prune
+    from .pipeline import ClipPipeline
+    from .tokens import random_prune, relative_rebuild_error, stride_prune
 
     recipe = _recipe(recipe_path, params, _one_clip_unless_given(recipe_path, params))
-    model = None
-    if recipe.encoder.name == "vit":
-        try:
-            model = load_vit(recipe.encoder.path, **recipe.encoder.xray_overrides)
-        except (OSError, ValueError, KeyError) as error:
-            raise click.BadParameter(str(error), param_hint="--encoder") from error
-    tower = text_queries = None
+    pipeline = ClipPipeline(recipe)
+    try:
+        pipeline.model  # noqa: B018 - load it now: a bad checkpoint is a user error before any decoding
+        pipeline.check_patch()
+    except (OSError, ValueError, KeyError) as error:
+        raise click.BadParameter(str(error), param_hint="--encoder") from error
     if texts:
-        from .tokens import TextTower
-
-        folder = text_tower or (recipe.encoder.path if model is not None else None)
-        if folder is None:
-            raise click.BadParameter("--text needs --text-tower PATH (or --encoder vit:PATH of a CLIP or SigLIP folder)", param_hint="--text")
         try:
-            tower = TextTower(folder)
+            pipeline.with_texts(list(texts), t2v, text_tower)
         except (OSError, ValueError) as error:
-            raise click.BadParameter(f"{folder}: {error}", param_hint="--text-tower") from error
-        text_queries = tower.embed_texts(list(texts))
-        if model is None:
-            raise click.BadParameter("--text scores ViT tokens: use --encoder vit:PATH", param_hint="--text")
-    chain = recipe.compress
-    config = recipe.patchify_config
+            raise click.BadParameter(str(error), param_hint="--text-tower" if text_tower else "--text") from error
     records = []
     try:
-        for samples in iter_clip_samples(video, config):
-            patches = patchify_samples(samples, config)
-            if model is not None:
-                if model.config.patch != config.patch:
-                    raise click.BadParameter(f"the ViT's patch is {model.config.patch} px; pass --patch {model.config.patch}")
-                tokens = encode_with_vit(model, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
-            else:
-                tokens = encode_pixels(patches.pixels, patches.positions, patches.sample_index, dim=recipe.encoder.dim)
-            compressed = compress(tokens, recipe.chain)
-            if tower is not None:
-                from .tokens import duet_t2v
-
-                compressed = duet_t2v(compressed, text_queries, t2v, vision_projection=tower.project_vision)
+        for samples in pipeline.clips(video):
+            clip = pipeline.process(samples, video_id=video, source=video)
+            patches, tokens, compressed = clip.patches, clip.encoded, clip.tokens
             ratio = compressed.n_tokens / max(tokens.n_tokens, 1)
             # Reference: the encoder's token for every kept patch (after Xray, fused patches share one).
             reference = tokens.tokens[tokens.absorbed_into]
             fidelity = {"relative_error": round(relative_rebuild_error(reference, compressed), 6)}
-            if chain or tower is not None:
+            if recipe.compress or texts:
                 fidelity["random"] = round(relative_rebuild_error(reference, random_prune(tokens, ratio)), 6)
                 fidelity["stride"] = round(relative_rebuild_error(reference, stride_prune(tokens, ratio)), 6)
             records.append({
@@ -487,18 +466,18 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
 @click.option("--max-tiles", type=int, default=16, show_default=True, help="Sampled frames shown in the PNG.")
 def viz(video: str, out: str, recipe_path: str | None, columns: int, max_tiles: int, **params) -> None:
     """Draw the selection: kept patches bright, dropped ones dimmed, motion arrows, budget and PSNR (first clip)."""
-    from .patchify import iter_clip_samples, patchify_samples
+    from .pipeline import ClipPipeline
     from .viz import save_picture
 
-    config = _recipe(recipe_path, params, _one_clip_unless_given(recipe_path, params)).patchify_config
+    pipeline = ClipPipeline(_recipe(recipe_path, params, _one_clip_unless_given(recipe_path, params)))
     try:
-        samples = next(iter(iter_clip_samples(video, config)), None)
+        samples = next(iter(pipeline.clips(video)), None)
     except VideoError as error:
         _fail(str(error))
     if samples is None:
         _fail(f"{video}: no frame could be decoded")
-    patches = patchify_samples(samples, config)
-    psnr = {name: f.psnr_or_none() for name, f in _fidelity(samples, patches, config.seed).items()}
+    patches = pipeline.patchify(samples)
+    psnr = {name: f.psnr_or_none() for name, f in _fidelity(samples, patches, pipeline.config.seed).items()}
     try:
         path = save_picture(samples, patches, psnr, out, columns=columns, max_tiles=max_tiles)
     except (ValueError, OSError) as error:

@@ -111,3 +111,42 @@ def test_encode_reports_stages_tokens_and_fidelity():
     assert record["fidelity"]["relative_error"] < record["fidelity"]["random"]
     bad = codecpatch("encode", str(SAMPLES / "sprites_h264_b.mp4"), "--compress", "tome:0.5")
     assert bad.returncode == 2 and "unknown compressor" in bad.stderr
+
+
+def test_the_command_line_and_the_python_api_give_the_same_rows(tmp_path):
+    """CLI = API: `codecpatch batch` writes exactly the rows `process_video` returns for the same settings
+    given as flags and as recipe keys, and `codecpatch encode` counts the same tokens per clip."""
+    import shutil
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from codecpatch.pipeline import list_inputs, load_recipe, process_video
+    from codecpatch.shards import Manifest
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "sprites_h264_b.mp4", folder / "a.mp4")
+    flags = {"--frames": "16", "--budget": "0.25", "--encoder": "pixel:64", "--compress": "apet:0.5", "--clip-frames": "25",
+             "--fusion": "max", "--no-keep-first": None}
+    argv = [part for flag, value in flags.items() for part in ([flag] if value is None else [flag, value])]
+    out = tmp_path / "out"
+    result = codecpatch("batch", "--input", str(folder), "--output", str(out), "--workers", "0", *argv)
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table([out / s["file"] for s in Manifest.read(out).shards]).sort_by("clip_index").to_pylist()
+
+    recipe = load_recipe(None, {"patchify.frames": 16, "patchify.budget": "0.25", "encoder.name": "pixel:64",
+                                "compress": "apet:0.5", "clips.frames": 25, "patchify.fusion": "max", "patchify.keep_first": False})
+    api = process_video(list_inputs(folder)[0], recipe)
+    assert api.error is None and len(api.rows) == len(table) == 2
+    for row, written in zip(api.rows, table):
+        assert (written["clip_index"], written["n_selected"], written["encoder"], written["compressors"]) == \
+            (row.clip_index, row.n_selected, "pixel:64", "apet:0.5")
+        np.testing.assert_array_equal(np.asarray(written["tokens"], np.float16).reshape(row.tokens.shape), row.tokens)
+        np.testing.assert_array_equal(np.asarray(written["positions"]).reshape(row.positions.shape), row.positions)
+
+    encoded = codecpatch("encode", str(SAMPLES / "sprites_h264_b.mp4"), *argv, "--json")
+    assert encoded.returncode == 0, encoded.stderr
+    records = json.loads(encoded.stdout)
+    assert [r["n_tokens"] for r in records] == [len(row.tokens) for row in api.rows]
+    assert [r["n_patches"] for r in records] == [row.n_selected for row in api.rows]

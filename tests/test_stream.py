@@ -20,8 +20,7 @@ import pytest
 from codecpatch.decode import CodecFrame
 from codecpatch.errors import VideoNotFoundError
 from codecpatch.patchify import iter_clip_samples
-from codecpatch.pipeline import load_recipe
-from codecpatch.pipeline._process import patchify_config, process_clip
+from codecpatch.pipeline import ClipPipeline, load_recipe
 from codecpatch.shards import Manifest
 from codecpatch.stream import FrameClock, ReceiveAnchor, StreamSession, WindowClock, WindowPolicy, Windower, run_stream
 
@@ -155,8 +154,9 @@ def test_stream_windows_give_the_same_tokens_as_the_batch_path_on_the_same_frame
         results = list(session.results())
     assert [res.n_frames for res in results] == [GOP] * GOPS
     assert all(res.error is None for res in results)
-    config = replace(patchify_config(r), clip_seconds=None, clip_frames=GOP)
-    batch = [process_clip(s, r, config, video_id="x", source=str(camera_clip)) for s in iter_clip_samples(camera_clip, config)]
+    pipeline = ClipPipeline(r)  # the batch worker's stage object, on clips of one GOP
+    config = pipeline.config = replace(pipeline.config, clip_seconds=None, clip_frames=GOP)
+    batch = [pipeline.process(s, video_id="x", source=str(camera_clip)) for s in iter_clip_samples(camera_clip, config)]
     assert len(batch) == GOPS
     for live, clip in zip(results, batch):
         assert live.clip.row.clip_index == clip.row.clip_index
