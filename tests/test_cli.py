@@ -87,18 +87,48 @@ def test_patchify_prints_an_array_for_several_clips_and_fails_cleanly(tmp_path):
 
 
 def test_viz_writes_a_png_and_an_mp4(tmp_path):
-    png = tmp_path / "sel.png"
-    result = codecpatch("viz", str(SAMPLES / "sprites_h264_b.mp4"), "--out", str(png), "--frames", "16")
-    assert result.returncode == 0, result.stderr
+    """The PNG shows each sampled frame with kept patches at their own brightness and dropped ones dimmed,
+    at the positions the same selection through the Python API keeps."""
     import cv2
+    import numpy as np
 
-    picture = cv2.imread(str(png))
-    assert picture is not None and picture.shape[0] > 224 and picture.shape[1] >= 8 * 224
+    from codecpatch.pipeline import ClipPipeline, load_recipe
+    from codecpatch.viz import _DIM
+
+    video = SAMPLES / "sprites_h264_b.mp4"
+    png = tmp_path / "sel.png"
+    result = codecpatch("viz", str(video), "--out", str(png), "--frames", "8", "--budget", "0.25", "--columns", "4")
+    assert result.returncode == 0, result.stderr
+    sheet = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
+
+    pipeline = ClipPipeline(load_recipe(None, {"patchify.frames": 8, "patchify.budget": "0.25", "clips.seconds": 0}))
+    samples = next(iter(pipeline.clips(video)))
+    patches = pipeline.patchify(samples)
+    frames = samples.canvas_frames()  # (8, 224, 224, 3): 8 tiles, 4 per row, under the title bar
+    size, patch = frames.shape[1], samples.geometry.patch
+    bar = sheet.shape[0] - 2 * (size + 4)
+    matched = {True: [0, 0], False: [0, 0]}  # kept / dropped -> [as drawn, patches looked at]
+    for t in range(1, 8):
+        top, left = bar + (t // 4) * (size + 4), (t % 4) * (size + 4)
+        tile = sheet[top:top + size, left:left + size].astype(int)
+        for r in range(2, 12):  # away from the labels at the top and bottom
+            for c in range(14):
+                inner = (slice(r * patch + 1, (r + 1) * patch - 1), slice(c * patch + 1, (c + 1) * patch - 1))  # inside the outline
+                truth = frames[t][inner]
+                kept = bool(patches.kept[t, r, c])
+                expected = truth.astype(int) if kept else (truth * _DIM).astype(np.uint8).astype(int)
+                # most pixels exactly as expected: a thin motion arrow may cross a few of them
+                matched[kept][0] += int(np.median(np.abs(tile[inner] - expected).max(axis=-1)) <= 1)
+                matched[kept][1] += 1
+    assert matched[True][1] > 0 and matched[False][1] > 0
+    assert matched[True] == [matched[True][1]] * 2  # kept: their own pixels
+    assert matched[False] == [matched[False][1]] * 2  # dropped: dimmed to _DIM of their brightness
+
     mp4 = tmp_path / "sel.mp4"
-    assert codecpatch("viz", str(SAMPLES / "sprites_h264_b.mp4"), "--out", str(mp4), "--frames", "12").returncode == 0
+    assert codecpatch("viz", str(video), "--out", str(mp4), "--frames", "12").returncode == 0
     summary = json.loads(codecpatch("inspect", str(mp4), "--json").stdout)["summary"]
     assert summary["frames"] == 12
-    assert codecpatch("viz", str(SAMPLES / "sprites_h264_b.mp4"), "--out", str(tmp_path / "x.gif")).returncode != 0
+    assert codecpatch("viz", str(video), "--out", str(tmp_path / "x.gif")).returncode != 0
 
 
 def test_encode_reports_stages_tokens_and_fidelity():
