@@ -15,6 +15,7 @@ from . import __version__
 from .decode import DecodeOptions, VideoReader, transcode_for_vectors
 from .errors import VideoError
 from .summary import FrameRecord, StreamSummary, summarize
+from ._flags import FLAG_NAMES, overrides as _given_overrides, recipe_flags
 
 _EXIT_BAD_INPUT = 2
 _EXIT_GAVE_UP = 3
@@ -58,24 +59,6 @@ class _OneLineErrors(click.Group):
             click.echo("Aborted!", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
-
-
-class _BudgetType(click.ParamType):
-    """A ``--budget`` value in the Budget grammar: 0.125 / 12.5% (a fraction), 8f (frames' worth), 1500t (tokens)."""
-
-    name = "budget"
-
-    def convert(self, value, param, ctx):
-        from .patchify import Budget
-
-        try:
-            return str(Budget.parse(value))
-        except ValueError as error:
-            self.fail(str(error), param, ctx)
-
-
-BUDGET = _BudgetType()
-_BUDGET_HELP = "Patches to keep: a fraction (0.125 or 12.5%), frames' worth (8f) or tokens (1500t); a bare integer is refused."
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -164,54 +147,28 @@ def transcode(video: str, output: str, gop: int, crf: int, fps: int, max_side: i
     click.echo(f"wrote {result.path}: {result.frames} frames, {result.width}x{result.height}, GOP {gop}, P-only, ref=1")
 
 
-def _patchify_options(command):
-    """Options shared by ``patchify`` and ``viz``."""
-    options = [
-        click.option("--mode", type=click.Choice(["codec", "chunk", "image"]), default="codec", show_default=True,
-                     help="codec: energy-selected patches; chunk: one whole frame per chunk; image: one frame."),
-        click.option("--budget", type=BUDGET, default="0.125", show_default=True, help=_BUDGET_HELP),
-        click.option("--selection", type=click.Choice(["adaptive", "topk", "onevision"]), default="adaptive", show_default=True,
-                     help="adaptive: whole frames and patches where the picture drifted most since last kept; topk: global "
-                          "top-K of fused energy; onevision: the paper's rule (instant energy, I-frames whole, top-K)."),
-        click.option("--frames", type=int, default=64, show_default=True, help="Frames sampled per clip (chunks in chunk mode)."),
-        click.option("--size", type=int, default=224, show_default=True, help="Square letterboxed canvas side, px."),
-        click.option("--max-side", type=int, default=None, help="Native-aspect canvas with this longer side instead of --size."),
-        click.option("--patch", type=int, default=16, show_default=True, help="Patch side, px."),
-        click.option("--clip-seconds", type=float, default=None, help="Split the video into clips of this many seconds."),
-        click.option("--clip-frames", type=int, default=None, help="Split the video into clips of this many frames."),
-        click.option("--energy", type=click.Choice(["accumulated", "instant"]), default="accumulated", show_default=True,
-                     help="Score by energy accumulated since the previous sample, or at the sampled frame only."),
-        click.option("--normalise", type=click.Choice(["clip", "frame"]), default="clip", show_default=True,
-                     help="95th-percentile normalisation over the clip or per sampled frame."),
-        click.option("--fusion", type=click.Choice(["mean", "max", "weighted"]), default="mean", show_default=True),
-        click.option("--camera", type=click.Choice(["median", "affine", "none"]), default="median", show_default=True,
-                     help="Camera-motion removal before motion energy."),
-        click.option("--refresh", type=float, default=0.0, show_default=True,
-                     help="Fraction of the budget spent on seeded random refresh patches (helps handheld/pan clips)."),
-        click.option("--keep-i-frames", is_flag=True, help="Keep sampled I-frames whole (they count toward the budget)."),
-        click.option("--no-keep-first", is_flag=True, help="Do not keep the first sampled frame whole."),
-        click.option("--image-frame", type=int, default=0, show_default=True, help="Frame used by --mode image."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random-patches baseline."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+_RECIPE_OPTION = click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False), default=None,
+                              help="Recipe (e.g. pipelines/batch.toml) whose settings the flags override (default: built-in defaults).")
 
 
-def _patchify_config(params: dict):
-    """The PatchifyConfig of the shared options; an inconsistent combination is a user error (exit 2)."""
-    from .patchify import Budget, PatchifyConfig
+def _recipe(recipe_path: str | None, params: dict, defaults: dict | None = None):
+    """The recipe of a command: the file (or the defaults), ``defaults`` (the command's own, under the
+    file), then the recipe flags the user gave (taken out of ``params``). A bad value is a user error."""
+    from .pipeline import RecipeError, load_recipe
 
+    given = _given_overrides(params)
     try:
-        return PatchifyConfig(
-            mode=params["mode"], budget=Budget.parse(params["budget"]), selection=params["selection"], frames=params["frames"],
-            size=params["size"], max_side=params["max_side"], patch=params["patch"], clip_seconds=params["clip_seconds"],
-            clip_frames=params["clip_frames"], energy=params["energy"], normalise=params["normalise"],
-            fusion=params["fusion"], camera=params["camera"], keep_i_frames=params["keep_i_frames"],
-            refresh=params["refresh"], keep_first=not params["no_keep_first"], image_frame=params["image_frame"], seed=params["seed"],
-        )
-    except ValueError as error:
+        return load_recipe(recipe_path, {**(defaults or {}), **given}, FLAG_NAMES)
+    except RecipeError as error:
         _fail(str(error))
+
+
+def _one_clip_unless_given(recipe_path: str | None, params: dict) -> dict:
+    """patchify, encode and viz look at the whole video (one clip) unless a recipe or --clip-seconds /
+    --clip-frames says otherwise."""
+    if recipe_path is None and params.get("clips__seconds") is None and params.get("clips__frames") is None:
+        return {"clips.seconds": 0}
+    return {}
 
 
 def _clip_record(samples, patches, fidelity: dict | None) -> dict:
@@ -249,19 +206,21 @@ def _fidelity(samples, patches, seed: int) -> dict:
 
 @main.command()
 @click.argument("video")
-@_patchify_options
+@_RECIPE_OPTION
+@recipe_flags("patchify", "clips")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per clip (an array when there are several).")
 @click.option("--no-fidelity", is_flag=True, help="Skip the rebuild/PSNR measurement (faster).")
-def patchify(video: str, as_json: bool, no_fidelity: bool, **params) -> None:
-    """Choose the patches of VIDEO (or an image) that become tokens, and measure what they carry."""
-    from .patchify import iter_clip_samples, patchify_samples
+def patchify(video: str, recipe_path: str | None, as_json: bool, no_fidelity: bool, **params) -> None:
+    """Choose the patches of VIDEO (or an image) that become tokens, and measure what they carry.
+    Without --recipe, --clip-seconds or --clip-frames the whole video is one clip."""
+    from .pipeline import ClipPipeline
 
-    config = _patchify_config(params)
+    pipeline = ClipPipeline(_recipe(recipe_path, params, _one_clip_unless_given(recipe_path, params)))
     records = []
     try:
-        for samples in iter_clip_samples(video, config):
-            patches = patchify_samples(samples, config)
-            fidelity = None if no_fidelity else _fidelity(samples, patches, config.seed)
+        for samples in pipeline.clips(video):
+            patches = pipeline.patchify(samples)
+            fidelity = None if no_fidelity else _fidelity(samples, patches, pipeline.config.seed)
             records.append(_clip_record(samples, patches, fidelity))
     except VideoError as error:
         _fail(str(error))
@@ -285,79 +244,42 @@ def patchify(video: str, as_json: bool, no_fidelity: bool, **params) -> None:
 
 @main.command()
 @click.argument("video")
-@_patchify_options
-@click.option("--encoder", default="pixel", show_default=True,
-              help="pixel, pixel:D (seeded orthonormal projection to D dims) or vit:PATH (a local Hugging Face "
-                   "CLIP/SigLIP vision tower: folder or safetensors/torch file).")
-@click.option("--xray", default="", help="With vit: EViT token reorganisation. 'default' = blocks 4,8,11 keeping 0.7; "
-              "or BLOCKS@RATE (4,8,11@0.7) or BLOCKS@threshold=T (keep tokens attended >= T/N); blocks one-indexed.")
-@click.option("--compress", "chain", default="", help="Compressor chain, e.g. apet:0.25 or duet:0.5,apet:0.5 (@clip for clip scope).")
+@_RECIPE_OPTION
+@recipe_flags("patchify", "clips", "encoder", "compress")
 @click.option("--text", "texts", multiple=True, help="Text query for DUET T2V (repeatable).")
 @click.option("--t2v", type=float, default=0.5, show_default=True, help="Fraction of tokens T2V keeps for the --text queries.")
 @click.option("--text-tower", default=None, help="Local CLIP or SigLIP checkpoint folder with tokenizer (default: the vit:PATH folder).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per clip (an array when there are several).")
-def encode(video: str, encoder: str, xray: str, chain: str, texts: tuple[str, ...], t2v: float, text_tower: str | None,
-           as_json: bool, **params) -> None:
-    """Patchify VIDEO, encode the kept patches as tokens and compress them; report each stage."""
+def encode(video: str, recipe_path: str | None, texts: tuple[str, ...], t2v: float, text_tower: str | None, as_json: bool,
+           **params) -> None:
+    """Patchify VIDEO, encode the kept patches as tokens and compress them; report each stage.
+    Without --recipe, --clip-seconds or --clip-frames the whole video is one clip."""
 
-    from .patchify import iter_clip_samples, patchify_samples
-    from .tokens import compress, encode_pixels, encode_with_vit, load_vit, parse_chain, parse_xray, random_prune, relative_rebuild_error, stride_prune
+    from .pipeline import ClipPipeline
+    from .tokens import random_prune, relative_rebuild_error, stride_prune
 
-    name, _, argument = encoder.partition(":")
-    dim_text = argument if name == "pixel" else ""
-    if name not in ("pixel", "vit") or (name == "pixel" and argument and not argument.isdigit()) or (name == "vit" and not argument):
-        raise click.BadParameter(f"{encoder!r}: expected pixel, pixel:D or vit:PATH", param_hint="--encoder")
-    model = None
-    if name == "vit":
-        try:
-            overrides = parse_xray(xray)
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="--xray") from None
-        try:
-            model = load_vit(argument, **overrides)
-        except (OSError, ValueError, KeyError) as error:
-            raise click.BadParameter(str(error), param_hint="--encoder") from error
-    elif xray:
-        raise click.BadParameter("--xray needs --encoder vit:PATH", param_hint="--xray")
-    tower = text_queries = None
-    if texts:
-        from .tokens import TextTower
-
-        folder = text_tower or (argument if name == "vit" else None)
-        if folder is None:
-            raise click.BadParameter("--text needs --text-tower PATH (or --encoder vit:PATH of a CLIP or SigLIP folder)", param_hint="--text")
-        try:
-            tower = TextTower(folder)
-        except (OSError, ValueError) as error:
-            raise click.BadParameter(f"{folder}: {error}", param_hint="--text-tower") from error
-        text_queries = tower.embed_texts(list(texts))
-        if model is None:
-            raise click.BadParameter("--text scores ViT tokens: use --encoder vit:PATH", param_hint="--text")
+    recipe = _recipe(recipe_path, params, _one_clip_unless_given(recipe_path, params))
+    pipeline = ClipPipeline(recipe)
     try:
-        parse_chain(chain)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--compress") from error
-    config = _patchify_config(params)
+        pipeline.model  # noqa: B018 - load it now: a bad checkpoint is a user error before any decoding
+        pipeline.check_patch()
+    except (OSError, ValueError, KeyError) as error:
+        raise click.BadParameter(str(error), param_hint="--encoder") from error
+    if texts:
+        try:
+            pipeline.with_texts(list(texts), t2v, text_tower)
+        except (OSError, ValueError) as error:
+            raise click.BadParameter(str(error), param_hint="--text-tower" if text_tower else "--text") from error
     records = []
     try:
-        for samples in iter_clip_samples(video, config):
-            patches = patchify_samples(samples, config)
-            if model is not None:
-                if model.config.patch != config.patch:
-                    raise click.BadParameter(f"the ViT's patch is {model.config.patch} px; pass --patch {model.config.patch}")
-                tokens = encode_with_vit(model, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
-            else:
-                tokens = encode_pixels(patches.pixels, patches.positions, patches.sample_index, dim=int(dim_text) if dim_text else None)
-            compressed = compress(tokens, chain)
-            if tower is not None:
-                from .tokens import duet_t2v
-
-                compressed = duet_t2v(compressed, text_queries, t2v, vision_projection=tower.project_vision)
+        for samples in pipeline.clips(video):
+            clip = pipeline.process(samples, video_id=video, source=video)
+            patches, tokens, compressed = clip.patches, clip.encoded, clip.tokens
             ratio = compressed.n_tokens / max(tokens.n_tokens, 1)
             # Reference: the encoder's token for every kept patch (after Xray, fused patches share one).
             reference = tokens.tokens[tokens.absorbed_into]
             fidelity = {"relative_error": round(relative_rebuild_error(reference, compressed), 6)}
-            if chain or tower is not None:
+            if recipe.compress or texts:
                 fidelity["random"] = round(relative_rebuild_error(reference, random_prune(tokens, ratio)), 6)
                 fidelity["stride"] = round(relative_rebuild_error(reference, stride_prune(tokens, ratio)), 6)
             records.append({
@@ -386,19 +308,6 @@ _EXIT_INPUTS_FAILED = 4  # --strict: the run finished, but some inputs failed (r
 _EXIT_INTERRUPTED_HELP = "SIGINT (Ctrl-C) or SIGTERM: what finished is committed, exit status 130 or 143 (128 + signal)"
 
 
-class _Workers(click.ParamType):
-    """``--workers``: ``auto`` or a count >= 0."""
-
-    name = "auto|N"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int) or value == "auto":
-            return value
-        if str(value).isdigit():
-            return int(value)
-        self.fail(f"{value!r}: expected auto or a whole number >= 0", param, ctx)
-
-
 def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrides: dict, flags: dict) -> None:
     """Validate, scan the inputs, plan and run; ``flags``: progress, dry_run, limit, strict, overwrite."""
     from .pipeline import (SKIPPED, Interrupted, RecipeError, format_plan, load_recipe, parse_extensions, plan_run, run,
@@ -407,7 +316,7 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
     from .shards import FolderInUseError, RecipeMismatchError, Store, is_object_store
 
     try:
-        recipe = load_recipe(recipe_path, overrides, _FLAG_NAMES)
+        recipe = load_recipe(recipe_path, overrides, FLAG_NAMES)
         if is_object_store(input_spec):  # an object-store prefix or list (s3://bucket/videos/, s3://bucket/LIST.txt)
             scan = InputScan(inputs=list(iter_inputs(input_spec, parse_extensions(recipe.inputs.extensions),
                                                      endpoint=recipe.output.s3_endpoint)))
@@ -458,49 +367,18 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
         sys.exit(_EXIT_INPUTS_FAILED)
 
 
-_RUN_OVERRIDES = [
+_RUN_OPTIONS = [
     click.option("--input", "input_spec", required=True, help="Folder, glob, LIST.txt (path[TAB]text) or LIST.parquet."),
     click.option("--output", required=True, type=click.Path(file_okay=False), help="Shard folder (a rerun resumes it)."),
     click.option("--overwrite", is_flag=True, help="Delete what an earlier run wrote to --output and start again (needed "
                                                    "when its settings differ from this run's)."),
-    click.option("--workers", type=_Workers(), default=None,
-                 help="auto = in-process for a few inputs or one CPU, else Ray; 0 = in-process; N = N Ray workers "
-                      "(recipe: execution.workers, default auto)."),
-    click.option("--address", default=None, help="Join a Ray cluster: auto or ray://host:port."),
-    click.option("--deadline", type=float, default=None, help="Seconds a video may run (worker start-up not counted) before its worker is killed."),
-    click.option("--budget", type=BUDGET, default=None, help=_BUDGET_HELP + " Overrides patchify.budget."),
-    click.option("--compress", "chain", default=None, help="Override the compressor chain."),
-    click.option("--store-pixels/--no-store-pixels", default=None, help="Store the kept patches' pixels."),
-    click.option("--shard-mb", type=float, default=None, help="Roll shards over at about this many MB (recipe: output.shard_mb)."),
-    click.option("--commit-seconds", type=float, default=None,
-                 help="Finish the open shard at least this often, bounding what a kill loses (recipe: output.commit_seconds, default 60)."),
     click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."),
     click.option("--dry-run", is_flag=True, help="List what would run, what is already done and what is skipped (and why); write nothing."),
     click.option("--limit", type=click.IntRange(min=1), default=None, help="Process at most N inputs not yet done (try a recipe on a few)."),
     click.option("--strict", is_flag=True, help=f"Exit with status {_EXIT_INPUTS_FAILED} when any input failed (this run or an earlier one)."),
-    click.option("--extensions", default=None, help="Suffixes a folder input takes as videos, e.g. .mp4,.mkv (default: "
-                 "the common video suffixes; recipe: inputs.extensions). Other files are listed as skipped."),
-    click.option("--clip-seconds", type=float, default=None, help="Split videos into clips of this many seconds (default 30; "
-                 "0 = one clip per video; recipe: clips.seconds)."),
-    click.option("--max-pixels", type=int, default=None, help="Refuse frames larger than this (default 7680x4320; 0 = no limit)."),
-    click.option("--max-seconds", type=float, default=None, help="Refuse sources longer than this (default 6 h; 0 = no limit)."),
-    click.option("--max-file-mb", type=float, default=None, help="Refuse files larger than this many MiB (default 64 GiB; 0 = no limit)."),
-    click.option("--max-frames", type=int, default=None, help="Refuse sources with more frames (default 1,000,000; 0 = no limit)."),
-    click.option("--partial", type=click.Choice(["keep", "flag", "reject"]), default=None,
-                 help="Partial decodes (damaged or cut files): keep their rows, flag them in _stats.json too (default), "
-                      "or reject them as errors."),
 ]
-
-#: The flag behind each recipe override, so a bad value is reported under the flag the user typed.
-_FLAG_NAMES = {"execution.workers": "--workers", "execution.address": "--address", "execution.deadline_s": "--deadline",
-               "patchify.budget": "--budget", "compress": "--compress", "output.store_pixels": "--store-pixels",
-               "output.shard_mb": "--shard-mb", "encoder.dim": "--encoder-dim", "stream.realtime": "--realtime",
-               "stream.window": "--window", "stream.window_seconds": "--window-seconds", "stream.queue": "--queue",
-               "stream.when_behind": "--when-behind", "stream.rotate_seconds": "--rotate-seconds",
-               "stream.max_reconnects": "--max-reconnects", "stream.read_timeout": "--read-timeout", "stream.threads": "--threads",
-               "inputs.extensions": "--extensions", "clips.seconds": "--clip-seconds", "limits.max_pixels": "--max-pixels",
-               "limits.max_seconds": "--max-seconds", "limits.max_file_mb": "--max-file-mb",
-               "limits.max_frames": "--max-frames", "limits.partial": "--partial", "output.commit_seconds": "--commit-seconds"}
+#: The recipe sections a batch run reads; each key is a flag (codecpatch._flags).
+_RUN_SECTIONS = ("clips", "inputs", "limits", "patchify", "encoder", "compress", "output", "execution")
 
 
 def _shown_path(path: str, input_spec: str) -> str:
@@ -509,38 +387,25 @@ def _shown_path(path: str, input_spec: str) -> str:
 
 
 def _run_options(command):
-    for option in reversed(_RUN_OVERRIDES):
+    for option in reversed(_RUN_OPTIONS):
         command = option(command)
-    return command
-
-
-def _overrides(workers, address, deadline, budget, chain, store_pixels, shard_mb, commit_seconds=None, extensions=None,
-               clip_seconds=None, max_pixels=None, max_seconds=None, max_file_mb=None, max_frames=None, partial=None) -> dict:
-    return {"execution.workers": workers, "execution.address": address, "execution.deadline_s": deadline,
-            "patchify.budget": budget, "compress": chain, "output.store_pixels": store_pixels, "output.shard_mb": shard_mb,
-            "output.commit_seconds": commit_seconds,
-            "inputs.extensions": extensions.split(",") if extensions else None, "clips.seconds": clip_seconds,
-            "limits.max_pixels": max_pixels, "limits.max_seconds": max_seconds, "limits.max_file_mb": max_file_mb,
-            "limits.max_frames": max_frames, "limits.partial": partial}
+    return recipe_flags(*_RUN_SECTIONS)(command)
 
 
 @main.command(name="run", epilog=_EXIT_INTERRUPTED_HELP)
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @_run_options
 def run_recipe(recipe: str, input_spec: str, output: str, progress, dry_run, limit, strict, overwrite, **flags) -> None:
-    """Run a pipeline recipe (pipelines/*.toml) over a video dataset into Parquet token shards."""
-    _run_pipeline(recipe, input_spec, output, _overrides(**flags),
+    """Run a pipeline recipe (pipelines/*.toml) over a video dataset into Parquet token shards; flags override its keys."""
+    _run_pipeline(recipe, input_spec, output, _given_overrides(flags),
                   {"progress": progress, "dry_run": dry_run, "limit": limit, "strict": strict, "overwrite": overwrite})
 
 
 @main.command(epilog=_EXIT_INTERRUPTED_HELP)
 @_run_options
-@click.option("--encoder-dim", type=int, default=None, help="pixel encoder projection dims.")
-def batch(input_spec: str, output: str, progress, dry_run, limit, strict, overwrite, encoder_dim, **flags) -> None:
+def batch(input_spec: str, output: str, progress, dry_run, limit, strict, overwrite, **flags) -> None:
     """The batch pipeline with flags only (recipe defaults for everything not given)."""
-    overrides = _overrides(**flags)
-    overrides["encoder.dim"] = encoder_dim
-    _run_pipeline(None, input_spec, output, overrides,
+    _run_pipeline(None, input_spec, output, _given_overrides(flags),
                   {"progress": progress, "dry_run": dry_run, "limit": limit, "strict": strict, "overwrite": overwrite})
 
 
@@ -551,31 +416,13 @@ def batch(input_spec: str, output: str, progress, dry_run, limit, strict, overwr
               help="Recipe (e.g. pipelines/camera.toml); flags override it. Without one: built-in defaults (768-d pixel "
                    "tokens, no compressor, 256 MB shards).")
 @click.option("--id", "stream_id", default=None, help="video_id of the rows (default: the source without its query).")
-@click.option("--realtime/--no-realtime", default=None, help="Play a file at its frame rate, like a camera (default: no).")
-@click.option("--window", type=click.Choice(["gop", "seconds"]), default=None, help="Cut before each key frame (gop, the default) or every --window-seconds.")
-@click.option("--window-seconds", type=float, default=None, help="Window length in seconds mode (default: 2).")
-@click.option("--queue", type=int, default=None, help="Decoded windows that may wait for processing (default: 4).")
-@click.option("--when-behind", type=click.Choice(["auto", "drop_oldest", "block"]), default=None,
-              help="When the queue is full: drop the oldest window (counted) or stop decoding (default auto: drop for live "
-                   "sources and --realtime files, block for files read as fast as they decode).")
-@click.option("--rotate-seconds", type=float, default=None,
-              help="Finish the open shard after this many seconds (default: 60): the most a SIGKILL can lose.")
-@click.option("--shard-mb", type=float, default=None, help="... or at about this size (default: 256).")
-@click.option("--max-reconnects", type=int, default=None, help="Give up after this many failed reconnect attempts in a row (default: retry forever).")
-@click.option("--read-timeout", type=float, default=None, help="Seconds without data before the source counts as stalled (default: 5).")
-@click.option("--rtsp-transport", type=click.Choice(["auto", "udp", "tcp"]), default=None,
-              help="RTSP: RTP over UDP or over the RTSP TCP connection (default auto: UDP, then TCP).")
 @click.option("--max-windows", type=int, default=None, help="Stop after this many windows (default: no limit).")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: no limit).")
-@click.option("--budget", type=BUDGET, default=None, help=_BUDGET_HELP + " Overrides patchify.budget.")
-@click.option("--compress", "chain", default=None, help="Override the compressor chain.")
-@click.option("--encoder-dim", type=int, default=None, help="pixel encoder projection dims.")
-@click.option("--threads", type=int, default=None, help="torch/OpenCV threads for processing (default: 1; 0 = every core).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--overwrite", is_flag=True, help="Delete what an earlier run wrote to --output and start again.")
-def stream(source: str, output: str, recipe_path: str | None, stream_id: str | None, realtime, window, window_seconds, queue,
-           when_behind, rotate_seconds, shard_mb, max_reconnects, read_timeout, rtsp_transport, max_windows, duration, budget, chain,
-           encoder_dim, threads, progress, overwrite) -> None:
+@recipe_flags("stream", "patchify", "encoder", "compress", "limits", "output")
+def stream(source: str, output: str, recipe_path: str | None, stream_id: str | None, max_windows, duration, progress, overwrite,
+           **flags) -> None:
     """Stream a camera (/dev/videoN), a network URL (rtsp/rtmp/http/tcp/udp) or a file into rolling token shards.
 
     Ctrl-C or SIGTERM finishes the current window, closes the shard and exits with status 0. Exit status 3:
@@ -584,19 +431,10 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
     import signal
     import threading
 
-    from .pipeline import RecipeError, load_recipe
     from .shards import FolderInUseError, RecipeMismatchError
     from .stream import run_stream
 
-    overrides = {"stream.realtime": realtime, "stream.window": window, "stream.window_seconds": window_seconds,
-                 "stream.queue": queue, "stream.when_behind": when_behind, "stream.rotate_seconds": rotate_seconds,
-                 "output.shard_mb": shard_mb, "stream.max_reconnects": max_reconnects, "stream.read_timeout": read_timeout,
-                 "stream.rtsp_transport": rtsp_transport,
-                 "patchify.budget": budget, "compress": chain, "encoder.dim": encoder_dim, "stream.threads": threads}
-    try:
-        recipe = load_recipe(recipe_path, overrides, _FLAG_NAMES)
-    except RecipeError as error:
-        _fail(str(error))
+    recipe = _recipe(recipe_path, flags)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     stop = threading.Event()
 
@@ -627,23 +465,24 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
 @main.command()
 @click.argument("video")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.png (grid of sampled frames) or FILE.mp4.")
-@_patchify_options
+@_RECIPE_OPTION
+@recipe_flags("patchify", "clips")
 @click.option("--columns", type=int, default=8, show_default=True, help="Tiles per row in the PNG.")
 @click.option("--max-tiles", type=int, default=16, show_default=True, help="Sampled frames shown in the PNG.")
-def viz(video: str, out: str, columns: int, max_tiles: int, **params) -> None:
-    """Draw the selection: kept patches bright, dropped ones dimmed, motion arrows, budget and PSNR."""
-    from .patchify import iter_clip_samples, patchify_samples
+def viz(video: str, out: str, recipe_path: str | None, columns: int, max_tiles: int, **params) -> None:
+    """Draw the selection: kept patches bright, dropped ones dimmed, motion arrows, budget and PSNR (first clip)."""
+    from .pipeline import ClipPipeline
     from .viz import save_picture
 
-    config = _patchify_config(params)
+    pipeline = ClipPipeline(_recipe(recipe_path, params, _one_clip_unless_given(recipe_path, params)))
     try:
-        samples = next(iter(iter_clip_samples(video, config)), None)
+        samples = next(iter(pipeline.clips(video)), None)
     except VideoError as error:
         _fail(str(error))
     if samples is None:
         _fail(f"{video}: no frame could be decoded")
-    patches = patchify_samples(samples, config)
-    psnr = {name: f.psnr_or_none() for name, f in _fidelity(samples, patches, config.seed).items()}
+    patches = pipeline.patchify(samples)
+    psnr = {name: f.psnr_or_none() for name, f in _fidelity(samples, patches, pipeline.config.seed).items()}
     try:
         path = save_picture(samples, patches, psnr, out, columns=columns, max_tiles=max_tiles)
     except (ValueError, OSError) as error:

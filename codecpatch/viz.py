@@ -11,7 +11,7 @@ import numpy as np
 from .decode import write_rgb_video
 from .metrics import fields_on_canvas
 from .patchify import ClipSamples, PatchSet
-from .patchify._geometry import sum_pool
+from .patchify import sum_pool
 
 _KEPT_COLOUR = (60, 220, 90)
 _ARROW_COLOUR = (255, 80, 60)

@@ -87,18 +87,48 @@ def test_patchify_prints_an_array_for_several_clips_and_fails_cleanly(tmp_path):
 
 
 def test_viz_writes_a_png_and_an_mp4(tmp_path):
-    png = tmp_path / "sel.png"
-    result = codecpatch("viz", str(SAMPLES / "sprites_h264_b.mp4"), "--out", str(png), "--frames", "16")
-    assert result.returncode == 0, result.stderr
+    """The PNG shows each sampled frame with kept patches at their own brightness and dropped ones dimmed,
+    at the positions the same selection through the Python API keeps."""
     import cv2
+    import numpy as np
 
-    picture = cv2.imread(str(png))
-    assert picture is not None and picture.shape[0] > 224 and picture.shape[1] >= 8 * 224
+    from codecpatch.pipeline import ClipPipeline, load_recipe
+    from codecpatch.viz import _DIM
+
+    video = SAMPLES / "sprites_h264_b.mp4"
+    png = tmp_path / "sel.png"
+    result = codecpatch("viz", str(video), "--out", str(png), "--frames", "8", "--budget", "0.25", "--columns", "4")
+    assert result.returncode == 0, result.stderr
+    sheet = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
+
+    pipeline = ClipPipeline(load_recipe(None, {"patchify.frames": 8, "patchify.budget": "0.25", "clips.seconds": 0}))
+    samples = next(iter(pipeline.clips(video)))
+    patches = pipeline.patchify(samples)
+    frames = samples.canvas_frames()  # (8, 224, 224, 3): 8 tiles, 4 per row, under the title bar
+    size, patch = frames.shape[1], samples.geometry.patch
+    bar = sheet.shape[0] - 2 * (size + 4)
+    matched = {True: [0, 0], False: [0, 0]}  # kept / dropped -> [as drawn, patches looked at]
+    for t in range(1, 8):
+        top, left = bar + (t // 4) * (size + 4), (t % 4) * (size + 4)
+        tile = sheet[top:top + size, left:left + size].astype(int)
+        for r in range(2, 12):  # away from the labels at the top and bottom
+            for c in range(14):
+                inner = (slice(r * patch + 1, (r + 1) * patch - 1), slice(c * patch + 1, (c + 1) * patch - 1))  # inside the outline
+                truth = frames[t][inner]
+                kept = bool(patches.kept[t, r, c])
+                expected = truth.astype(int) if kept else (truth * _DIM).astype(np.uint8).astype(int)
+                # most pixels exactly as expected: a thin motion arrow may cross a few of them
+                matched[kept][0] += int(np.median(np.abs(tile[inner] - expected).max(axis=-1)) <= 1)
+                matched[kept][1] += 1
+    assert matched[True][1] > 0 and matched[False][1] > 0
+    assert matched[True] == [matched[True][1]] * 2  # kept: their own pixels
+    assert matched[False] == [matched[False][1]] * 2  # dropped: dimmed to _DIM of their brightness
+
     mp4 = tmp_path / "sel.mp4"
-    assert codecpatch("viz", str(SAMPLES / "sprites_h264_b.mp4"), "--out", str(mp4), "--frames", "12").returncode == 0
+    assert codecpatch("viz", str(video), "--out", str(mp4), "--frames", "12").returncode == 0
     summary = json.loads(codecpatch("inspect", str(mp4), "--json").stdout)["summary"]
     assert summary["frames"] == 12
-    assert codecpatch("viz", str(SAMPLES / "sprites_h264_b.mp4"), "--out", str(tmp_path / "x.gif")).returncode != 0
+    assert codecpatch("viz", str(video), "--out", str(tmp_path / "x.gif")).returncode != 0
 
 
 def test_encode_reports_stages_tokens_and_fidelity():
@@ -111,3 +141,42 @@ def test_encode_reports_stages_tokens_and_fidelity():
     assert record["fidelity"]["relative_error"] < record["fidelity"]["random"]
     bad = codecpatch("encode", str(SAMPLES / "sprites_h264_b.mp4"), "--compress", "tome:0.5")
     assert bad.returncode == 2 and "unknown compressor" in bad.stderr
+
+
+def test_the_command_line_and_the_python_api_give_the_same_rows(tmp_path):
+    """CLI = API: `codecpatch batch` writes exactly the rows `process_video` returns for the same settings
+    given as flags and as recipe keys, and `codecpatch encode` counts the same tokens per clip."""
+    import shutil
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from codecpatch.pipeline import list_inputs, load_recipe, process_video
+    from codecpatch.shards import Manifest
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "sprites_h264_b.mp4", folder / "a.mp4")
+    flags = {"--frames": "16", "--budget": "0.25", "--encoder": "pixel:64", "--compress": "apet:0.5", "--clip-frames": "25",
+             "--fusion": "max", "--no-keep-first": None}
+    argv = [part for flag, value in flags.items() for part in ([flag] if value is None else [flag, value])]
+    out = tmp_path / "out"
+    result = codecpatch("batch", "--input", str(folder), "--output", str(out), "--workers", "0", *argv)
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table([out / s["file"] for s in Manifest.read(out).shards]).sort_by("clip_index").to_pylist()
+
+    recipe = load_recipe(None, {"patchify.frames": 16, "patchify.budget": "0.25", "encoder.name": "pixel:64",
+                                "compress": "apet:0.5", "clips.frames": 25, "patchify.fusion": "max", "patchify.keep_first": False})
+    api = process_video(list_inputs(folder)[0], recipe)
+    assert api.error is None and len(api.rows) == len(table) == 2
+    for row, written in zip(api.rows, table):
+        assert (written["clip_index"], written["n_selected"], written["encoder"], written["compressors"]) == \
+            (row.clip_index, row.n_selected, "pixel:64", "apet:0.5")
+        np.testing.assert_array_equal(np.asarray(written["tokens"], np.float16).reshape(row.tokens.shape), row.tokens)
+        np.testing.assert_array_equal(np.asarray(written["positions"]).reshape(row.positions.shape), row.positions)
+
+    encoded = codecpatch("encode", str(SAMPLES / "sprites_h264_b.mp4"), *argv, "--json")
+    assert encoded.returncode == 0, encoded.stderr
+    records = json.loads(encoded.stdout)
+    assert [r["n_tokens"] for r in records] == [len(row.tokens) for row in api.rows]
+    assert [r["n_patches"] for r in records] == [row.n_selected for row in api.rows]

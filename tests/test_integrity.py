@@ -298,17 +298,27 @@ def test_stale_ray_temp_folders_of_dead_runs_are_removed(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_deadline_counts_running_time_and_ray_leaves_nothing_behind(clips, tmp_path):
+def test_ray_deadline_counts_running_time_and_ray_leaves_nothing_behind(clips, tmp_path, monkeypatch):
     """A fresh local Ray takes seconds to start a worker; a 2 s deadline for sub-second clips must not
     count that. After the run its temp folder is gone."""
-    before = set(os.listdir("/tmp"))
+    import codecpatch.pipeline._local_ray as local_ray
+
+    made: list[str] = []  # the temp folders this run asked for (other processes' Ray runs may come and go in /tmp)
+    real_mkdtemp = local_ray.tempfile.mkdtemp
+
+    def recording_mkdtemp(*args, **kwargs):
+        made.append(real_mkdtemp(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(local_ray.tempfile, "mkdtemp", recording_mkdtemp)
     recipe = load_recipe(None, {**RECIPE, "execution.workers": 1, "execution.deadline_s": 2})
     inputs = [i for i in list_inputs(clips) if i.video_id != "empty.mp4"][:2]
     stats = run(recipe, inputs, tmp_path / "out", progress=False)
     assert (stats.processed, stats.failed) == (2, 0), stats.errors_by_kind
     assert "Ray, 1 workers" in stats.execution
-    left = {name for name in set(os.listdir("/tmp")) - before if name.startswith("cpray")}
-    assert not [name for name in left if os.path.exists(f"/tmp/{name}/{_OWNER}")], left
+    ours = [name for name in made if os.path.basename(name).startswith("cpray")]
+    assert len(ours) == 1, made
+    assert not os.path.exists(ours[0]), ours
 
 
 def test_the_progress_bar_moves_with_every_video_and_shows_rates_errors_and_eta(monkeypatch, clips, results, tmp_path, capsys):

@@ -217,3 +217,16 @@ def test_refresh_patches_spread_the_budget_and_keep_the_invariants(refresh):
     # refresh reaches regions the energy never picks: more distinct patch positions are touched
     touched = lambda p: int(p.kept[1:].any(axis=0).sum())  # noqa: E731
     assert touched(mixed) > touched(plain)
+
+
+def test_importing_the_pure_patchify_functions_does_not_load_pyav():
+    """`import codecpatch.patchify` for patchify_samples and friends leaves PyAV (and the decode layer)
+    unloaded; the collector comes in on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import codecpatch.patchify as p; p.patchify_samples; p.Budget; "
+            "print('av' in sys.modules, 'codecpatch.decode' in sys.modules); p.iter_clip_samples; print('av' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "True"]

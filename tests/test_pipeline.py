@@ -227,23 +227,88 @@ def test_an_encode_stage_the_cluster_cannot_hold_is_refused_at_once(dataset, tmp
     assert time.monotonic() - started < 60
 
 
-def test_every_user_facing_patchify_setting_is_reachable_from_a_recipe():
-    """A PatchifyConfig field the CLI exposes must be settable in a recipe too (they drifted before: fusion,
-    seed, keep_first, image_frame and selection could not be set in a recipe)."""
+#: A value other than the default for every PatchifyConfig field (clip_* come from the [clips] section).
+_CHANGED_PATCHIFY = {"mode": "chunk", "budget": "8f", "selection": "onevision", "frames": 32, "timeline_slots": 32, "size": 112,
+                     "max_side": 160, "exact_size": (320, 240), "patch": 14, "energy": "instant", "normalise": "frame",
+                     "camera": "affine", "fusion": "weighted", "motion_weight": 0.25, "keep_first": False, "keep_i_frames": True,
+                     "refresh": 0.25, "static_motion_px": 1.5, "static_residual": 3.0, "image_frame": 3, "block_size": 16,
+                     "seed": 7, "clip_seconds": 5.0, "clip_frames": 12}
+
+
+def _recipe_key(field: str) -> str:
+    return {"clip_seconds": "clips.seconds", "clip_frames": "clips.frames"}.get(field, f"patchify.{field}")
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def test_every_patchify_setting_is_reachable_from_a_recipe_and_every_video_command(tmp_path):
+    """Each PatchifyConfig field can be set in a recipe (TOML) and by a flag of every command that
+    processes video; a field added later and reachable from neither fails here (they drifted before)."""
     import dataclasses
 
-    from codecpatch.patchify import PatchifyConfig
-    from codecpatch.pipeline._process import patchify_config
+    from codecpatch import cli
+    from codecpatch._flags import FLAG_NAMES, overrides
+    from codecpatch.patchify import Budget, PatchifyConfig
 
-    internal = {"timeline_slots", "exact_size", "motion_weight", "static_motion_px", "static_residual", "block_size",
-                "clip_seconds", "clip_frames"}  # fixed by design, or set from the recipe's [clips] section
-    fields = {f.name for f in dataclasses.fields(PatchifyConfig)} - internal
-    changed = {"mode": "chunk", "budget": "8f", "selection": "onevision", "frames": 32, "size": 112, "max_side": 160,
-               "patch": 14, "energy": "instant", "normalise": "frame", "camera": "affine", "fusion": "max",
-               "keep_first": False, "keep_i_frames": True, "refresh": 0.25, "image_frame": 3, "seed": 7}
-    assert fields == set(changed), fields ^ set(changed)
-    config = patchify_config(load_recipe(None, {f"patchify.{name}": value for name, value in changed.items()}))
-    for name, value in changed.items():
-        assert str(getattr(config, name)) == str(value), name
-    default = patchify_config(load_recipe(None, {}))
-    assert all(getattr(default, name) == getattr(PatchifyConfig(), name) for name in fields if name != "budget")
+    fields = {f.name for f in dataclasses.fields(PatchifyConfig)}
+    assert fields == set(_CHANGED_PATCHIFY), fields ^ set(_CHANGED_PATCHIFY)
+    default = PatchifyConfig()
+    commands = ((cli.patchify, ["v.mp4"]), (cli.encode, ["v.mp4"]), (cli.viz, ["v.mp4", "--out", "x.png"]),
+                (cli.run_recipe, ["r.toml", "--input", "i", "--output", "o"]), (cli.batch, ["--input", "i", "--output", "o"]),
+                (cli.stream, ["s", "--output", "o"]))
+    for name, value in _CHANGED_PATCHIFY.items():
+        expected = Budget.parse(value) if name == "budget" else value
+        section, _, key = _recipe_key(name).partition(".")
+        recipe_file = tmp_path / f"{name}.toml"
+        recipe_file.write_text(f"[{section}]\n{key} = {_toml_value(value)}\n")
+        from_recipe = load_recipe(recipe_file).patchify_config
+        assert getattr(from_recipe, name) == expected != getattr(default, name), name
+        flag = FLAG_NAMES[_recipe_key(name)]
+        if isinstance(value, bool):
+            argv = [flag if value else f"--no-{flag[2:]}"]
+        else:
+            argv = [flag, "x".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+        for command, extra in commands:
+            if name.startswith("clip_") and command is cli.stream:
+                continue  # a live stream is cut into windows, not clips
+            with command.make_context(command.name, [*extra, *argv]) as ctx:
+                given = overrides(dict(ctx.params))
+            assert getattr(load_recipe(None, given, FLAG_NAMES).patchify_config, name) == expected, (command.name, name)
+
+
+def test_encoder_and_compressor_settings_are_reachable_from_the_command_line():
+    """Every key of [encoder] and the compressor chain is a flag of run, batch, stream and encode; the
+    encoder spec, Xray spec and chain are parsed once, in the recipe."""
+    from codecpatch import cli
+    from codecpatch._flags import flags_of
+    from codecpatch.pipeline._recipe import Encoder
+
+    keys = {f"encoder.{name}" for name in Encoder.model_fields} | {"compress"}
+    assert {flag.key for flag in flags_of("encoder", "compress")} == keys
+    for command in (cli.run_recipe, cli.batch, cli.stream, cli.encode):
+        names = {option for param in command.params for option in param.opts}
+        assert {flag.flag for flag in flags_of("encoder", "compress")} <= names, command.name
+    recipe = load_recipe(None, {"encoder.name": "vit:/models/x", "encoder.xray": "4,8@0.5", "compress": "apet:0.25"})
+    assert (recipe.encoder.name, recipe.encoder.path, recipe.encoder.spec) == ("vit", "/models/x", "vit:/models/x+xray:4,8@0.5")
+    assert recipe.encoder.xray_overrides == {"xray_blocks": (4, 8), "xray_keep": 0.5}
+    assert recipe.chain == [("apet", 0.25, "frame")]
+    assert load_recipe(None, {"encoder.name": "pixel:64"}).encoder.spec == "pixel:64"
+    with pytest.raises(RecipeError, match="--encoder"):
+        load_recipe(None, {"encoder.name": "pixel:x"}, {"encoder.name": "--encoder"})
+
+
+def test_new_recipe_keys_at_their_defaults_leave_the_fingerprint_as_it_was():
+    """Keys added to [patchify] later are out of the fingerprint while they hold their default, so older
+    outputs resume; a changed value is in it."""
+    from codecpatch.pipeline import row_fingerprint
+
+    fingerprint = row_fingerprint(load_recipe(None))
+    assert "patchify.block_size" not in fingerprint and "patchify.exact_size" not in fingerprint
+    assert "patchify.budget" in fingerprint and "patchify.seed" in fingerprint
+    assert row_fingerprint(load_recipe(None, {"patchify.block_size": 16}))["patchify.block_size"] == 16

@@ -20,8 +20,7 @@ import pytest
 from codecpatch.decode import CodecFrame
 from codecpatch.errors import VideoNotFoundError
 from codecpatch.patchify import iter_clip_samples
-from codecpatch.pipeline import load_recipe
-from codecpatch.pipeline._process import patchify_config, process_clip
+from codecpatch.pipeline import ClipPipeline, load_recipe
 from codecpatch.shards import Manifest
 from codecpatch.stream import FrameClock, ReceiveAnchor, StreamSession, WindowClock, WindowPolicy, Windower, run_stream
 
@@ -155,8 +154,9 @@ def test_stream_windows_give_the_same_tokens_as_the_batch_path_on_the_same_frame
         results = list(session.results())
     assert [res.n_frames for res in results] == [GOP] * GOPS
     assert all(res.error is None for res in results)
-    config = replace(patchify_config(r), clip_seconds=None, clip_frames=GOP)
-    batch = [process_clip(s, r, config, video_id="x", source=str(camera_clip)) for s in iter_clip_samples(camera_clip, config)]
+    pipeline = ClipPipeline(r)  # the batch worker's stage object, on clips of one GOP
+    config = pipeline.config = replace(pipeline.config, clip_seconds=None, clip_frames=GOP)
+    batch = [pipeline.process(s, video_id="x", source=str(camera_clip)) for s in iter_clip_samples(camera_clip, config)]
     assert len(batch) == GOPS
     for live, clip in zip(results, batch):
         assert live.clip.row.clip_index == clip.row.clip_index
@@ -509,13 +509,59 @@ def test_failed_windows_are_recorded_and_a_restart_does_not_reuse_their_numbers(
     assert Manifest.read(out).streams[str(camera_clip)]["windows"] == 5
 
 
-def test_credentials_in_a_url_never_reach_the_rows(tmp_path):
+def test_credentials_in_a_url_never_reach_the_rows(tmp_path, caplog, monkeypatch):
+    """A stream from a URL with a user, a password and a token: no row, error record, window log, stats
+    file or log line holds the password or the token, a failing window's message included."""
+    import functools
+    import http.server
+    import logging
+    import shutil
+
+    from codecpatch.pipeline import ClipPipeline
     from codecpatch.stream import default_stream_id, redact
 
     url = "rtsp://admin:hunter2@cam.local:554/live?channel=1&token=abc123"
     assert redact(url) == "rtsp://***@cam.local:554/live?channel=1&token=***"
     assert default_stream_id(url) == "rtsp://***@cam.local:554/live"
     assert redact("/dev/video0") == "/dev/video0"
+
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy(SAMPLES / "sprites_h264_p.mp4", served / "cam.mp4")  # index first: FFmpeg reads it over plain HTTP
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    password, token = "pa55wordXYZ", "t0kenSECRET42"
+    source = f"http://admin:{password}@127.0.0.1:{server.server_address[1]}/cam.mp4?token={token}"
+    process = ClipPipeline.process
+
+    def fails_on_window_1(self, samples, **kwargs):  # an error whose message repeats the full source
+        if samples.info.clip_index == 1:
+            raise RuntimeError(f"could not encode {source}")
+        return process(self, samples, **kwargs)
+
+    monkeypatch.setattr(ClipPipeline, "process", fails_on_window_1)
+    out = tmp_path / "out"
+    try:
+        with caplog.at_level(logging.DEBUG):
+            stats = run_stream(source, recipe(when_behind="block", max_reconnects=0, window="seconds", window_seconds=0.5),
+                               out, progress=False, max_windows=3)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (stats.windows_written, stats.windows_failed) == (2, 1)
+    table = pq.read_table([out / s["file"] for s in Manifest.read(out).shards]).to_pylist()
+    errors = pq.read_table(out / "_errors.parquet").to_pylist()
+    assert len(table) == 2 and len(errors) == 1 and "could not encode http://***@" in errors[0]["message"]
+    assert all(row["source"].startswith("http://***@") and "token=***" in row["source"] for row in table)
+    texts = [str(table), str(errors), caplog.text] + [path.read_bytes().decode("latin-1") for path in out.rglob("*") if path.is_file()]
+    assert "could not encode" in caplog.text  # the failure was logged, redacted
+    for text in texts:
+        assert password not in text and token not in text
 
 
 def test_a_typo_in_the_protocol_fails_at_once_instead_of_retrying_forever(tmp_path):

@@ -9,7 +9,7 @@ from ._reader import VideoReader, probe, read_frames
 from ._source import is_url, redact, redact_text
 from ._transcode import TranscodeResult, transcode_for_vectors
 from ._write import write_rgb_video
-from ._types import ASSUMED_FPS, CODECS_WITH_VECTORS, NO_LIMITS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport, StreamInfo
+from ._types import ASSUMED_FPS, CODECS_WITH_VECTORS, NO_LIMITS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport, StreamInfo, plausible_fps
 
 __all__ = [
     "ASSUMED_FPS",
@@ -26,6 +26,7 @@ __all__ = [
     "plan_packets",
     "probe",
     "is_url",
+    "plausible_fps",
     "read_frames",
     "redact",
     "redact_text",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import av
 
 from ._source import open_container
-from ._types import PLAUSIBLE_FPS
+from ._types import plausible_fps
 
 
 
@@ -55,8 +55,6 @@ def plan_packets(source: str | os.PathLike, timeout: float = 10.0) -> PacketPlan
                 fps = (len(timestamps) - 1) / span
         if fps is None and stream.average_rate:
             fps = float(stream.average_rate)
-        if fps is not None and not PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1]:
-            fps = None
-        return PacketPlan(count, fps, complete)
+        return PacketPlan(count, plausible_fps(fps), complete)
     finally:
         container.close()

@@ -22,8 +22,8 @@ from ..motion import (
     grid_shape_for,
 )
 from ._source import is_url, open_container
-from ._types import (ASSUMED_FPS, CODECS_WITH_VECTORS, PLAUSIBLE_FPS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport,
-                     MotionSource, StreamInfo)
+from ._types import (ASSUMED_FPS, CODECS_WITH_VECTORS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport,
+                     MotionSource, StreamInfo, plausible_fps)
 
 _PICT_TYPE_NAMES = {1: "I", 2: "P", 3: "B", 4: "S", 5: "SI", 6: "SP", 7: "BI"}
 # Pixel formats whose first plane is 8-bit luma that can be read in place.
@@ -351,7 +351,7 @@ class VideoReader:
 
     @staticmethod
     def _plausible(fps: float | None) -> bool:
-        return fps is not None and PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1]
+        return plausible_fps(fps) is not None
 
 
 def check_file_size(source: str, limits: DecodeLimits) -> None:

@@ -19,6 +19,12 @@ MotionSource = Literal["codec", "flow", "none"]
 #: Frame rates outside this range (frames per second) are treated as "no usable rate" (e.g. a 1/1000
 #: time base reported as 1000 fps).
 PLAUSIBLE_FPS = (1.0, 480.0)
+
+
+def plausible_fps(fps: float | None) -> float | None:
+    """``fps`` when it is a usable frame rate (within PLAUSIBLE_FPS), else None."""
+    return fps if fps is not None and PLAUSIBLE_FPS[0] <= fps <= PLAUSIBLE_FPS[1] else None
+
 #: Frame rate assumed for a stream with neither timestamps nor a usable rate in its header or container (e.g.
 #: IVF with all-zero pts): its times are estimates, and the decode report and shard rows say so.
 ASSUMED_FPS = 25.0

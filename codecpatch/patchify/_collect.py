@@ -20,19 +20,27 @@ from ..errors import InvalidVideoError, VideoNotFoundError
 from ..motion import grid_shape_for
 from ._config import PatchifyConfig
 from ._energy import compose_fields, object_motion_magnitude
-from ._geometry import CanvasGeometry, exact_geometry, native_geometry, square_geometry
+from ._geometry import CanvasGeometry, canvas_geometry
 from ._sampling import chunk_bounds, plan_clips, uniform_samples
 from ._types import ClipInfo, ClipSamples
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
-def canvas_geometry(width: int, height: int, config: PatchifyConfig) -> CanvasGeometry:
-    if config.exact_size is not None:
-        return exact_geometry(width, height, *config.exact_size, config.patch)
-    if config.max_side is not None:
-        return native_geometry(width, height, config.max_side, config.patch)
-    return square_geometry(width, height, config.size, config.patch)
+def decode_options(config: PatchifyConfig, **settings) -> DecodeOptions:
+    """The DecodeOptions patchification needs under ``config`` (RGB frames; in codec mode block motion and
+    residual on its ``block_size`` grid, none otherwise; damaged packets skipped), plus the caller's
+    ``settings`` (timeouts, threads, limits, RGB size or selection, container options). Files (here) and
+    live streams (codecpatch.stream) decode with these same options."""
+    codec_mode = config.mode == "codec"
+    return DecodeOptions(block_size=config.block_size, rgb=True, keep_vectors=False, on_error="skip",
+                         motion="auto" if codec_mode else "none", residual="mc" if codec_mode else "none", **settings)
+
+
+def content_size(width: int, height: int, config: PatchifyConfig) -> tuple[int, int]:
+    """(width, height) of a ``width`` x ``height`` frame's picture on the canvas (its RGB is converted to this)."""
+    geometry = canvas_geometry(width, height, config)
+    return geometry.content_width, geometry.content_height
 
 
 def iter_clip_samples(
@@ -68,16 +76,9 @@ def iter_clip_samples(
         collector.set_samples(frame_indices)
     # Sampled frames are converted straight to the canvas content size (swscale); a frame of another size
     # (the header was wrong, or the size changes) is resized again on arrival.
-    content_size = None
-    if header.width and header.height:
-        geometry = canvas_geometry(header.width, header.height, config)
-        content_size = (geometry.content_width, geometry.content_height)
-    options = DecodeOptions(
-        block_size=config.block_size, rgb=True, rgb_size=content_size, rgb_select=collector.wants_rgb,
-        keep_vectors=False, on_error="skip",
-        motion="none" if config.mode != "codec" else "auto", residual="none" if config.mode != "codec" else "mc",
-        open_timeout=timeout, read_timeout=timeout, threads=decoder_threads, limits=limits,
-    )
+    rgb_size = content_size(header.width, header.height, config) if header.width and header.height else None
+    options = decode_options(config, rgb_size=rgb_size, rgb_select=collector.wants_rgb, open_timeout=timeout,
+                             read_timeout=timeout, threads=decoder_threads, limits=limits)
     with VideoReader(source, options) as reader:
         collector.codec = reader.info.codec
         for frame in reader:

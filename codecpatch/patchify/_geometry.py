@@ -93,6 +93,16 @@ def exact_geometry(source_width: int, source_height: int, width: int, height: in
     return CanvasGeometry(source_width, source_height, canvas_w, canvas_h, 0, 0, width, height, patch)
 
 
+def canvas_geometry(width: int, height: int, config) -> CanvasGeometry:
+    """The canvas of a ``width`` x ``height`` frame under a PatchifyConfig: ``exact_size``, else
+    ``max_side`` (native aspect), else the ``size`` square."""
+    if config.exact_size is not None:
+        return exact_geometry(width, height, *config.exact_size, config.patch)
+    if config.max_side is not None:
+        return native_geometry(width, height, config.max_side, config.patch)
+    return square_geometry(width, height, config.size, config.patch)
+
+
 def sum_pool(values: np.ndarray, patch: int) -> np.ndarray:
     """Sum (..., H, W) over non-overlapping patch x patch windows -> (..., H/patch, W/patch)."""
     *lead, h, w = values.shape

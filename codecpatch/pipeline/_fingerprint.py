@@ -16,6 +16,11 @@ _NOT_IN_ROWS = {"output.shard_mb", "output.commit_seconds", "output.s3_endpoint"
                 "stream.analyzeduration_s", "stream.max_reconnects", "stream.backoff_s", "stream.backoff_max_s",
                 "stream.threads", "stream.decoder_threads"}
 
+#: Keys added to the recipe after outputs were written: while they hold their default they are left out, so
+#: the fingerprint of an existing output (and its resume) is unchanged; any other value counts.
+_ADDED_LATER = ("patchify.timeline_slots", "patchify.exact_size", "patchify.motion_weight", "patchify.static_motion_px",
+                "patchify.static_residual", "patchify.block_size")
+
 
 def _flatten(data: dict, prefix: str = "") -> dict:
     flat: dict = {}
@@ -29,5 +34,7 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 
 def row_fingerprint(recipe: Recipe) -> dict:
     """{"section.key": value} of every recipe setting that changes the rows a run writes (JSON values)."""
+    defaults = _flatten(Recipe().model_dump(mode="json"))
     return {key: value for key, value in _flatten(recipe.model_dump(mode="json")).items()
-            if key not in _NOT_IN_ROWS and not key.startswith(_NOT_IN_ROWS_PREFIXES)}
+            if key not in _NOT_IN_ROWS and not key.startswith(_NOT_IN_ROWS_PREFIXES)
+            and not (key in _ADDED_LATER and value == defaults[key])}

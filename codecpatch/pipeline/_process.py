@@ -1,25 +1,20 @@
-"""One video through the whole pipeline: patchify -> encode -> compress -> shard rows. Runs in a worker
-(or in-process); returns rows or a recorded failure, never raises for bad input."""
+"""One video through the whole pipeline: its clips through a ClipPipeline into shard rows. Runs in a worker
+(or in-process); what happens to a video that fails is the caller's error policy."""
 
 from __future__ import annotations
 
 import time
-import traceback
 from dataclasses import dataclass, field, replace
-from functools import partial
-from typing import Callable
 
-import numpy as np
-
-from ..decode import DecodeReport, redact_text
-from ..errors import VideoError
-from ..patchify import Budget, ClipSamples, PatchifyConfig, PatchSet, iter_clip_samples, patchify_samples
+from ..decode import DecodeReport
 from ..shards import SampleRow
-from ..tokens import TokenSet, compress, encode_pixels, encode_with_vit, load_vit, parse_xray
+from ..tokens import TokenSet
+from ._clip import ClipEncoder, ClipPipeline, ClipResult, limit_threads
 from ._inputs import InputVideo
 from ._recipe import Recipe
 
-_MODELS: dict = {}
+__all__ = ["ClipEncoder", "ClipPipeline", "ClipResult", "VideoResult", "encode_and_compress", "limit_threads",
+           "pipeline_for", "process_video", "token_dim"]
 
 
 @dataclass
@@ -49,161 +44,51 @@ class VideoResult:
     flagged: bool = False
 
 
-def recipe_decoder_threads(recipe: Recipe) -> int:
-    """FFmpeg decoder threads of every decode of a recipe, in-process or in a Ray worker alike (one per
-    declared decode CPU): the same settings everywhere, so rows never depend on where a video ran."""
-    return max(1, int(recipe.execution.decode_cpus))
+_PIPELINES: dict = {}
 
 
-def patchify_config(recipe: Recipe) -> PatchifyConfig:
-    p = recipe.patchify
-    return PatchifyConfig(mode=p.mode, budget=Budget.parse(p.budget), selection=p.selection, frames=p.frames, size=p.size,
-                          max_side=p.max_side, patch=p.patch, energy=p.energy, normalise=p.normalise, camera=p.camera,
-                          fusion=p.fusion, keep_first=p.keep_first, keep_i_frames=p.keep_i_frames, refresh=p.refresh,
-                          image_frame=p.image_frame, seed=p.seed, clip_seconds=recipe.clips.split_seconds,
-                          clip_frames=recipe.clips.frames)
-
-
-def _vit(recipe: Recipe):
-    """The ViT of a recipe, loaded once per worker process."""
-    key = (recipe.encoder.path, recipe.encoder.xray)
-    if key not in _MODELS:
-        _MODELS[key] = load_vit(recipe.encoder.path, **parse_xray(recipe.encoder.xray))
-    return _MODELS[key]
-
-
-_WIDTHS: dict = {}
-
-
-def limit_threads(count: int) -> None:
-    """Hold torch and OpenCV to ``count`` threads (0 leaves them alone). Their default, one per core, makes
-    concurrent work contend: two Ray workers on two cores, or a stream's windows against its decode thread
-    (on 2 cores, ApET took 97 ms per 720p window instead of 22 ms, and seconds while other work ran)."""
-    if count <= 0:
-        return
-    import cv2
-    import torch
-
-    cv2.setNumThreads(count)
-    if torch.get_num_threads() != count:
-        torch.set_num_threads(count)
+def pipeline_for(recipe: Recipe) -> ClipPipeline:
+    """The ClipPipeline of ``recipe``, built once per process (a worker handles many videos of one recipe)."""
+    key = recipe.model_dump_json()
+    if key not in _PIPELINES:
+        _PIPELINES.clear()  # one recipe at a time: a new one replaces the old
+        _PIPELINES[key] = ClipPipeline(recipe)
+    return _PIPELINES[key]
 
 
 def token_dim(recipe: Recipe) -> int:
-    """Width of the tokens this recipe writes. For a ViT it is read from the checkpoint on the CPU and the
-    model is not kept: the process asking (e.g. the driver of a Ray run) need not hold it on a GPU."""
-    if recipe.encoder.name == "vit":
-        key = (recipe.encoder.path, recipe.encoder.xray)
-        if key in _MODELS:
-            return _MODELS[key].config.dim
-        if key not in _WIDTHS:
-            _WIDTHS[key] = load_vit(recipe.encoder.path, device="cpu", **parse_xray(recipe.encoder.xray)).config.dim
-        return _WIDTHS[key]
-    return recipe.encoder.dim or 3 * recipe.patchify.patch ** 2
-
-
-def encoder_name(recipe: Recipe) -> str:
-    if recipe.encoder.name == "vit":
-        return f"vit:{recipe.encoder.path}" + (f"+xray:{recipe.encoder.xray}" if recipe.encoder.xray else "")
-    return f"pixel:{recipe.encoder.dim}" if recipe.encoder.dim else "pixel"
-
-
-@dataclass
-class ClipResult:
-    """One clip after patchify, encode and compress.
-
-    Attributes:
-        row: the shard row.
-        tokens: the compressed TokenSet (torch tensors, as a model would consume them).
-        stage_seconds: {"patchify", "encode", "compress"} -> seconds.
-    """
-
-    row: SampleRow
-    tokens: TokenSet
-    stage_seconds: dict
-
-
-def process_clip(samples: ClipSamples, recipe: Recipe, config: PatchifyConfig, *, video_id: str, source: str,
-                 text: str | None = None, stages: list[str] | None = None, encoder: "ClipEncoder | None" = None) -> ClipResult:
-    """Patchify, encode and compress one clip's samples into a shard row. Raises on failure; the caller
-    learns the stage it was in from ``stages`` (each stage's name is appended as it starts)."""
-    stages = stages if stages is not None else []
-    if recipe.frozen.enabled:  # whole frames through a frozen encoder: no patch selection (pipeline/_frozen.py)
-        return _frozen_clip(samples, recipe, config, video_id=video_id, source=source, text=text, stages=stages)
-    stages.append("patchify")
-    started = time.perf_counter()
-    patches = patchify_samples(samples, config)
-    seconds = {"patchify": time.perf_counter() - started}
-    stages.append("encode+compress")
-    if encoder is None:
-        encoder = partial(_encode_patches, recipe)
-    tokens, encode_seconds = encoder(patches)  # local, or a separate encode stage (e.g. a GPU actor)
-    seconds.update(encode_seconds)
-    info = patches.info
-    row = SampleRow(
-        video_id=video_id, source=source, clip_index=info.clip_index, clip_start=info.time_start,
-        clip_end=info.time_end, fps=info.fps, width=info.width, height=info.height, codec=info.codec,
-        mode=patches.mode, budget=patches.budget, encoder=encoder_name(recipe), compressors=recipe.compress,
-        n_dense=patches.n_dense, n_selected=patches.n_kept, tokens=tokens.tokens.numpy().astype(np.float16),
-        positions=tokens.positions.numpy(), frame_types=samples.picture_types,
-        pixels=patches.pixels if recipe.output.store_pixels else None,  # every selected patch
-        text=text, times_estimated=info.times_estimated, sizes=tuple(f"{w}x{h}" for w, h in info.sizes),
-        token_sizes=tokens.sizes.numpy().astype(np.int32),
-    )
-    return ClipResult(row, tokens, seconds)
-
-
-def _frozen_clip(samples: ClipSamples, recipe: Recipe, config: PatchifyConfig, *, video_id: str, source: str,
-                 text: str | None, stages: list[str]) -> ClipResult:
-    from ._frozen import frozen_row, frozen_tokens
-
-    stages.append("encode+compress")
-    tokens, n_dense, seconds = frozen_tokens(samples, recipe, _vit(recipe) if recipe.encoder.name == "vit" else None)
-    row = frozen_row(samples, recipe, config, tokens, n_dense, video_id=video_id, source=source, encoder=encoder_name(recipe), text=text)
-    return ClipResult(row, tokens, seconds)
-
-
-ClipEncoder = Callable[[PatchSet], "tuple[TokenSet, dict]"]
+    """Width of the tokens ``recipe`` writes (see ClipPipeline.token_dim)."""
+    return pipeline_for(recipe).token_dim
 
 
 def encode_and_compress(recipe: Recipe, pixels, positions, sample_index, grid) -> tuple[TokenSet, dict]:
-    """The encode stage: the recipe's encoder, then its compressor chain. Returns the TokenSet and
-    {"encode", "compress"} -> seconds. Inputs as in PatchSet: pixels (K, 3, P, P) uint8, positions (K, 3)."""
-    started = time.perf_counter()
-    if recipe.encoder.name == "vit":
-        tokens = encode_with_vit(_vit(recipe), pixels, positions, sample_index, grid)
-    else:
-        tokens = encode_pixels(pixels, positions, sample_index, dim=recipe.encoder.dim)
-    encoded = time.perf_counter()
-    tokens = compress(tokens, recipe.compress)
-    return tokens, {"encode": encoded - started, "compress": time.perf_counter() - encoded}
+    """The encode stage of ``recipe`` (see ClipPipeline.encode)."""
+    return pipeline_for(recipe).encode(pixels, positions, sample_index, grid)
 
 
-def _encode_patches(recipe: Recipe, patches: PatchSet) -> tuple[TokenSet, dict]:
-    return encode_and_compress(recipe, patches.pixels, patches.positions, patches.sample_index, patches.geometry.grid)
+def process_video(item: InputVideo, recipe: Recipe, decoder_threads: int | None = None, encoder: ClipEncoder | None = None,
+                  on_error=None) -> VideoResult:
+    """Patchify, encode and compress every clip of one video.
 
-
-def process_video(item: InputVideo, recipe: Recipe, decoder_threads: int | None = None, encoder: ClipEncoder | None = None) -> VideoResult:
-    """Patchify, encode and compress every clip of one video. Bad input becomes ``result.error``.
-
-    ``decoder_threads`` caps FFmpeg's decoder threads (None = the recipe's, ``recipe_decoder_threads(recipe)``;
+    ``decoder_threads`` caps FFmpeg's decoder threads (None = the recipe's, ``ClipPipeline.decoder_threads``;
     give another value only to study its effect: rows of damaged files may then differ); ``encoder``
-    replaces the local encode + compress (a separate encode stage). Rows and messages name the source
-    with its credentials redacted; a partial decode is marked on every row (``complete`` = False) and in
-    ``result.partial``, or rejected, as ``recipe.limits.partial`` says."""
+    replaces the local encode + compress (a separate encode stage). ``on_error`` is the error policy
+    (codecpatch.pipeline.record_and_continue by default: bad input becomes ``result.error``; ``reraise``
+    raises). Rows and messages name the source with its credentials redacted; a partial decode is marked
+    on every row (``complete`` = False) and in ``result.partial``, or rejected, as ``recipe.limits.partial`` says."""
+    from ._errors import record_and_continue
+
+    pipeline = pipeline_for(recipe) if encoder is None else ClipPipeline(recipe, encoder=encoder)
+    policy = on_error or record_and_continue
     result = VideoResult(item.video_id)
-    config = patchify_config(recipe)
-    threads = recipe_decoder_threads(recipe) if decoder_threads is None else decoder_threads
     source = item.public_path
     report = DecodeReport()
     stages = ["decode"]
     timer = time.perf_counter()
     try:
-        for samples in iter_clip_samples(item.path, config, decoder_threads=threads, limits=recipe.limits.decode_limits(),
-                                         report=report):
-            result.stage_seconds["decode+select"] = result.stage_seconds.get("decode+select", 0.0) + time.perf_counter() - timer
-            clip = process_clip(samples, recipe, config, video_id=item.video_id, source=source, text=item.text, stages=stages,
-                                encoder=encoder)
+        for samples in pipeline.clips(item.path, report=report, decoder_threads=decoder_threads):
+            result.stage_seconds["decode"] = result.stage_seconds.get("decode", 0.0) + time.perf_counter() - timer
+            clip = pipeline.process(samples, video_id=item.video_id, source=source, text=item.text, stages=stages)
             for name, seconds in clip.stage_seconds.items():
                 result.stage_seconds[name] = result.stage_seconds.get(name, 0.0) + seconds
             result.rows.append(replace(clip.row, frames_decoded=samples.n_frames))
@@ -217,12 +102,9 @@ def process_video(item: InputVideo, recipe: Recipe, decoder_threads: int | None 
             result.error = ("decode", "no_frames", f"{source}: no frame could be decoded")
         else:
             _mark_completeness(result, report, recipe.limits.partial, source)
-    except VideoError as error:
-        result.rows, result.error = [], (stages[-1], error.kind, redact_text(str(error), item.path))
-    except Exception as error:  # a bug or an unexpected library error: record it, do not kill the run
+    except Exception as error:  # noqa: BLE001 - the policy decides (record, or raise)
         result.rows = []
-        message = f"{item.path}: {error} | {traceback.format_exc(limit=3)[-500:]}"
-        result.error = (stages[-1], type(error).__name__, redact_text(message, item.path))
+        result.error = policy(error, stages[-1], item.path)
     return result
 
 

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from ..decode import DecodeLimits
+from ..patchify import Budget, PatchifyConfig
 
 _DEFAULT_LIMITS = DecodeLimits()
 
@@ -76,46 +77,133 @@ class Limits(_Section):
         return DecodeLimits(self.max_pixels or None, self.max_seconds or None, self.max_file_mb or None, self.max_frames or None)
 
 
+_DEFAULT_PATCHIFY = PatchifyConfig()
+
+
 class Patchify(_Section):
-    mode: Literal["codec", "chunk", "image"] = "codec"
-    budget: str = "0.125"
-    selection: Literal["adaptive", "topk", "onevision"] = "adaptive"
-    frames: int = Field(64, ge=1)
-    size: int = Field(224, ge=2)
-    max_side: int | None = None
-    patch: int = Field(16, ge=2)
-    energy: Literal["accumulated", "instant"] = "accumulated"
-    normalise: Literal["clip", "frame"] = "clip"
-    camera: Literal["median", "affine", "none"] = "median"
-    fusion: Literal["mean", "max", "weighted"] = "mean"
-    keep_first: bool = True
-    keep_i_frames: bool = False
-    refresh: float = Field(0.0, ge=0, le=1)
-    image_frame: int = Field(0, ge=0)
-    seed: int = 0
+    """Every field of codecpatch.patchify.PatchifyConfig except the clip length (the [clips] section); the
+    defaults are PatchifyConfig's. The budget is kept as written (it is part of the run fingerprint) and
+    parsed once, into ``budget_value``."""
+
+    mode: Literal["codec", "chunk", "image"] = Field(_DEFAULT_PATCHIFY.mode, description="codec: energy-selected patches; "
+                                                     "chunk: one whole frame per chunk; image: one frame")
+    budget: str = Field(str(_DEFAULT_PATCHIFY.budget), description="patches to keep: a fraction (0.125 or 12.5%), frames' "
+                                                                   "worth (8f) or tokens (1500t); a bare integer is refused")
+    selection: Literal["adaptive", "topk", "onevision"] = Field(
+        _DEFAULT_PATCHIFY.selection, description="adaptive: whole frames and patches where the picture drifted most since "
+                                                 "last kept; topk: global top-K of fused energy; onevision: the paper's rule")
+    frames: int = Field(_DEFAULT_PATCHIFY.frames, ge=1, description="frames sampled per clip (chunks in chunk mode)")
+    timeline_slots: int = Field(_DEFAULT_PATCHIFY.timeline_slots, ge=1, description="temporal positions live on a timeline of this many slots")
+    size: int = Field(_DEFAULT_PATCHIFY.size, ge=2, description="square letterboxed canvas side, px")
+    max_side: int | None = Field(_DEFAULT_PATCHIFY.max_side, description="native-aspect canvas with this longer side instead of size")
+    exact_size: tuple[int, int] | None = Field(_DEFAULT_PATCHIFY.exact_size, description="resize every frame to [width, height] "
+                                                                                        "(aspect not kept); overrides size and max_side")
+    patch: int = Field(_DEFAULT_PATCHIFY.patch, ge=2, description="patch side, px")
+    energy: Literal["accumulated", "instant"] = Field(_DEFAULT_PATCHIFY.energy, description="score by energy accumulated "
+                                                      "since the previous sample, or at the sampled frame only")
+    normalise: Literal["clip", "frame"] = Field(_DEFAULT_PATCHIFY.normalise, description="95th-percentile normalisation over the "
+                                                                                       "clip or per sampled frame")
+    camera: Literal["median", "affine", "none"] = Field(_DEFAULT_PATCHIFY.camera, description="camera-motion removal before motion energy")
+    fusion: Literal["mean", "max", "weighted"] = Field(_DEFAULT_PATCHIFY.fusion, description="how motion and residual energies combine")
+    motion_weight: float = Field(_DEFAULT_PATCHIFY.motion_weight, ge=0, le=1, description="weight of motion in weighted fusion")
+    keep_first: bool = Field(_DEFAULT_PATCHIFY.keep_first, description="keep the first sampled frame whole")
+    keep_i_frames: bool = Field(_DEFAULT_PATCHIFY.keep_i_frames, description="keep sampled I-frames whole (they count toward the budget)")
+    refresh: float = Field(_DEFAULT_PATCHIFY.refresh, ge=0, le=1, description="fraction of the budget spent on seeded random "
+                                                                              "refresh patches (helps handheld/pan clips)")
+    static_motion_px: float = Field(_DEFAULT_PATCHIFY.static_motion_px, ge=0, description="below this motion (px) and ...")
+    static_residual: float = Field(_DEFAULT_PATCHIFY.static_residual, ge=0, description="... this residual (luma levels) a clip "
+                                                                                       "is static: uniformly spaced whole frames")
+    image_frame: int = Field(_DEFAULT_PATCHIFY.image_frame, ge=0, description="frame used by mode = image")
+    block_size: Literal[4, 8, 16] = Field(_DEFAULT_PATCHIFY.block_size, description="motion/residual grid cell, px")
+    seed: int = Field(_DEFAULT_PATCHIFY.seed, description="seed of the random patches (refresh, baselines)")
+
+    _budget: Budget | None = PrivateAttr(None)
 
     @field_validator("budget", mode="before")
     @classmethod
     def _budget_text(cls, value):
-        from ..patchify import Budget
-
         Budget.parse(value)  # raises ValueError with the reason
         return str(value)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> "Patchify":
+        self.config()  # PatchifyConfig's own cross-field checks (e.g. size a multiple of patch), under [patchify]
+        return self
+
+    def model_post_init(self, context) -> None:
+        self._budget = Budget.parse(self.budget)
+
+    @property
+    def budget_value(self) -> Budget:
+        """The budget, parsed once."""
+        private = self.__pydantic_private__ or {}
+        return private.get("_budget") or Budget.parse(self.budget)  # parsed here only while validating
+
+    def config(self, clip_seconds: float | None = None, clip_frames: int | None = None) -> PatchifyConfig:
+        """This section as a PatchifyConfig, with the clip length of the [clips] section."""
+        values = self.model_dump()
+        values["budget"] = self.budget_value
+        return PatchifyConfig(**values, clip_seconds=clip_seconds, clip_frames=clip_frames)
+
 
 class Encoder(_Section):
-    name: Literal["pixel", "vit"] = "pixel"
+    """The encoder. ``name`` also takes the command line's spec: "pixel:D" (= name pixel, dim D) or "vit:PATH"
+    (= name vit, path PATH)."""
+
+    name: Literal["pixel", "vit"] = Field("pixel", description="pixel, pixel:D (seeded projection to D dims) or vit:PATH (a local "
+                                                               "CLIP/SigLIP/DINOv2 vision tower: folder or safetensors/torch file)")
     dim: int | None = Field(None, ge=1, description="pixel: project to this many dims")
     path: str | None = Field(None, description="vit: local checkpoint (HF folder, safetensors or torch file)")
-    xray: str = ""
+    xray: str = Field("", description="vit: EViT token reorganisation: default (blocks 4,8,11 keeping 0.7), BLOCKS@RATE "
+                                      "or BLOCKS@threshold=T")
+
+    _xray: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spec(cls, data):
+        """Split "pixel:D" / "vit:PATH" given as the name."""
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str) or ":" not in data["name"]:
+            return data
+        name, _, argument = data["name"].partition(":")
+        if name == "pixel" and argument.isdigit() and data.get("dim") in (None, int(argument)):
+            return {**data, "name": "pixel", "dim": int(argument)}
+        if name == "vit" and argument and data.get("path") in (None, argument):
+            return {**data, "name": "vit", "path": argument}
+        raise ValueError(f"encoder {data['name']!r}: expected pixel, pixel:D or vit:PATH")
 
     @field_validator("xray")
     @classmethod
-    def _xray(cls, value: str) -> str:
+    def _xray_spec(cls, value: str) -> str:
         from ..tokens import parse_xray
 
         parse_xray(value)  # raises ValueError with the reason
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Encoder":
+        if self.name == "vit" and not self.path:
+            raise ValueError("encoder vit needs a path (vit:PATH, or encoder.path)")
+        if self.xray and self.name != "vit":
+            raise ValueError("xray needs the vit encoder")
+        return self
+
+    def model_post_init(self, context) -> None:
+        from ..tokens import parse_xray
+
+        self._xray = parse_xray(self.xray)
+
+    @property
+    def xray_overrides(self) -> dict:
+        """The Xray spec parsed once: ViTConfig overrides ({} when off)."""
+        return dict(self._xray)
+
+    @property
+    def spec(self) -> str:
+        """The encoder as rows name it: pixel, pixel:D or vit:PATH[+xray:SPEC]."""
+        if self.name == "vit":
+            return f"vit:{self.path}" + (f"+xray:{self.xray}" if self.xray else "")
+        return f"pixel:{self.dim}" if self.dim else "pixel"
 
 
 class Frozen(_Section):
@@ -226,13 +314,30 @@ class Recipe(_Section):
     stream: Stream = Stream()
     frozen: Frozen = Frozen()
 
+    _chain: list = PrivateAttr(default_factory=list)
+
     @field_validator("compress")
     @classmethod
-    def _chain(cls, value: str) -> str:
+    def _chain_spec(cls, value: str) -> str:
         from ..tokens import parse_chain
 
         parse_chain(value)
         return value
+
+    def model_post_init(self, context) -> None:
+        from ..tokens import parse_chain
+
+        self._chain = parse_chain(self.compress)
+
+    @property
+    def chain(self) -> list[tuple[str, float, str]]:
+        """The compressor chain parsed once: [(name, keep ratio, scope)] (see codecpatch.tokens.parse_chain)."""
+        return list(self._chain)
+
+    @property
+    def patchify_config(self) -> PatchifyConfig:
+        """The PatchifyConfig of [patchify] and [clips]."""
+        return self.patchify.config(self.clips.split_seconds, self.clips.frames)
 
     @model_validator(mode="after")
     def _frozen_runs_locally(self) -> "Recipe":
@@ -273,10 +378,15 @@ def load_recipe(path: str | Path | None = None, overrides: dict | None = None, o
     try:
         return Recipe.model_validate(data)
     except ValidationError as error:
-        from_flags = [_problem(e) for e in error.errors() if tuple(map(str, e["loc"])) in given]
-        if from_flags:
-            loc = next(tuple(map(str, e["loc"])) for e in error.errors() if tuple(map(str, e["loc"])) in given)
-            raise RecipeError(f"{given[loc]}: {from_flags[0]}") from None
+        for problem in error.errors():  # a bad flag: name it
+            loc = tuple(map(str, problem["loc"]))
+            if loc in given:
+                raise RecipeError(f"{given[loc]}: {_problem(problem)}") from None
+        for problem in error.errors():  # a section made inconsistent: name the flags that changed it too
+            loc = tuple(map(str, problem["loc"]))
+            names = [name for key, name in given.items() if key[:len(loc)] == loc]
+            if names and loc:
+                raise RecipeError(f"{where} with {', '.join(names)}: {'.'.join(loc)}: {_problem(problem)}") from None
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {_problem(e)}" for e in error.errors())
         raise RecipeError(f"{where}: {problems}") from None
 

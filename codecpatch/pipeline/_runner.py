@@ -31,8 +31,9 @@ from ._fingerprint import row_fingerprint
 from ._inputs import InputVideo
 from ._interrupts import Interrupted, interrupts_raise
 from ._local_ray import start_ray, stop_ray
-from ._process import VideoResult, _vit, encode_and_compress, limit_threads, process_video, token_dim
+from ._process import VideoResult, encode_and_compress, limit_threads, pipeline_for, process_video, token_dim
 from ._recipe import Recipe
+from ._stats import Stats
 
 STATS = "_stats.json"
 #: ``workers = "auto"`` starts Ray only for at least this many inputs to do (and two or more CPUs): starting
@@ -75,8 +76,8 @@ def choose_execution(execution, todo: int, cpus: int | None = None) -> Execution
 
 
 @dataclass
-class RunStats:
-    """Counts and timings of a run (saved as ``_stats.json`` beside the shards)."""
+class RunStats(Stats):
+    """Counts and timings of a run (saved as ``_stats.json`` beside the shards, all runs of the folder)."""
 
     started_at: str = ""
     execution: str = ""
@@ -114,8 +115,7 @@ class RunStats:
         self.n_dense += result.n_dense
         self.n_patches += result.n_patches
         self.n_tokens += result.n_tokens
-        for stage, seconds in result.stage_seconds.items():
-            self.stage_seconds[stage] += seconds
+        self.add_stage_seconds(result.stage_seconds)
 
     def to_dict(self) -> dict:
         data = {k: v for k, v in self.__dict__.items()}
@@ -613,7 +613,7 @@ class EncodeStage:
         self.recipe = recipe
         limit_threads(max(1, int(recipe.execution.encode_cpus)))
         if recipe.encoder.name == "vit":
-            _vit(recipe)  # loads the model now (on the actor's GPU when it has one), not on the first clip
+            pipeline_for(recipe).model  # loads the model now (on the actor's GPU when it has one), not on the first clip
 
     def encode(self, pixels, positions, sample_index, grid):
         return encode_and_compress(self.recipe, pixels, positions, sample_index, grid)
@@ -624,5 +624,5 @@ class EncodeStage:
 
         device = "cpu"
         if self.recipe.encoder.name == "vit":
-            device = str(next(_vit(self.recipe).parameters()).device)
+            device = str(next(pipeline_for(self.recipe).model.parameters()).device)
         return {"gpu_ids": [str(g) for g in ray.get_gpu_ids()], "device": device}

@@ -274,12 +274,16 @@ class ShardWriter:
         """Seconds since the open shard got its first row (0.0 when no shard is open)."""
         return time.monotonic() - self._opened_at if self._writer is not None else 0.0
 
-    def add_error(self, input_id: str, stage: str, kind: str, message: str) -> None:
-        """Record a failed input: it goes to ``_errors.parquet`` and counts as done (a rerun skips it)."""
+    def add_error(self, input_id: str, stage: str, kind: str, message: str, stream: tuple[str, dict] | None = None) -> None:
+        """Record a failed input: it goes to ``_errors.parquet`` and counts as done (a rerun skips it). With
+        ``stream`` = (stream id, state), ``input_id`` is a live stream's window: it is recorded and the
+        stream's state kept as ``add_rows`` does, but no input is marked done."""
         with signals_deferred():
             self.errors.add(input_id, stage, kind, message)
             self.errors.flush()
-            if self._writer is None:
+            if stream is not None:
+                self.add_rows([], stream=stream)
+            elif self._writer is None:
                 self._mark_done([input_id])
             else:
                 self._current_inputs.append(input_id)

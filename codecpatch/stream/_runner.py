@@ -16,9 +16,7 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ..pipeline._fingerprint import row_fingerprint
-from ..pipeline._process import token_dim
-from ..pipeline._recipe import Recipe
+from ..pipeline import ClipPipeline, Recipe, Stats, row_fingerprint
 from ..shards import ShardWriter
 from ._clock import iso
 from ._session import StreamSession, StreamWindowResult, default_stream_id, redact
@@ -36,7 +34,7 @@ LATENCY_WINDOWS = 10_000
 
 
 @dataclass
-class StreamStats:
+class StreamStats(Stats):
     """What a stream run did (saved as ``_stream_stats.json`` beside the shards at every shard and at the end).
 
     Latencies are seconds from a window's last frame decoded to its row written into the open shard;
@@ -73,9 +71,9 @@ class StreamStats:
         self.latency_max_s = seconds if self.latency_max_s is None else max(self.latency_max_s, seconds)
 
     def to_dict(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if k != "latencies"}
+        data = super().to_dict()
+        del data["latencies"]
         data["disconnects"] = list(self.disconnects)
-        data["stage_seconds"] = {k: round(v, 4) for k, v in self.stage_seconds.items()}
         data["latency_p50_s"] = _rounded(self.latency(0.5))
         data["latency_p95_s"] = _rounded(self.latency(0.95))
         data["latency_max_s"] = _rounded(self.latency_max_s)
@@ -84,9 +82,7 @@ class StreamStats:
 
     def save(self, directory: Path) -> None:
         """Write ``_stream_stats.json`` atomically."""
-        temporary = directory / (STREAM_STATS + ".tmp")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(temporary, directory / STREAM_STATS)
+        super().save(Path(directory) / STREAM_STATS)
 
 
 def _rounded(value: float | None) -> float | None:
@@ -112,7 +108,8 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
     source = os.fspath(source)
     stream_id = stream_id or default_stream_id(source)
     output = Path(output)
-    writer = ShardWriter(output, token_dim(recipe), target_bytes=int(recipe.output.shard_mb * 2**20),
+    pipeline = ClipPipeline(recipe)
+    writer = ShardWriter(output, pipeline.token_dim, target_bytes=int(recipe.output.shard_mb * 2**20),
                          patch_pixels=3 * recipe.patchify.patch ** 2 if recipe.output.store_pixels else None,
                          recipe=recipe_record or recipe.model_dump(), fingerprint=row_fingerprint(recipe), overwrite=overwrite,
                          also_remove=(STREAM_WINDOWS, STREAM_STATS))
@@ -120,7 +117,7 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
     # Numbering continues after every window an earlier run handled, lost ones included, so the log stays unambiguous.
     first_window = max(int(writer.manifest.streams.get(stream_id, {}).get("windows", 0)), last_logged + 1)
     stats = StreamStats(source=redact(source), stream_id=stream_id, first_window=first_window, windows_lost_before=lost)
-    session = StreamSession(source, recipe, stream_id=stream_id, first_window=first_window)
+    session = StreamSession(source, recipe, stream_id=stream_id, first_window=first_window, pipeline=pipeline)
     stop = stop or threading.Event()
     started = time.monotonic()
     handled = 0
@@ -248,9 +245,7 @@ def _record(result: StreamWindowResult, writer: ShardWriter, stats: StreamStats,
         entry.update(wallclock_start=iso(window.clock.start), wallclock_end=iso(window.clock.end), wallclock_source=window.clock.source)
     if result.clip is None:
         stage, kind, message = result.error
-        writer.errors.add(f"{stream_id}#{window.index}", stage, kind, message)
-        writer.errors.flush()
-        writer.add_rows([], stream=(stream_id, state))
+        writer.add_error(f"{stream_id}#{window.index}", stage, kind, message, stream=(stream_id, state))
         stats.windows_failed += 1
         log.error("%s", message)
         entry.update(status="failed", error=kind)
@@ -261,8 +256,7 @@ def _record(result: StreamWindowResult, writer: ShardWriter, stats: StreamStats,
         stats.add_latency(latency)
         stats.windows_written += 1
         stats.n_tokens += result.clip.tokens.n_tokens
-        for name, seconds in result.clip.stage_seconds.items():
-            stats.stage_seconds[name] += seconds
+        stats.add_stage_seconds(result.clip.stage_seconds)
         entry.update(status="pending", latency_s=round(latency, 4), n_tokens=result.clip.tokens.n_tokens)
         windows_log.write(json.dumps(entry) + "\n")  # before a size roll-over can make it "written"
         pending.append(window.index)

@@ -8,20 +8,14 @@ import os
 import queue
 import threading
 import time
-import traceback
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Literal
 
-import numpy as np
-
-from ..decode import CodecFrame, DecodeOptions, StreamInfo
-from ..decode._types import PLAUSIBLE_FPS
-from ..decode import is_url, redact  # redact: re-exported (it moved to the decode layer)
-from ..patchify import PatchifyConfig, window_samples
-from ..patchify._collect import canvas_geometry
-from ..pipeline._process import ClipResult, encode_and_compress, limit_threads, patchify_config, process_clip
-from ..pipeline._recipe import Recipe
+from ..decode import CodecFrame, DecodeOptions, StreamInfo, is_url, plausible_fps
+from ..decode import redact  # re-exported (it moved to the decode layer)
+from ..patchify import PatchifyConfig, content_size, decode_options, window_samples
+from ..pipeline import ClipPipeline, ClipResult, ErrorPolicy, Recipe, limit_threads, record_and_continue
 from ._clock import FrameClock, WindowClock
 from ._source import Reconnect, StreamEnded, is_live, live_frames
 from ._window import WindowPolicy, Windower
@@ -125,14 +119,19 @@ class StreamSession:
     real-time files, and blocks for a file read as fast as it decodes (nothing is lost there).
 
     Starting a session sets torch's and OpenCV's thread counts to ``recipe.stream.threads`` (process-wide).
+    A window that fails goes to ``on_error`` (default ``record_and_continue``: ``result.error``; pass
+    codecpatch.pipeline.reraise to have ``process`` raise).
     """
 
-    def __init__(self, source: str | os.PathLike, recipe: Recipe, *, stream_id: str | None = None, first_window: int = 0) -> None:
+    def __init__(self, source: str | os.PathLike, recipe: Recipe, *, stream_id: str | None = None, first_window: int = 0,
+                 on_error: ErrorPolicy = record_and_continue, pipeline: ClipPipeline | None = None) -> None:
         self.source = os.fspath(source)
         self.public_source = redact(self.source)  # what rows and logs show (no credentials)
         self.recipe = recipe
         self.stream_id = stream_id or default_stream_id(self.source)
-        self.config: PatchifyConfig = patchify_config(recipe)
+        self.pipeline = pipeline or ClipPipeline(recipe)
+        self.config: PatchifyConfig = self.pipeline.config
+        self.on_error = on_error
         s = recipe.stream
         self.policy = WindowPolicy(by=s.window, seconds=s.window_seconds, min_seconds=s.min_window_seconds,
                                    max_seconds=s.max_window_seconds)
@@ -197,13 +196,8 @@ class StreamSession:
         """Load the encoder and run it and the compressors once on a few blank patches, so that the first
         window does not pay for model loading and first-call set-up (measured: ~0.3 s of a pixel encoder's
         first window; seconds for a ViT loaded from disk)."""
-        config = self.config
         try:
-            grid = canvas_geometry(1280, 720, config).grid
-            count = min(16, grid[0] * grid[1])
-            pixels = np.zeros((count, 3, config.patch, config.patch), np.uint8)
-            positions = np.stack([np.zeros(count), np.arange(count) // grid[1], np.arange(count) % grid[1]], 1).astype(np.int32)
-            encode_and_compress(self.recipe, pixels, positions, np.zeros(count, np.int32), grid)
+            self.pipeline.warm_up()
         except Exception as error:  # only an optimisation: the first window will say what is wrong
             log.debug("%s: warm-up failed: %s", self.public_source, error)
 
@@ -246,7 +240,7 @@ class StreamSession:
     def process(self, window: FrameWindow) -> StreamWindowResult:
         """Turn one window into tokens and a shard row; failures are returned, not raised."""
         frames = window.frames
-        stages = ["select"]
+        stages = ["decode"]  # the window's frames into clip samples (decoding itself ran on the decode thread)
         clip, error = None, None
         try:
             started = time.perf_counter()
@@ -255,14 +249,13 @@ class StreamSession:
             if samples is None:
                 raise ValueError("window without frames")
             selected = time.perf_counter()
-            clip = process_clip(samples, self.recipe, self.config, video_id=self.stream_id, source=self.public_source, stages=stages)
-            clip.stage_seconds["select"] = selected - started
+            clip = self.pipeline.process(samples, video_id=self.stream_id, source=self.public_source, stages=stages)
+            clip.stage_seconds["decode"] = selected - started
             if window.clock is not None:
                 start, end = window.clock.as_datetimes()
                 clip = replace(clip, row=replace(clip.row, wallclock_start=start, wallclock_end=end, wallclock_source=window.clock.source))
-        except Exception as failure:  # one bad window must not end the stream
-            message = f"{self.public_source} window {window.index}: {failure} | {traceback.format_exc(limit=3)[-400:]}"
-            error = (stages[-1], type(failure).__name__, message)
+        except Exception as failure:  # the policy decides: record (one bad window must not end the stream) or raise
+            error = self.on_error(failure, stages[-1], self.source, f"{self.public_source} window {window.index}")
         released = replace(window, frames=())
         return StreamWindowResult(released, len(frames), frames[0].time, frames[-1].time, clip, error, time.monotonic())
 
@@ -276,11 +269,8 @@ class StreamSession:
             container_options = {"probesize": str(s.probesize), "analyzeduration": str(int(s.analyzeduration_s * 1e6))}
         if self.source.startswith(("rtsp://", "rtsps://")) and s.rtsp_transport != "auto":
             container_options["rtsp_transport"] = s.rtsp_transport
-        codec_mode = config.mode == "codec"
-        return DecodeOptions(
-            block_size=config.block_size, rgb=True, keep_vectors=False, on_error="skip",
-            rgb_fit=lambda width, height: _content_size(width, height, config),
-            motion="auto" if codec_mode else "none", residual="mc" if codec_mode else "none",
+        return decode_options(
+            config, rgb_fit=lambda width, height: content_size(width, height, config),
             open_timeout=s.open_timeout, read_timeout=s.read_timeout, threads=s.decoder_threads,
             container_options=container_options, limits=replace(self.recipe.limits.decode_limits(), max_seconds=None, max_frames=None),
         )
@@ -311,8 +301,7 @@ class StreamSession:
 
         def on_session(session: int, info: StreamInfo) -> None:
             self.counters.sessions = session + 1
-            plausible = info.header_fps and PLAUSIBLE_FPS[0] <= info.header_fps <= PLAUSIBLE_FPS[1]
-            connection.update(session=session, codec=info.codec, fps=info.header_fps if plausible else None)
+            connection.update(session=session, codec=info.codec, fps=plausible_fps(info.header_fps or None))
 
         self.counters.started_at = time.monotonic()
         try:
@@ -369,11 +358,6 @@ class StreamSession:
                 self.counters.dropped += 1
                 self.counters.dropped_indices.append(oldest.index)
                 log.warning("%s: processing is behind; dropped window %d", self.public_source, oldest.index)
-
-
-def _content_size(width: int, height: int, config: PatchifyConfig) -> tuple[int, int]:
-    geometry = canvas_geometry(width, height, config)
-    return geometry.content_width, geometry.content_height
 
 
 def default_stream_id(source: str) -> str:

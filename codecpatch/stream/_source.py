@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from ..decode import CodecFrame, DecodeOptions, StreamInfo, VideoReader
-from ..decode._source import is_url
+from ..decode import is_url
 from ..errors import InvalidVideoError, LimitExceededError, NoVideoStreamError, SourceTimeoutError, UnsupportedCodecError, VideoError
 from ._clock import CaptureClock, FrameClock, ReceiveAnchor
 

@@ -29,8 +29,8 @@ def parse_chain(spec: str) -> list[tuple[str, float, str]]:
     return stages
 
 
-def compress(tokens: TokenSet, spec: str) -> TokenSet:
-    """Apply the compressors of ``spec`` in order."""
-    for name, ratio, scope in parse_chain(spec):
+def compress(tokens: TokenSet, spec: "str | list[tuple[str, float, str]]") -> TokenSet:
+    """Apply the compressors of ``spec`` in order: a chain spec, or one already parsed by ``parse_chain``."""
+    for name, ratio, scope in (parse_chain(spec) if isinstance(spec, str) else spec):
         tokens = COMPRESSORS[name](tokens, ratio, scope=scope)
     return tokens
