@@ -230,3 +230,39 @@ def test_importing_the_pure_patchify_functions_does_not_load_pyav():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False", "True"]
+
+
+def _count_opens(monkeypatch) -> list[str]:
+    """Wrap PyAV's open (the decode layer's only way into a container): the list of sources opened."""
+    import av
+
+    opened: list[str] = []
+    real_open = av.open
+
+    def counting_open(source, *args, **kwargs):
+        opened.append(str(source))
+        return real_open(source, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting_open)
+    return opened
+
+
+@pytest.mark.parametrize("mode", ["codec", "chunk"])
+@pytest.mark.parametrize("clip", CLIPS)
+def test_each_input_is_opened_once(clip, mode, monkeypatch):
+    plain = [(s.frame_indices.tolist(), s.rgb.sum(), s.motion_accumulated.sum()) for s in iter_clip_samples(SAMPLES / clip, PatchifyConfig(mode=mode, clip_seconds=1.0))]
+    opened = _count_opens(monkeypatch)
+    again = [(s.frame_indices.tolist(), s.rgb.sum(), s.motion_accumulated.sum()) for s in iter_clip_samples(SAMPLES / clip, PatchifyConfig(mode=mode, clip_seconds=1.0))]
+    assert opened == [str(SAMPLES / clip)]  # header, packet plan and decode on one container
+    assert len(again) > 1 and again == plain  # several clips, all from the rewound container
+
+
+@pytest.mark.parametrize("name, opens", [("bbb_720p_h264_ip.mp4", 1), ("city_pan_405p_mpeg2.mpg", 1),
+                                         ("bbb_360p_h264_ipb.264", 2), ("traffic_reschange_vp9.ivf", 2)])
+def test_inputs_that_cannot_rewind_exactly_are_reopened(name, opens, shared_videos, monkeypatch):
+    """Raw H.264 cannot seek; this IVF's timestamps are all 0, so seeking to 0 lands on its last key frame:
+    both are opened a second time for the decode, which then starts at the first packet like a fresh open."""
+    opened = _count_opens(monkeypatch)
+    samples = list(iter_clip_samples(shared_videos / name, PatchifyConfig()))
+    assert len(opened) == opens
+    assert samples and samples[0].frame_indices[0] == 0 and samples[0].picture_types[0] == "I"

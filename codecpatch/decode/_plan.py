@@ -33,28 +33,47 @@ class PacketPlan:
 
 
 def plan_packets(source: str | os.PathLike, timeout: float = 10.0) -> PacketPlan:
-    """Demux (without decoding) the first video stream of ``source`` and count its packets."""
+    """Demux (without decoding) the first video stream of ``source`` and count its packets.
+
+    Opens ``source`` for this alone; ``VideoReader.plan_packets`` does the same on the reader's own container.
+    """
     container = open_container(source, input_format=None, open_timeout=timeout, read_timeout=timeout, options={})
     try:
-        stream = container.streams.video[0]
-        count, complete = 0, True
-        timestamps: list[int] = []
-        try:
-            for packet in container.demux(stream):
-                if packet.size:
-                    count += 1
-                    if packet.pts is not None:
-                        timestamps.append(packet.pts)
-        except av.error.FFmpegError:
-            complete = False
-        fps = None
-        if len(timestamps) >= 2 and stream.time_base:
-            span = (max(timestamps) - min(timestamps)) * float(stream.time_base)
-            distinct = len(set(timestamps))
-            if span > 0 and distinct == len(timestamps):
-                fps = (len(timestamps) - 1) / span
-        if fps is None and stream.average_rate:
-            fps = float(stream.average_rate)
-        return PacketPlan(count, plausible_fps(fps), complete)
+        return count_packets(container, container.streams.video[0])[0]
     finally:
         container.close()
+
+
+PacketKey = tuple  # (pos, pts, dts, size) of a demuxed packet: where it lies in the file and what it is
+
+
+def packet_key(packet: av.Packet) -> PacketKey:
+    """What identifies a demuxed packet (to check that a rewound container starts where a fresh one does)."""
+    return (packet.pos, packet.pts, packet.dts, packet.size)
+
+
+def count_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> tuple[PacketPlan, PacketKey | None]:
+    """Demux ``stream`` of an open ``container`` to its end without decoding: (the PacketPlan, the key of the
+    first packet demuxed, None when there was none). The container is left at its end."""
+    count, complete = 0, True
+    first: PacketKey | None = None
+    timestamps: list[int] = []
+    try:
+        for packet in container.demux(stream):
+            if first is None:
+                first = packet_key(packet)
+            if packet.size:
+                count += 1
+                if packet.pts is not None:
+                    timestamps.append(packet.pts)
+    except av.error.FFmpegError:
+        complete = False
+    fps = None
+    if len(timestamps) >= 2 and stream.time_base:
+        span = (max(timestamps) - min(timestamps)) * float(stream.time_base)
+        distinct = len(set(timestamps))
+        if span > 0 and distinct == len(timestamps):
+            fps = (len(timestamps) - 1) / span
+    if fps is None and stream.average_rate:
+        fps = float(stream.average_rate)
+    return PacketPlan(count, plausible_fps(fps), complete), first

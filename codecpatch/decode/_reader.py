@@ -21,6 +21,7 @@ from ..motion import (
     block_motion_from_vectors,
     grid_shape_for,
 )
+from ._plan import PacketPlan, count_packets, packet_key
 from ._source import is_url, open_container
 from ._types import (ASSUMED_FPS, CODECS_WITH_VECTORS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport,
                      MotionSource, StreamInfo, plausible_fps)
@@ -85,14 +86,7 @@ class VideoReader:
         self.report = DecodeReport()
         self._iterated = False
         check_file_size(self.source, self.options.limits)
-        self._container = open_container(
-            self.source,
-            input_format=self.options.input_format,
-            open_timeout=self.options.open_timeout,
-            read_timeout=self.options.read_timeout,
-            options=dict(self.options.container_options),
-        )
-        self._stream = self._container.streams.video[0]
+        self._open()
         codec_name = self._stream.codec_context.name
         self._export_vectors = self.options.motion in ("auto", "codec") and codec_name in CODECS_WITH_VECTORS
         self._use_flow = self.options.motion == "flow" or (self.options.motion == "auto" and not self._export_vectors)
@@ -120,6 +114,71 @@ class VideoReader:
         if self._container is not None:
             self._container.close()
             self._container = None
+
+    def plan_packets(self) -> PacketPlan:
+        """Demux the whole video stream without decoding it (count its packets, its frame rate from their
+        timestamps; see ``decode.plan_packets``), then rewind, so that iterating still decodes from the first
+        packet: one open of the file serves both the look ahead and the decode.
+
+        Where a rewind cannot be trusted to land exactly where a fresh open starts, the source is opened again
+        instead (the result is the same, at the cost of a second open): URLs and devices (not seekable),
+        raw elementary streams (.264/.h265: FFmpeg cannot seek them), and any container whose first packet
+        after the rewind is not the first packet of the look ahead (e.g. IVF files whose timestamps are all 0,
+        where seeking to 0 lands on the last key frame). Call it before iterating.
+        """
+        if self._iterated:
+            raise RuntimeError(f"{self.source}: plan_packets must be called before iterating the reader")
+        if self._container is None:
+            raise RuntimeError(f"{self.source}: reader is closed")
+        if is_url(self.source) or self.source.startswith("/dev/"):
+            plan, _ = self._plan_on_new_container()
+            return plan
+        plan, first = count_packets(self._container, self._stream)
+        if first is None or not self._rewind_to(first):
+            self._reopen()
+        return plan
+
+    def choose_rgb(self, size: tuple[int, int] | None, select) -> None:
+        """Set which frames are converted to RGB (``select(index, pict_type)``) and at what (width, height),
+        after opening (when they depend on the header or the packet plan); before iterating."""
+        self.options = replace(self.options, rgb_size=size, rgb_select=select)
+
+    def _plan_on_new_container(self) -> tuple[PacketPlan, object]:
+        container = open_container(self.source, input_format=None, open_timeout=self.options.open_timeout,
+                                   read_timeout=self.options.read_timeout, options={})
+        try:
+            return count_packets(container, container.streams.video[0])
+        finally:
+            container.close()
+
+    def _rewind_to(self, first: tuple) -> bool:
+        """Seek back to the start; True when the first packet demuxed there is ``first`` (and the container is
+        left positioned before it again), False when the seek fails or lands elsewhere."""
+        try:
+            self._container.seek(0, backward=True)
+            landed = next(iter(self._container.demux(self._stream)), None)
+            if landed is None or packet_key(landed) != first:
+                return False
+            self._container.seek(0, backward=True)
+            return True
+        except (av.error.FFmpegError, OSError, StopIteration):
+            return False
+
+    def _open(self) -> None:
+        self._container = open_container(
+            self.source,
+            input_format=self.options.input_format,
+            open_timeout=self.options.open_timeout,
+            read_timeout=self.options.read_timeout,
+            options=dict(self.options.container_options),
+        )
+        self._stream = self._container.streams.video[0]
+
+    def _reopen(self) -> None:
+        self._container.close()
+        self._container = None
+        self._open()
+        self._configure_decoder()
 
     def __iter__(self) -> Iterator[CodecFrame]:
         if self._iterated:

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from ..decode import NO_LIMITS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport, VideoReader, plan_packets, probe
+from ..decode import NO_LIMITS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport, VideoReader
 from ..errors import InvalidVideoError, VideoNotFoundError
 from ..motion import grid_shape_for
 from ._config import PatchifyConfig
@@ -62,24 +62,26 @@ def iter_clip_samples(
     if Path(source).suffix.lower() in IMAGE_SUFFIXES:
         yield image_samples(source, config)
         return
-    header = probe(source, open_timeout=timeout, read_timeout=timeout, limits=limits)  # refuses before the demux pass
-    plan = plan_packets(source, timeout=timeout)
-    if config.mode == "image":
-        clips = [(config.image_frame, config.image_frame + 1)]
-    else:
-        clips = plan_clips(plan.packets, plan.fps, config)
-    collector = _Collector(source, config, clips, plan.fps)
-    if frame_indices is not None:
-        if config.mode != "codec":
-            raise ValueError("frame_indices applies to codec mode only")
-        collector.clips = clips = [(0, max(plan.packets, max(frame_indices) + 1))]
-        collector.set_samples(frame_indices)
-    # Sampled frames are converted straight to the canvas content size (swscale); a frame of another size
-    # (the header was wrong, or the size changes) is resized again on arrival.
-    rgb_size = content_size(header.width, header.height, config) if header.width and header.height else None
-    options = decode_options(config, rgb_size=rgb_size, rgb_select=collector.wants_rgb, open_timeout=timeout,
-                             read_timeout=timeout, threads=decoder_threads, limits=limits)
+    # One open: the reader's header is the probe (limits refuse before the demux pass), its look ahead the
+    # packet plan (it rewinds, or reopens where a rewind is not exact: see VideoReader.plan_packets).
+    options = decode_options(config, open_timeout=timeout, read_timeout=timeout, threads=decoder_threads, limits=limits)
     with VideoReader(source, options) as reader:
+        header = reader.info
+        plan = reader.plan_packets()
+        if config.mode == "image":
+            clips = [(config.image_frame, config.image_frame + 1)]
+        else:
+            clips = plan_clips(plan.packets, plan.fps, config)
+        collector = _Collector(source, config, clips, plan.fps)
+        if frame_indices is not None:
+            if config.mode != "codec":
+                raise ValueError("frame_indices applies to codec mode only")
+            collector.clips = clips = [(0, max(plan.packets, max(frame_indices) + 1))]
+            collector.set_samples(frame_indices)
+        # Sampled frames are converted straight to the canvas content size (swscale); a frame of another size
+        # (the header was wrong, or the size changes) is resized again on arrival.
+        reader.choose_rgb(content_size(header.width, header.height, config) if header.width and header.height else None,
+                          collector.wants_rgb)
         collector.codec = reader.info.codec
         for frame in reader:
             collector.times_estimated = reader.report.timestamps != "pts"
