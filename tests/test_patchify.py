@@ -232,6 +232,23 @@ def test_importing_the_pure_patchify_functions_does_not_load_pyav():
     assert result.stdout.split() == ["False", "False", "True"]
 
 
+
+def test_the_patchify_command_does_not_load_torch(tmp_path):
+    """Patchifying needs no torch (it costs ~1 s of start-up): the CLI, the default recipe and the patchify
+    command leave it unloaded; reading shards as a torch dataset still loads it on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from codecpatch.cli import main\n"
+            "try: main(['patchify', '--no-fidelity', sys.argv[1]], standalone_mode=False)\n"
+            "except SystemExit: pass\n"
+            "print('torch' in sys.modules, file=sys.stderr); import codecpatch.shards as s; print('torch' in sys.modules, file=sys.stderr)\n"
+            "s.TokenShardDataset; print('torch' in sys.modules, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, str(SAMPLES / "pan_h264_p.mp4")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()  # the command ran and printed its result
+    assert result.stderr.split()[-3:] == ["False", "False", "True"]
+
 def _count_opens(monkeypatch) -> list[str]:
     """Wrap PyAV's open (the decode layer's only way into a container): the list of sources opened."""
     import av

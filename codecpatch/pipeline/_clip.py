@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
 from ..decode import DecodeReport
 from ..patchify import ClipSamples, PatchSet, canvas_geometry, iter_clip_samples, patchify_samples
 from ..shards import SampleRow
-from ..tokens import TokenSet, compress, duet_t2v, encode_pixels, encode_with_vit, load_vit
 from ._recipe import Recipe
+
+if TYPE_CHECKING:  # the token side loads torch: imported where it runs, so that patchifying does not load it
+    from ..tokens import TokenSet
 
 #: Loaded ViTs of this process: (path, xray) -> model. A worker loads its recipe's model once.
 _MODELS: dict = {}
@@ -109,6 +111,8 @@ class ClipPipeline:
             return None
         key = (encoder.path, encoder.xray)
         if key not in _MODELS:
+            from ..tokens import load_vit
+
             _MODELS[key] = load_vit(encoder.path, **encoder.xray_overrides)
         return _MODELS[key]
 
@@ -123,6 +127,8 @@ class ClipPipeline:
         if key in _MODELS:
             return _MODELS[key].config.dim
         if key not in _WIDTHS:
+            from ..tokens import load_vit
+
             _WIDTHS[key] = load_vit(encoder.path, device="cpu", **encoder.xray_overrides).config.dim
         return _WIDTHS[key]
 
@@ -135,6 +141,8 @@ class ClipPipeline:
 
     def encode_only(self, pixels, positions, sample_index, grid) -> TokenSet:
         """The encoder alone: pixels (K, 3, P, P) uint8, positions (K, 3) (t, row, col), sample_index (K,)."""
+        from ..tokens import encode_pixels, encode_with_vit
+
         model = self.model
         if model is not None:
             return encode_with_vit(model, pixels, positions, sample_index, grid)
@@ -147,6 +155,8 @@ class ClipPipeline:
         return tokens, seconds
 
     def _encode(self, pixels, positions, sample_index, grid) -> tuple[TokenSet, TokenSet, dict]:
+        from ..tokens import compress, duet_t2v
+
         started = time.perf_counter()
         encoded = self.encode_only(pixels, positions, sample_index, grid)
         middle = time.perf_counter()

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from ..decode import DecodeReport
 from ..shards import SampleRow
-from ..tokens import TokenSet
 from ._clip import ClipEncoder, ClipPipeline, ClipResult, limit_threads
 from ._inputs import InputVideo
 from ._recipe import Recipe
+
+if TYPE_CHECKING:
+    from ..tokens import TokenSet
 
 __all__ = ["ClipEncoder", "ClipPipeline", "ClipResult", "VideoResult", "encode_and_compress", "limit_threads",
            "pipeline_for", "process_video", "token_dim"]

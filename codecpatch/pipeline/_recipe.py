@@ -21,6 +21,25 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+# The token package loads torch: the parsers are imported only for a spec that has something to parse, so that
+# building the default recipe (every command's flags) does not load torch. Empty specs parse as tokens' do.
+
+def _parse_xray(spec: str) -> dict:
+    if not spec:
+        return {}
+    from ..tokens import parse_xray
+
+    return parse_xray(spec)
+
+
+def _parse_chain(spec: str) -> list:
+    if not any(part.strip() for part in spec.split(",")):
+        return []
+    from ..tokens import parse_chain
+
+    return parse_chain(spec)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -175,9 +194,7 @@ class Encoder(_Section):
     @field_validator("xray")
     @classmethod
     def _xray_spec(cls, value: str) -> str:
-        from ..tokens import parse_xray
-
-        parse_xray(value)  # raises ValueError with the reason
+        _parse_xray(value)  # raises ValueError with the reason
         return value
 
     @model_validator(mode="after")
@@ -189,9 +206,7 @@ class Encoder(_Section):
         return self
 
     def model_post_init(self, context) -> None:
-        from ..tokens import parse_xray
-
-        self._xray = parse_xray(self.xray)
+        self._xray = _parse_xray(self.xray)
 
     @property
     def xray_overrides(self) -> dict:
@@ -319,15 +334,11 @@ class Recipe(_Section):
     @field_validator("compress")
     @classmethod
     def _chain_spec(cls, value: str) -> str:
-        from ..tokens import parse_chain
-
-        parse_chain(value)
+        _parse_chain(value)
         return value
 
     def model_post_init(self, context) -> None:
-        from ..tokens import parse_chain
-
-        self._chain = parse_chain(self.compress)
+        self._chain = _parse_chain(self.compress)
 
     @property
     def chain(self) -> list[tuple[str, float, str]]:

@@ -1,6 +1,6 @@
 """Token shards: the Parquet format codecpatch writes (schema v1), its writer, and readers for training."""
 
-from ._reader import TokenShardDataset, collate_tokens, open_shard, shard_paths, to_hf_dataset, to_ray_dataset
+from ._reader import open_shard, shard_paths, to_hf_dataset, to_ray_dataset
 from ._row import StoredRow, read_row
 from ._schema import COLUMNS, DECODE_COLUMNS, SCHEMA_VERSION, TOKEN_VALUES_PATH, SampleRow, rows_to_table, token_schema
 from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, RecipeMismatchError, ShardWriter, signals_deferred
@@ -54,3 +54,15 @@ __all__ = [
     "to_ray_dataset",
     "token_schema",
 ]
+
+
+#: The PyTorch side (it loads torch), imported on first use: ``import codecpatch.shards`` stays torch-free.
+_TORCH = ("TokenShardDataset", "collate_tokens")
+
+
+def __getattr__(name: str):
+    if name in _TORCH:
+        from . import _torch
+
+        return getattr(_torch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

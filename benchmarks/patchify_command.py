@@ -1,0 +1,78 @@
+"""The whole `codecpatch patchify` command (codec mode, default settings, --no-fidelity) against FFmpeg's own
+decode with vector export, start-up included, on one core; optionally a second code tree in the same run.
+
+    python benchmarks/patchify_command.py [--clips ...] [--core 1] [--repeats 3] [--before /path/to/old/tree]
+        [--out benchmarks/results/patchify_command.json]
+
+Per clip and repeat, the runs are interleaved (ffmpeg, ours, the --before tree's) so that a shared, noisy
+machine slows them alike; the table quotes medians and the ratio to FFmpeg's wall time
+(`ffmpeg -threads 1 -flags2 +export_mvs -an -i CLIP -f null -`), which is what stays comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "videos"
+DEFAULT_CLIPS = [SHARED / "bbb_720p_h264_ip.mp4", SHARED / "box_handheld_480p_h264_ipb.mp4", SHARED / "bbb_720p_mpeg4part2.mp4",
+                 REPO / "sample_videos" / "pan_h264_p.mp4"]
+
+
+def timed(command: list[str], env: dict | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - started
+
+
+def ours(tree: Path, clip: Path, core: int) -> list[str]:
+    return ["taskset", "-c", str(core), sys.executable, "-c", "from codecpatch.cli import main; main()", "patchify", "--no-fidelity", str(clip)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", nargs="*", type=Path, default=[c for c in DEFAULT_CLIPS if c.exists()])
+    parser.add_argument("--core", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--before", type=Path, help="another code tree (e.g. a `git archive` of the base commit) run the same way")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "patchify_command.json")
+    args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
+    from codecpatch.decode import plan_packets
+
+    trees = {"ours": REPO} | ({"before": args.before.resolve()} if args.before else {})
+    envs = {name: {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"} for name, tree in trees.items()}
+    ffmpeg = lambda clip: ["taskset", "-c", str(args.core), "ffmpeg", "-nostdin", "-loglevel", "error", "-threads", "1",  # noqa: E731
+                           "-flags2", "+export_mvs", "-an", "-i", str(clip), "-f", "null", "-"]
+    results = []
+    for clip in args.clips:
+        frames = plan_packets(clip).packets
+        times: dict[str, list[float]] = {"ffmpeg": [], **{name: [] for name in trees}}
+        for _ in range(args.repeats):
+            times["ffmpeg"].append(timed(ffmpeg(clip)))
+            for name, tree in trees.items():
+                times[name].append(timed(ours(tree, clip, args.core), envs[name]))
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        row = {"clip": clip.name, "frames": frames, "seconds": times, "median_s": medians,
+               "frames_per_s": {name: frames / value for name, value in medians.items()},
+               "ratio_to_ffmpeg": {name: medians["ffmpeg"] / medians[name] for name in trees}}
+        results.append(row)
+        print(f"{clip.name} ({frames} frames): " + ", ".join(
+            f"{name} {row['frames_per_s'][name]:.0f} f/s" + (f" ({row['ratio_to_ffmpeg'][name]:.2f}x)" if name in trees else "")
+            for name in times), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(), "core": args.core,
+                                    "repeats": args.repeats, "results": results}, indent=1))
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
