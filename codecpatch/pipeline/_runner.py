@@ -257,7 +257,7 @@ def _run_locked(recipe: Recipe, inputs: Iterable[InputVideo], store: Store, prog
             stats.resources = {"in_process": {"runs": "decode, patchify, encode, compress"}}
             events = _in_process(units, recipe, store, settings)
         else:
-            events = _on_ray(units, recipe, store, settings, stats, choice.workers)
+            events = _on_ray(units, recipe, store, settings, stats, choice.workers, ledger)
         for event in events:
             if isinstance(event, VideoSummary):
                 stats.add(event.result, clips=event.clips)
@@ -464,7 +464,7 @@ def _catching(process, item):
 
 
 def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: "RunStats",
-            workers: int | None) -> Iterator:
+            workers: int | None, ledger: Ledger | None = None) -> Iterator:
     """Submit one task per unit (bounded in flight); yield video summaries as units report them (about once
     a second) and unit records as units finish. A unit whose worker died is resubmitted (it resumes from its
     record); one that died ``retries`` + 1 times without finishing a video has its remaining inputs recorded
@@ -501,7 +501,10 @@ def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: 
         progress_log = ray.remote(num_cpus=0)(ProgressLog).remote()
         progress_poll = progress_log.take.remote()
         recipe_ref = ray.put(recipe)
-        fresh = ((unit, items, 0, -1) for unit, items in units)  # read a unit at a time: a stream stays a stream
+        # read a unit at a time (a stream stays a stream); with the inputs its record had done at the start, so
+        # that a first death without progress counts as a failure too (retries + 1 deaths, then recorded)
+        fresh = ((unit, items, 0, len(items) - len(ledger.todo(unit, items)) if ledger is not None else -1)
+                 for unit, items in units)
         retry: list = []  # units whose worker died, to submit again (they resume from their records)
         in_flight: dict = {}  # ref -> (unit, items, failures, inputs done when submitted)
         submitted = 0
