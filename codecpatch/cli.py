@@ -309,50 +309,65 @@ _EXIT_INTERRUPTED_HELP = "SIGINT (Ctrl-C) or SIGTERM: what finished is committed
 
 
 def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrides: dict, flags: dict) -> None:
-    """Validate, scan the inputs, plan and run; ``flags``: progress, dry_run, limit, strict, overwrite."""
-    from .pipeline import (SKIPPED, Interrupted, RecipeError, format_plan, load_recipe, parse_extensions, plan_run, run,
-                           scan_inputs)
-    from .pipeline import InputScan, iter_inputs
-    from .shards import FolderInUseError, RecipeMismatchError, Store, is_object_store
+    """Validate, stream the inputs, plan and run; ``flags``: progress, dry_run, limit, strict, overwrite.
 
+    The inputs (a list of any length, a folder, a glob or an object-store prefix) are read as a stream once,
+    a unit at a time (``iter_inputs``): never held whole, never stat'ed up front. The output is checked
+    (settings, schema version, ledger) before any work, the dry run included."""
+    from itertools import chain
+
+    from .pipeline import (SKIPPED, InputScan, Interrupted, RecipeError, check_output, format_plan, iter_inputs, load_recipe,
+                           parse_extensions, plan_stream, run)
+    from .shards import FolderInUseError, RecipeMismatchError, Store
+
+    walk_skipped: list = []  # entries a folder walk or glob did not process (filled as the stream is read)
     try:
         recipe = load_recipe(recipe_path, overrides, FLAG_NAMES)
-        if is_object_store(input_spec):  # an object-store prefix or list (s3://bucket/videos/, s3://bucket/LIST.txt)
-            scan = InputScan(inputs=list(iter_inputs(input_spec, parse_extensions(recipe.inputs.extensions),
-                                                     endpoint=recipe.output.s3_endpoint)))
-        else:
-            scan = scan_inputs(input_spec, parse_extensions(recipe.inputs.extensions))
+        stream = iter_inputs(input_spec, parse_extensions(recipe.inputs.extensions), endpoint=recipe.output.s3_endpoint,
+                             skipped=walk_skipped)
+        first = next(stream, None)
     except (RecipeError, FileNotFoundError, ValueError) as error:
         _fail(str(error))
-    skipped = [(_shown_path(entry.path, input_spec), f"{entry.reason} ({entry.detail})" if entry.detail else entry.reason)
-               for entry in scan.skipped]
-    if not scan.inputs:
+    if first is None:
+        scan = InputScan(skipped=walk_skipped, count=0)
         seen = scan.summary().replace("0 inputs, ", "") if scan.skipped else "it is empty"
         _fail(f"{input_spec}: no input videos ({seen}); nothing to do")
+    inputs = chain([first], stream)
+
+    def skipped() -> list[tuple[str, str]]:
+        return [(_shown_path(entry.path, input_spec), f"{entry.reason} ({entry.detail})" if entry.detail else entry.reason)
+                for entry in sorted(walk_skipped, key=lambda entry: entry.path)]
+
     try:
-        plan = plan_run(scan.inputs, output, flags["limit"], endpoint=recipe.output.s3_endpoint)
-    except ValueError as error:  # e.g. a folder written by another schema version
+        # --overwrite deletes what the output holds, mismatched or not
+        unit_inputs = recipe.execution.unit_inputs if flags["overwrite"] else check_output(recipe, output)
+        if flags["dry_run"]:
+            plan = plan_stream(inputs, output, unit_inputs=unit_inputs, limit=flags["limit"], endpoint=recipe.output.s3_endpoint)
+    except (RecipeMismatchError, ValueError) as error:  # other settings, or a folder written by another schema version
         _fail(str(error))
     if flags["dry_run"]:
-        click.echo(format_plan(plan, skipped))
+        click.echo(format_plan(plan, skipped(), show=_PLAN_SHOWN))
+        click.echo(f"{_plural(plan.inputs, 'input')} in {_plural(plan.units, 'unit')} of {unit_inputs}")
         click.echo(f"dry run: nothing written to {output}")
         return
     try:
-        stats = run(recipe, plan.inputs, output, progress=flags["progress"], overwrite=flags["overwrite"])
+        stats = run(recipe, inputs, output, progress=flags["progress"], overwrite=flags["overwrite"], limit=flags["limit"])
     except (RecipeMismatchError, FolderInUseError) as error:
         _fail(str(error))
     except Interrupted as interrupt:
         click.echo(f"{interrupt.signal_name}: stopped; everything that finished is committed to {output} "
                    "(rerun the same command to resume)", err=True)
         sys.exit(interrupt.exit_status)
+    scan = InputScan(skipped=sorted(walk_skipped, key=lambda entry: entry.path), count=stats.inputs)
     scan.write_skipped(Store(output, recipe.output.s3_endpoint))  # after the run: the folder is ours (the writer's lock) and exists
     summary = stats.to_dict()
-    left = f", {len(plan.over_limit)} left by --limit" if plan.over_limit else ""
-    failed_before = min(len(plan.failed_before), summary["skipped_done"])  # skipped like done ones, but not done
+    left = f", {summary['over_limit']} left by --limit" if summary["over_limit"] else ""
+    failed_before = min(summary["failed_before"], summary["skipped_done"])  # skipped like done ones, but not done
     earlier = f", {failed_before} failed in an earlier run" if failed_before else ""
     if scan.skipped:  # without skips that line would only repeat the next one's count
         click.echo(f"{scan.summary()} (see {output}/{SKIPPED})")
-    click.echo(f"{_plural(summary['inputs'], 'input')}: {summary['processed']} processed, {summary['failed']} failed, "
+    click.echo(f"{_plural(summary['inputs'] - summary['over_limit'], 'input')}: {summary['processed']} processed, "
+               f"{summary['failed']} failed, "
                f"{summary['skipped_done'] - failed_before} already done{earlier}{left}; {summary['clips']} clips, "
                f"{summary['n_tokens']} tokens "
                f"in {summary['seconds']:.1f} s -> {output} [{summary['execution']}]")
@@ -361,11 +376,14 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
                    f"{recipe.limits.partial})")
     for kind, count in summary["errors_by_kind"].items():
         click.echo(f"  errors: {kind} x{count} (see {output}/_errors/)")
-    failed = summary["failed"] + len(plan.failed_before)
+    failed = summary["failed"] + failed_before
     if flags["strict"] and failed:
         click.echo(f"error: --strict: {_plural(failed, 'input')} failed (see {output}/_errors/)", err=True)
         sys.exit(_EXIT_INPUTS_FAILED)
 
+
+#: How many names the dry run lists per group (then "... and N more").
+_PLAN_SHOWN = 50
 
 _RUN_OPTIONS = [
     click.option("--input", "input_spec", required=True, help="Folder, glob, LIST.txt (path[TAB]text) or LIST.parquet."),

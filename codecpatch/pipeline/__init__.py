@@ -3,7 +3,7 @@ policies and the resumable runner."""
 
 from ._inputs import (SKIPPED, VIDEO_SUFFIXES, InputScan, InputVideo, SkippedEntry, iter_inputs, list_inputs, parse_extensions,
                       scan_inputs)
-from ._plan import RunPlan, format_plan, plan_run
+from ._plan import RunPlan, StreamPlan, format_plan, plan_run, plan_stream
 from ._clip import ClipEncoder, ClipPipeline, ClipResult, limit_threads
 from ._errors import ErrorPolicy, record_and_continue, reraise
 from ._process import VideoResult, process_video
@@ -11,9 +11,9 @@ from ._recipe import Recipe, RecipeError, load_recipe
 from ._fingerprint import row_fingerprint
 from ._interrupts import Interrupted
 from ._stats import Stats, write_json_atomic
-from ._runner import ExecutionChoice, RunStats, choose_execution, run
+from ._runner import ExecutionChoice, RunStats, check_output, choose_execution, run
 
 __all__ = ["SKIPPED", "VIDEO_SUFFIXES", "ClipEncoder", "ClipPipeline", "ClipResult", "ErrorPolicy", "ExecutionChoice", "InputScan", "InputVideo", "Interrupted", "Recipe", "RecipeError",
-           "RunPlan", "RunStats", "SkippedEntry", "Stats", "VideoResult", "choose_execution", "format_plan", "iter_inputs", "list_inputs",
+           "RunPlan", "StreamPlan", "plan_stream", "RunStats", "SkippedEntry", "Stats", "VideoResult", "check_output", "choose_execution", "format_plan", "iter_inputs", "list_inputs",
            "limit_threads", "load_recipe", "parse_extensions", "plan_run", "process_video", "record_and_continue", "reraise",
            "row_fingerprint", "run", "scan_inputs", "write_json_atomic"]

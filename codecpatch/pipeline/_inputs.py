@@ -57,14 +57,19 @@ class InputScan:
 
     inputs: list[InputVideo] = field(default_factory=list)
     skipped: list[SkippedEntry] = field(default_factory=list)
+    count: int | None = None  # how many inputs a streamed walk yielded (its ``inputs`` are not kept); None: len(inputs)
+
+    @property
+    def input_count(self) -> int:
+        return len(self.inputs) if self.count is None else self.count
 
     @property
     def seen(self) -> int:
-        return len(self.inputs) + len(self.skipped)
+        return self.input_count + len(self.skipped)
 
     def summary(self) -> str:
         """E.g. ``68 inputs, 6 skipped: 2 broken symlink, 1 symlink loop, ...`` (one line)."""
-        line = f"{len(self.inputs)} input{'' if len(self.inputs) == 1 else 's'}"
+        line = f"{self.input_count} input{'' if self.input_count == 1 else 's'}"
         if self.skipped:
             reasons = Counter(entry.reason for entry in self.skipped)
             line += f", {len(self.skipped)} skipped: " + ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
@@ -78,7 +83,7 @@ class InputScan:
         store = Store.at(directory)
         store.make()
         records = [asdict(entry) for entry in self.skipped]
-        store.write_bytes(SKIPPED, (json.dumps({"inputs": len(self.inputs), "skipped": records}, indent=2) + "\n").encode())
+        store.write_bytes(SKIPPED, (json.dumps({"inputs": self.input_count, "skipped": records}, indent=2) + "\n").encode())
         return store.uri(SKIPPED)
 
 
@@ -142,7 +147,7 @@ def scan_inputs(spec: str | os.PathLike, extensions: frozenset[str] | None = Non
 
 
 def iter_inputs(spec: str | os.PathLike, extensions: frozenset[str] | None = None, *, batch_rows: int = 65536,
-                endpoint: str | None = None) -> Iterator[InputVideo]:
+                endpoint: str | None = None, skipped: list[SkippedEntry] | None = None) -> Iterator[InputVideo]:
     """Stream the inputs of a list or an object-store prefix, never holding the whole list in memory.
 
     * ``LIST.txt`` (local or a URI such as ``s3://bucket/LIST.txt``): ``path`` or ``path<TAB>text`` per line,
@@ -151,10 +156,14 @@ def iter_inputs(spec: str | os.PathLike, extensions: frozenset[str] | None = Non
       rows at a time.
     * an object-store prefix (``s3://bucket/videos/``, ``gs://...``): the objects under it whose suffix is in
       ``extensions``, ids relative to the prefix (the listing holds names only; nothing is stat'ed or opened).
-    * anything else (a local folder or glob): as ``list_inputs`` (sorted, with its skipped entries dropped).
+    * a local folder: walked as it is read, in the order ``scan_inputs`` sorts (by id), one folder's entry
+      names at a time; regular files are not stat'ed (the directory entry's type is enough), only symlinks.
+    * anything else (a glob): as ``scan_inputs``.
 
-    Lists keep their own order (it defines the work units); ids are not checked for duplicates here
-    (``codecpatch shards verify`` reports an input done twice). ``endpoint``: an S3 endpoint override."""
+    Entries a folder walk or glob does not process go to ``skipped`` (when given) with their reasons, as
+    ``scan_inputs`` reports them. Lists keep their own order (it defines the work units); ids are not checked
+    for duplicates here (``codecpatch shards verify`` reports an input done twice). ``endpoint``: an S3
+    endpoint override."""
     from ..shards import is_object_store
 
     text = os.fspath(spec)
@@ -191,8 +200,48 @@ def iter_inputs(spec: str | os.PathLike, extensions: frozenset[str] | None = Non
         for info in filesystem.get_file_info(selector):
             if info.type == pafs.FileType.File and Path(info.path).suffix.lower() in suffixes:
                 yield InputVideo(f"{scheme}://{info.path}", info.path[len(root):].lstrip("/"))
+    elif Path(text).is_dir():
+        scan = InputScan()  # its inputs stay empty: they are yielded as the walk finds them
+        yield from _walk_stream(Path(text), Path(text), suffixes, scan)
+        if skipped is not None:
+            skipped.extend(scan.skipped)
     else:
-        yield from list_inputs(spec, extensions)
+        scan = scan_inputs(spec, extensions)
+        if skipped is not None:
+            skipped.extend(scan.skipped)
+        yield from scan.inputs
+
+
+def _walk_stream(directory: Path, root: Path, suffixes: frozenset[str], scan: InputScan) -> Iterator[InputVideo]:
+    """The inputs under ``directory`` as the walk finds them, in id order (siblings sorted by name, a real
+    folder's as ``name/``: the concatenated ids then sort exactly as ``scan_inputs`` sorts them); skipped
+    entries go to ``scan.skipped``. A plain file or folder is told apart by its directory entry (no stat);
+    symlinks and other entries are classified by ``_classify``."""
+    try:
+        with os.scandir(directory) as listing:
+            entries = [(entry.name + "/" if entry.is_dir(follow_symlinks=False) else entry.name, entry) for entry in listing]
+    except OSError as error:
+        scan.skipped.append(SkippedEntry(str(directory), "unreadable folder", error.strerror or str(error)))
+        return
+    entries.sort(key=lambda pair: pair[0])
+    for key, entry in entries:
+        entry_path = Path(entry.path)
+        if key.endswith("/"):
+            if entry_path.suffix.lower() in suffixes:
+                scan.skipped.append(SkippedEntry(str(entry_path), "directory with a video suffix",
+                                                 "a folder, not a video file (its contents are walked)"))
+            yield from _walk_stream(entry_path, root, suffixes, scan)
+        elif entry.is_file(follow_symlinks=False):
+            if entry_path.suffix.lower() in suffixes:
+                yield InputVideo(str(entry_path), entry_path.relative_to(root).as_posix())
+            else:
+                scan.skipped.append(SkippedEntry(str(entry_path), "extension not selected",
+                                                 f"{entry_path.suffix.lower() or 'no suffix'} is not in the input extensions (--extensions)"))
+        else:  # a symlink, device, pipe or socket
+            found = InputScan()
+            _classify(entry_path, root, suffixes, found, named=False)
+            scan.skipped.extend(found.skipped)
+            yield from found.inputs
 
 
 def _open_remote(uri: str, endpoint: str | None):

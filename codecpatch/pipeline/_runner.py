@@ -25,10 +25,11 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from ..decode import redact_text
-from ..shards import (Store, UnitRecord, UnitWriter, iter_unit_records, lock_folder, open_ledger, read_unit_record, token_schema,
+from ..shards import (Store, UnitRecord, UnitWriter, check_ledger, iter_unit_records, lock_folder, open_ledger, read_unit_record, token_schema,
                       write_summary)
 from ._fingerprint import row_fingerprint
 from ._inputs import InputVideo
+from ._plan import Ledger, cut_to_limit, plan_units
 from ._interrupts import Interrupted, interrupts_raise
 from ._local_ray import start_ray, stop_ray
 from ._process import VideoResult, encode_and_compress, limit_threads, pipeline_for, process_video, token_dim
@@ -83,7 +84,9 @@ class RunStats(Stats):
     execution: str = ""
     interrupted: str = ""
     inputs: int = 0
-    skipped_done: int = 0
+    skipped_done: int = 0  # inputs done (or failed) in an earlier run, skipped
+    failed_before: int = 0  # ... of which an earlier run recorded as failed
+    over_limit: int = 0  # inputs not yet done left for a later run by ``limit``
     processed: int = 0
     failed: int = 0
     clips: int = 0
@@ -156,48 +159,6 @@ def save_stats(output, stats: RunStats) -> dict:
     return data
 
 
-def plan_units(inputs: Iterable[InputVideo], unit_inputs: int) -> Iterator[tuple[int, list[InputVideo]]]:
-    """(unit index, its inputs): consecutive runs of ``unit_inputs`` inputs in input order, taken from the
-    iterable as they are needed. The same for any worker count, so a rerun finds each unit's record under
-    the same name."""
-    iterator = iter(inputs)
-    unit = 0
-    while True:
-        items = list(islice(iterator, unit_inputs))
-        if not items:
-            return
-        yield unit, items
-        unit += 1
-
-
-@dataclass
-class Ledger:
-    """What the unit records say, compact: complete units (index -> inputs they held) and, for the others,
-    the ids already done. Built by one listing of ``_units/``; holds no ids of complete units."""
-
-    complete: dict[int, int] = field(default_factory=dict)
-    partial: dict[int, set[str]] = field(default_factory=dict)
-    done_inputs: int = 0
-
-    @classmethod
-    def read(cls, store) -> "Ledger":
-        ledger = cls()
-        for record in iter_unit_records(store):
-            ledger.done_inputs += len(record.inputs_done)
-            if record.complete:
-                ledger.complete[record.unit] = record.inputs
-            else:
-                ledger.partial[record.unit] = set(record.inputs_done)
-        return ledger
-
-    def todo(self, unit: int, items: list[InputVideo]) -> list[InputVideo]:
-        """The inputs of a unit still to do (none when its record is complete for these inputs)."""
-        if self.complete.get(unit) == len(items):
-            return []
-        done = self.partial.get(unit, ())
-        return [i for i in items if i.video_id not in done]
-
-
 @dataclass(frozen=True)
 class UnitSettings:
     """What a unit's writer needs besides the recipe (sent to every unit task)."""
@@ -207,8 +168,20 @@ class UnitSettings:
     commit_seconds: float
 
 
+def check_output(recipe: Recipe, output: str | os.PathLike) -> int:
+    """Check, reading only, that a run of ``recipe`` may write to ``output`` (a folder or URI): the same
+    settings and token width, this schema version, a unit ledger (``RecipeMismatchError`` / ``ValueError``
+    otherwise, before any work). Returns the unit size the run uses there (the output's own, once it has one)."""
+    store = Store.at(output, recipe.output.s3_endpoint)
+    header = check_ledger(store, token_dim(recipe), fingerprint=row_fingerprint(recipe))
+    if header is not None and header.ledger == "units":
+        return int(header.summary.get("unit_inputs", recipe.execution.unit_inputs))
+    return recipe.execution.unit_inputs
+
+
 def run(recipe: Recipe, inputs: Iterable[InputVideo], output: str | os.PathLike, *, progress: bool | None = None,
-        recipe_record: dict | None = None, overwrite: bool = False, total: int | None = None) -> RunStats:
+        recipe_record: dict | None = None, overwrite: bool = False, total: int | None = None,
+        limit: int | None = None) -> RunStats:
     """Process ``inputs`` into shards under ``output`` (a folder or a URI); a rerun skips inputs already done.
 
     Inputs are cut into work units of ``execution.unit_inputs`` (by input order). Each unit writes its own
@@ -218,20 +191,22 @@ def run(recipe: Recipe, inputs: Iterable[InputVideo], output: str | os.PathLike,
     what it holds. SIGINT/SIGTERM raise ``Interrupted`` after committing what finished.
 
     ``inputs`` may be a stream (``iter_inputs``): it is read a unit at a time as workers free up, never
-    held whole; ``total`` (its length, when known) gives the progress bar its end and ETA."""
+    held whole; ``total`` (its length, when known) gives the progress bar its end and ETA. ``limit``: process
+    at most this many inputs not yet done, the first ones in input order (units keep their boundaries; the
+    rest is counted in ``stats.over_limit``)."""
     store = Store.at(output, recipe.output.s3_endpoint)
     with interrupts_raise():
         store.make()
         lock = None if store.remote else lock_folder(Path(store.root))  # one driver per local folder
         try:
-            return _run_locked(recipe, inputs, store, progress, recipe_record, overwrite, total)
+            return _run_locked(recipe, inputs, store, progress, recipe_record, overwrite, total, limit)
         finally:
             if lock is not None:
                 lock.close()
 
 
 def _run_locked(recipe: Recipe, inputs: Iterable[InputVideo], store: Store, progress, recipe_record, overwrite,
-                total: int | None) -> RunStats:
+                total: int | None, limit: int | None = None) -> RunStats:
     iterator = iter(inputs)
     head = list(islice(iterator, _PEEK_INPUTS))  # a stream's first inputs decide whether rows carry text
     with_text = any(i.text for i in head)
@@ -240,17 +215,22 @@ def _run_locked(recipe: Recipe, inputs: Iterable[InputVideo], store: Store, prog
     header = open_ledger(store, dim, recipe=recipe_record or recipe.model_dump(), fingerprint=row_fingerprint(recipe),
                          unit_inputs=recipe.execution.unit_inputs, overwrite=overwrite, also_remove=(STATS,))
     unit_inputs = header.summary.get("unit_inputs", recipe.execution.unit_inputs)  # the folder's own unit size
-    ledger = Ledger.read(store)
+    ledger = Ledger.read(store, unit_inputs)
     stats = RunStats(started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     if isinstance(inputs, (list, tuple)):
         total = len(inputs)
 
     def units_to_do() -> Iterator[tuple[int, list[InputVideo]]]:
+        taken = 0
         for unit, items in plan_units(chain(head, iterator), unit_inputs):
             todo_items = ledger.todo(unit, items)
             stats.inputs += len(items)
             stats.skipped_done += len(items) - len(todo_items)
-            if todo_items:
+            stats.failed_before += ledger.errors.get(unit, 0)
+            items, left_out = cut_to_limit(items, todo_items, None if limit is None else max(0, limit - taken))
+            stats.over_limit += left_out
+            taken += len(todo_items) - left_out
+            if len(todo_items) > left_out:
                 yield unit, items
 
     units = units_to_do()
@@ -263,6 +243,8 @@ def _run_locked(recipe: Recipe, inputs: Iterable[InputVideo], store: Store, prog
             break
     units = chain(ahead, units)
     expected = None if total is None else max(0, total - ledger.done_inputs)
+    if limit is not None and expected is not None:
+        expected = min(expected, limit)
     choice = choose_execution(recipe.execution, todo if todo < AUTO_RAY_MIN_INPUTS else max(todo, expected or 0))
     stats.execution = choice.reason
     settings = UnitSettings(schema, int(recipe.output.shard_mb * 2**20), recipe.output.commit_seconds)
@@ -275,7 +257,7 @@ def _run_locked(recipe: Recipe, inputs: Iterable[InputVideo], store: Store, prog
             stats.resources = {"in_process": {"runs": "decode, patchify, encode, compress"}}
             events = _in_process(units, recipe, store, settings)
         else:
-            events = _on_ray(units, recipe, store, settings, stats, choice.workers)
+            events = _on_ray(units, recipe, store, settings, stats, choice.workers, ledger)
         for event in events:
             if isinstance(event, VideoSummary):
                 stats.add(event.result, clips=event.clips)
@@ -482,7 +464,7 @@ def _catching(process, item):
 
 
 def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: "RunStats",
-            workers: int | None) -> Iterator:
+            workers: int | None, ledger: Ledger | None = None) -> Iterator:
     """Submit one task per unit (bounded in flight); yield video summaries as units report them (about once
     a second) and unit records as units finish. A unit whose worker died is resubmitted (it resumes from its
     record); one that died ``retries`` + 1 times without finishing a video has its remaining inputs recorded
@@ -519,7 +501,10 @@ def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: 
         progress_log = ray.remote(num_cpus=0)(ProgressLog).remote()
         progress_poll = progress_log.take.remote()
         recipe_ref = ray.put(recipe)
-        fresh = ((unit, items, 0, -1) for unit, items in units)  # read a unit at a time: a stream stays a stream
+        # read a unit at a time (a stream stays a stream); with the inputs its record had done at the start, so
+        # that a first death without progress counts as a failure too (retries + 1 deaths, then recorded)
+        fresh = ((unit, items, 0, len(items) - len(ledger.todo(unit, items)) if ledger is not None else -1)
+                 for unit, items in units)
         retry: list = []  # units whose worker died, to submit again (they resume from their records)
         in_flight: dict = {}  # ref -> (unit, items, failures, inputs done when submitted)
         submitted = 0

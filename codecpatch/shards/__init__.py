@@ -7,7 +7,7 @@ from ._writer import ERRORS, MANIFEST, ErrorLog, FolderInUseError, Manifest, Rec
 from ._writer import _lock_folder as lock_folder
 from ._verify import VerifyReport, verify
 from ._store import S3_ENDPOINT_ENV, Store, is_object_store, is_remote, remote_filesystem
-from ._units import (ERRORS_DIR, UNITS, UnitRecord, UnitWriter, iter_unit_records, open_ledger, read_errors, read_unit_record, read_unit_records,
+from ._units import (ERRORS_DIR, UNITS, UnitRecord, UnitWriter, check_ledger, iter_unit_records, open_ledger, read_errors, read_unit_errors, read_unit_record, read_unit_records,
                      unit_shard_name, write_summary)
 
 __all__ = [
@@ -20,7 +20,9 @@ __all__ = [
     "is_remote",
     "lock_folder",
     "open_ledger",
+    "check_ledger",
     "read_errors",
+    "read_unit_errors",
     "read_unit_record",
     "read_unit_records",
     "unit_shard_name",

@@ -141,6 +141,12 @@ def read_errors(location) -> list[dict]:
     return records
 
 
+def read_unit_errors(location, unit: int) -> list[dict]:
+    """The errors one unit recorded (``_errors/uNNNNNNN.parquet``), as dicts; [] when it recorded none."""
+    data = Store.at(location).read_bytes(error_path(unit))
+    return pq.read_table(pa.BufferReader(data)).to_pylist() if data is not None else []
+
+
 def _node() -> dict:
     node = {"host": socket.gethostname(), "pid": os.getpid()}
     try:
@@ -288,7 +294,7 @@ def open_ledger(location, dim: int, *, recipe: dict, fingerprint: dict, unit_inp
     wrote there (shards, unit records, error tables, manifest and ``also_remove``). A resumed location keeps
     its own unit size (``summary["unit_inputs"]``), so unit records keep naming the same inputs."""
     from .. import __version__
-    from ._writer import Manifest, _check_fingerprint
+    from ._writer import Manifest
 
     store = Store.at(location)
     fingerprint = {**fingerprint, "dim": dim}
@@ -298,18 +304,39 @@ def open_ledger(location, dim: int, *, recipe: dict, fingerprint: dict, unit_inp
                 store.delete(name)
         store.delete_folder(UNITS)
         store.delete_folder(ERRORS_DIR)
-    previous = Manifest.read(store, gather=False)
-    if previous is not None:
-        _check_fingerprint(store.location, previous, fingerprint)
-        if previous.ledger == "units":
-            return previous
-        if previous.shards or previous.inputs_done:
-            raise ValueError(f"{store.location} holds shards written without unit records (a live stream's or an older "
-                             "run's): write batch runs to a new output, or pass --overwrite")
+    previous = check_ledger(store, dim, fingerprint=fingerprint)
+    if previous is not None and previous.ledger == "units":
+        return previous
     header = Manifest(package_version=__version__, recipe=recipe, fingerprint=fingerprint, dim=dim, ledger="units",
                       summary={"unit_inputs": unit_inputs})
     header.write(store)
     return header
+
+
+def check_ledger(location, dim: int, *, fingerprint: dict):
+    """Read-only check that a batch run may write to a location (the dry run and ``open_ledger`` use it):
+    returns its header Manifest (None when it holds none). Refuses with a clear error, before any work:
+    settings that change the rows or the token width (``RecipeMismatchError``), shards of another schema
+    version, or shards written without unit records (an older version's ``inputs_done`` ledger or a live
+    stream's: ``ValueError``), which a unit run would otherwise mix with its own."""
+    from ._schema import SCHEMA_VERSION
+    from ._writer import Manifest, _check_fingerprint
+
+    store = Store.at(location)
+    previous = Manifest.read(store, gather=False)
+    if previous is None:
+        return None
+    _check_fingerprint(store.location, previous, {**fingerprint, "dim": dim})
+    if previous.ledger != "units":
+        if previous.shards or previous.inputs_done:
+            raise ValueError(f"{store.location} holds shards written without unit records (a live stream's or an older "
+                             "run's, manifest schema version "
+                             f"{previous.schema_version}): write batch runs to a new output, or pass --overwrite")
+        return previous
+    if previous.schema_version != SCHEMA_VERSION:
+        raise ValueError(f"{store.location} holds schema version {previous.schema_version} shards; this version writes "
+                         f"{SCHEMA_VERSION}: write to a new output, or pass --overwrite")
+    return previous
 
 
 def write_summary(location, header) -> dict:
