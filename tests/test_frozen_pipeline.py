@@ -152,3 +152,23 @@ def test_frozen_recipe_gives_the_same_rows_in_stream_api_and_batch(tower, camera
     for s, b in zip(streamed, batched):
         check_frozen_row(s, 16, (6, 8), 0.125)  # 64 x 48 canvas, 8 px patches
         assert s == b
+
+
+def test_frozen_recipe_merging_inside_the_vit(tower, tmp_path):
+    """[frozen] merge_after = 1 with ApET: each frame merged after block 1 of the 2-block tower, the budget
+    and sizes as the plan says; merge_after needs a ViT."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "scenecut.mp4").write_bytes((SAMPLES / "scenecut_h264_p.mp4").read_bytes())
+    overrides = {"patchify.frames": 16, "patchify.max_side": 64, "patchify.patch": 8, "encoder.path": str(tower),
+                 "clips.seconds": 0, "frozen.budget": 0.125, "execution.workers": 0, "frozen.compressor": "apet",
+                 "frozen.merge_after": 1}
+    stats = run(load_recipe(FROZEN, overrides), list_inputs(videos), tmp_path / "out")
+    assert (stats.processed, stats.failed) == (1, 0)
+    [row] = pq.read_table(shard_paths(tmp_path / "out")).to_pylist()
+    assert row["mode"] == "frozen" and row["compressors"] == "apet:x4@1"
+    assert row["n_tokens"] == 96 and sum(row["token_sizes"]) == row["n_selected"] == 8 * 48
+    per_frame = np.bincount(np.asarray(row["positions"]).reshape(-1, 3)[:, 0])
+    assert per_frame[per_frame > 0].tolist() == [12] * 8  # 12 tokens in each of the 8 planned frames
+    with pytest.raises(RecipeError, match="merge_after"):
+        load_recipe(FROZEN, {"frozen.merge_after": 1, "encoder.name": "pixel"})

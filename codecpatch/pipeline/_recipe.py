@@ -213,9 +213,11 @@ class Frozen(_Section):
     enabled: bool = Field(False, description="use this path instead of patchify's selection")
     budget: float = Field(0.0625, gt=0, le=1, description="output tokens per clip, a fraction of all picture patches of the sampled frames")
     factor: int = Field(4, ge=1, description="frames encoded, as a multiple of the whole-frame baseline's budget * frames")
-    compressor: Literal["random_merge", "pool", "none"] = Field(
-        "random_merge", description="per frame: random keep + merge into the nearest (size-weighted); 2x2/2x1 pooling; none")
+    compressor: Literal["random_merge", "apet", "pool", "none"] = Field(
+        "random_merge", description="per frame: random keep + merge into the nearest (size-weighted); ApET; 2x2/2x1 pooling; none")
     seed: int = 0
+    merge_after: int = Field(0, ge=0, description="0: compress the ViT's output tokens; L: merge after block L inside the "
+                                                  "ViT, the remaining blocks with proportional attention (needs a ViT)")
 
 
 class Output(_Section):
@@ -344,6 +346,11 @@ class Recipe(_Section):
         if self.frozen.enabled and self.execution.encode_gpus > 0:
             raise ValueError("frozen.enabled encodes whole frames in the video task: a separate encode stage "
                              "(execution.encode_gpus > 0) is not supported with it yet")
+        if self.frozen.enabled and self.frozen.merge_after:
+            if self.encoder.name != "vit" or self.encoder.xray:
+                raise ValueError("frozen.merge_after merges inside the ViT: it needs encoder.name = 'vit' without xray")
+            if self.frozen.compressor == "none":
+                raise ValueError("frozen.merge_after needs a compressor (random_merge, apet or pool), not 'none'")
         return self
 
 
