@@ -317,6 +317,7 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
 
     try:
         recipe = load_recipe(recipe_path, overrides, FLAG_NAMES)
+        recipe.encoder.check_checkpoint()
         if is_object_store(input_spec):  # an object-store prefix or list (s3://bucket/videos/, s3://bucket/LIST.txt)
             scan = InputScan(inputs=list(iter_inputs(input_spec, parse_extensions(recipe.inputs.extensions),
                                                      endpoint=recipe.output.s3_endpoint)))

