@@ -23,7 +23,8 @@ codec-sparse patches; saves results/fidelity_frozen.json::
     nice -n 5 python benchmarks/fidelity.py --frozen --frames 64 --clip-seconds 8
 
 ``--methods`` scores only some methods (shell patterns on the name without its budget) and merges them into the
-existing JSON, keeping its other rows (the clips must be the same); e.g. the in-model merges (ApET / DUET V2V /
+existing JSON (the clips must be the same): new rows are added, old rows kept, and ``partial_runs`` says whether
+rerun rows scored the same; e.g. the in-model merges (ApET / DUET V2V /
 random merge after block 4, proportional attention after) with the baselines::
 
     nice -n 5 python benchmarks/fidelity.py --frozen --frames 64 --clip-seconds 8 \
@@ -193,9 +194,13 @@ def frozen(model, config: PatchifyConfig, args, started: float) -> None:
         previous = json.loads(args.out.read_text())
         if previous["clips"] != result["clips"] or previous["settings"] != output["settings"]:
             raise SystemExit(f"{args.out} holds other clips or settings: write the partial run elsewhere (--out)")
+        rerun = [m for m in methods if m in previous["methods"]]  # old rows are kept; say whether the rerun agrees
+        same = [m for m in rerun if all(previous["methods"][m][k] == v for k, v in methods[m].items() if k != "seconds")]
         runs = previous.get("partial_runs", [])
-        runs.append({"methods": list(methods_asked), "total_seconds": output["total_seconds"], "dense_seconds": result["dense_seconds"]})
-        output = {**previous, "methods": {**previous["methods"], **methods}, "wins": {**previous["wins"], **wins}, "partial_runs": runs}
+        runs.append({"methods": list(methods_asked), "total_seconds": output["total_seconds"], "dense_seconds": result["dense_seconds"],
+                     "rerun_rows_identical_scores": same, "rerun_rows_differing": [m for m in rerun if m not in same]})
+        output = {**previous, "methods": {**previous["methods"], **{m: v for m, v in methods.items() if m not in rerun}},
+                  "wins": {**previous["wins"], **{k: v for k, v in wins.items() if k not in previous["wins"]}}, "partial_runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(output, indent=2) + "\n")
     print(f"\nsaved {args.out} ({output['total_seconds']:.0f} s)")
