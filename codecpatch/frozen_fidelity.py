@@ -1,11 +1,12 @@
 """Fidelity of the frozen-encoder path with a real pretrained ViT: at equal *output* tokens, what do evenly
 spaced whole frames keep, against more frames compressed per frame (pooling, random merge, ApET, DUET V2V,
-Xray inside the ViT), codec-driven frame choice / token allocation, and codec-sparse patches?
+Xray inside the ViT, and ApET / DUET V2V / random merge inside the ViT after block L with proportional attention
+in the remaining blocks), codec-driven frame choice / token allocation, and codec-sparse patches?
 
 The reference of a clip is fidelity's dense encoding (every picture patch of every sampled frame, each frame
 encoded alone). Whole frames encoded with context *are* rows of that reference (the per-frame forward is the
 same), so whole-frame methods take them from it and are charged the reference's per-frame encoding time;
-Xray and codec-sparse patches are encoded for real.
+Xray, the in-model merges and codec-sparse patches are encoded for real.
 
 Scores per method (clip averages, retrieval among all clips):
 - ``cosine``: size-weighted mean output token vs the mean dense token (merged tokens weigh what they carry);
@@ -18,6 +19,7 @@ Scores per method (clip averages, retrieval among all clips):
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from dataclasses import dataclass, replace
 
@@ -26,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from .fidelity import DenseClip, codec_mask, encode_dense, encode_per_frame, segment_of
-from .frozen import activity, activity_counts, activity_frames, encode_frames, even_counts, even_frames, output_budget
+from .frozen import (FrozenSettings, activity, activity_counts, activity_frames, encode_frames, even_counts, even_frames, frame_merge,
+                     output_budget)
 from .patchify import ClipSamples, PatchifyConfig, patches_of
 from .tokens import SparseViT, TokenSet, apet, duet_v2v, pool_frames, random_merge
 
@@ -108,10 +111,19 @@ def _xray_model(model: SparseViT, keep: float, blocks: tuple[int, ...]) -> Spars
     return xray.eval()
 
 
+def wanted(method: str, methods: tuple[str, ...] | None) -> bool:
+    """Whether ``method`` ("0.0625/4x/apet@4") is asked for: ``methods`` None (all) or shell patterns on the
+    name without its budget ("uniform", "4x/pool2x2", "4x/*@*")."""
+    return methods is None or any(fnmatch.fnmatchcase(method.split("/", 1)[1], pattern) for pattern in methods)
+
+
 def frozen_outputs(model: SparseViT, samples: ClipSamples, reference: DenseClip, config: PatchifyConfig,
-                   budgets: tuple[float, ...] = BUDGETS, seed: int = 0, sparse_budgets: tuple[float, ...] = (0.0625, 0.25)) -> list[Output]:
-    """Every method's output for one clip at every budget (see the module docstring for the list); codec-sparse
-    patches (a reference from the real-encoder issue, and the slowest to make) only at ``sparse_budgets``."""
+                   budgets: tuple[float, ...] = BUDGETS, seed: int = 0, sparse_budgets: tuple[float, ...] = (0.0625, 0.25),
+                   methods: tuple[str, ...] | None = None, merge_after: int | None = None) -> list[Output]:
+    """Every method's output for one clip at every budget (see the module docstring for the list), or those
+    ``methods`` asks for (see ``wanted``); codec-sparse patches (a reference from the real-encoder issue, and
+    the slowest to make) only at ``sparse_budgets``. In-model merges run after block ``merge_after`` (default
+    depth // 3, 4 of DINOv2-S's 12)."""
     frames_total = reference.n_frames
     per_frame = int(reference.picture.sum())
     frame_seconds = reference.seconds / frames_total
@@ -119,7 +131,21 @@ def frozen_outputs(model: SparseViT, samples: ClipSamples, reference: DenseClip,
     score = activity(samples.motion_accumulated, samples.residual_accumulated)
     depth = model.config.depth
     xray_blocks = tuple(sorted({max(1, round(depth * f)) for f in (1 / 3, 2 / 3, 11 / 12)}))
+    after = merge_after or max(1, depth // 3)
     outputs = []
+
+    def add(method: str, make) -> None:  # make() -> (TokenSet, seconds), run only when the method is wanted
+        if wanted(method, methods):
+            tokens, seconds = make()
+            outputs.append(_output(method, tokens, seconds))
+
+    def timed(function, base: float = 0.0):
+        def make():
+            started = time.perf_counter()
+            tokens = function()
+            return tokens, base + time.perf_counter() - started
+        return make
+
     for budget in budgets:
         total = output_budget(frames_total, per_frame, budget)
         baseline = max(1, round(total / per_frame))
@@ -128,43 +154,38 @@ def frozen_outputs(model: SparseViT, samples: ClipSamples, reference: DenseClip,
         def whole(frames: np.ndarray) -> tuple[TokenSet, float]:
             return _whole_frames(reference, frames), frame_seconds * len(frames)
 
-        tokens, seconds = whole(even_frames(frames_total, baseline))
-        outputs.append(_output(f"{tag}/uniform", tokens, seconds))
+        add(f"{tag}/uniform", lambda: whole(even_frames(frames_total, baseline)))
         for factor in (2, 4):
             frames = even_frames(frames_total, baseline * factor)
             tokens, seconds = whole(frames)
             window = (2, 2) if factor == 4 else (1, 2)
-            started = time.perf_counter()
-            pooled = pool_frames(tokens, window)
-            outputs.append(_output(f"{tag}/{factor}x/pool{window[0]}x{window[1]}", pooled, seconds + time.perf_counter() - started))
+            add(f"{tag}/{factor}x/pool{window[0]}x{window[1]}", timed(lambda: pool_frames(tokens, window), seconds))
             # the other compressors get the plan's per-frame share of the budget (what uniform whole frames hold,
             # never more; pooling's edge cells give it a few more tokens than that)
             counts = torch.from_numpy(even_counts(total, len(frames), per_frame))
-            started = time.perf_counter()
-            merged = random_merge(tokens, counts=counts, seed=seed)
-            outputs.append(_output(f"{tag}/{factor}x/random_merge", merged, seconds + time.perf_counter() - started))
+            add(f"{tag}/{factor}x/random_merge", timed(lambda: random_merge(tokens, counts=counts, seed=seed), seconds))
             if factor != 4:
                 continue
-            started = time.perf_counter()
-            outputs.append(_output(f"{tag}/4x/apet", apet(tokens, float(counts.float().mean()) / per_frame), seconds + time.perf_counter() - started))
-            started = time.perf_counter()
-            outputs.append(_output(f"{tag}/4x/duet_v2v", _per_frame_duet(tokens, reference, float(counts.float().mean())),
-                                   seconds + time.perf_counter() - started))
-            inside = encode_frames(_xray_model(model, float(counts.float().mean()) / per_frame, xray_blocks), patches, reference.picture, frames)
-            outputs.append(_output(f"{tag}/4x/xray_in_model", inside, inside.stages[0].seconds))
+            keep = float(counts.float().mean()) / per_frame
+            add(f"{tag}/4x/apet", timed(lambda: apet(tokens, keep), seconds))
+            add(f"{tag}/4x/duet_v2v", timed(lambda: _per_frame_duet(tokens, reference, float(counts.float().mean())), seconds))
+            add(f"{tag}/4x/xray_in_model", timed(lambda: encode_frames(_xray_model(model, keep, xray_blocks), patches, reference.picture, frames)))
+            # inside the ViT: each frame merged after block L, the remaining blocks with proportional attention
+            share = counts.numpy()
+            inside = {"apet": frame_merge(FrozenSettings(compressor="apet"), share),
+                      "random_merge": frame_merge(FrozenSettings(compressor="random_merge", seed=seed), share),
+                      "duet_v2v": lambda frame, j: duet_v2v(frame, min(1.0, int(share[j]) / frame.n_tokens))}
+            for name, rule in inside.items():
+                add(f"{tag}/4x/{name}@{after}", timed(lambda rule=rule: encode_frames(model, patches, reference.picture, frames, merge=(after, rule))))
             # codec rules, with random merge: frames by activity, or even frames with tokens by activity
-            started = time.perf_counter()
             chosen = activity_frames(score, len(frames))
-            tokens_codec = _whole_frames(reference, chosen)
-            merged = random_merge(tokens_codec, counts=torch.from_numpy(even_counts(total, len(chosen), per_frame)), seed=seed)
-            outputs.append(_output(f"{tag}/4x/codec_frames+random_merge", merged,
-                                   frame_seconds * len(chosen) + time.perf_counter() - started))
-            started = time.perf_counter()
+            add(f"{tag}/4x/codec_frames+random_merge", timed(
+                lambda: random_merge(_whole_frames(reference, chosen), counts=torch.from_numpy(even_counts(total, len(chosen), per_frame)), seed=seed),
+                frame_seconds * len(chosen)))
             span = np.add.reduceat(score, frames)  # activity since each chosen frame up to the next
-            allocation = activity_counts(span, int(counts.sum()), per_frame)
-            merged = random_merge(tokens, counts=torch.from_numpy(allocation), seed=seed)
-            outputs.append(_output(f"{tag}/4x/codec_alloc+random_merge", merged, seconds + time.perf_counter() - started))
-        if budget not in sparse_budgets:
+            add(f"{tag}/4x/codec_alloc+random_merge", timed(
+                lambda: random_merge(tokens, counts=torch.from_numpy(activity_counts(span, int(counts.sum()), per_frame)), seed=seed), seconds))
+        if budget not in sparse_budgets or not wanted(f"{tag}/codec_sparse_patches", methods):
             continue
         started = time.perf_counter()
         mask = codec_mask(samples, config, total)
@@ -198,14 +219,15 @@ def score_outputs(dense: list[DenseClip], outputs: list[list[Output]], segments:
 
 
 def evaluate_frozen(model: SparseViT, clips: list[ClipSamples], config: PatchifyConfig, budgets: tuple[float, ...] = BUDGETS,
-                    segments: int = 4, detail_stride: int = 4, progress=None) -> dict:
-    """Score every method on ``clips``. Returns {"clips": names, "methods": {...}, "dense_seconds": mean}."""
+                    segments: int = 4, detail_stride: int = 4, progress=None, methods: tuple[str, ...] | None = None) -> dict:
+    """Score every method (or those ``methods`` asks for, see ``wanted``) on ``clips``. Returns {"clips": names,
+    "methods": {...}, "dense_seconds": mean}."""
     if model.config.patch != config.patch:
         raise ValueError(f"the ViT's patch is {model.config.patch} px but patchify's is {config.patch} px")
     dense, outputs = [], []
     for samples in clips:
         reference = encode_dense(model, samples, f"{samples.info.source}#{samples.info.clip_index}")
-        outputs.append(frozen_outputs(model, samples, reference, config, budgets))
+        outputs.append(frozen_outputs(model, samples, reference, config, budgets, methods=methods))
         dense.append(reference)
         if progress is not None:
             progress(reference.name)

@@ -125,3 +125,71 @@ def test_random_merge_counts_per_frame_and_merges_into_the_nearest_kept_token():
         assert int(out.absorbed_into[i]) == 1 + expected
     with pytest.raises(ValueError, match="exactly one"):
         random_merge(base)
+
+
+# -- merging inside the ViT: proportional attention --------------------------------------------------------
+
+
+def test_proportional_attention_by_hand_a_size_two_key_is_two_identical_keys():
+    """d = 1, one query q = 1, keys 0 and 1, values 1 and 0, sizes 1 and 2: weights are proportional to
+    1 * e^0 and 2 * e^1, so the output is 1 / (1 + 2e); the same as three size-1 keys (0, 1, 1)."""
+    from codecpatch.tokens import proportional_attention
+
+    q = torch.ones(1, 1, 1, 1)
+    k, v = torch.tensor([0.0, 1.0]).view(1, 1, 2, 1), torch.tensor([1.0, 0.0]).view(1, 1, 2, 1)
+    out = proportional_attention(q, k, v, torch.tensor([[1.0, 2.0]]))
+    assert out.item() == pytest.approx(1 / (1 + 2 * torch.e), abs=1e-6)
+    three = proportional_attention(q, torch.tensor([0.0, 1, 1]).view(1, 1, 3, 1), torch.tensor([1.0, 0, 0]).view(1, 1, 3, 1),
+                                   torch.ones(1, 3))
+    assert three.item() == pytest.approx(out.item(), abs=1e-6)
+    # sizes all 1 is plain attention (1 / (1 + e)); a padded key (mask False) counts for nothing
+    assert proportional_attention(q, k, v, torch.ones(1, 2)).item() == pytest.approx(1 / (1 + torch.e), abs=1e-6)
+    padded = proportional_attention(q, k, v, torch.tensor([[1.0, 2.0]]), torch.tensor([[True, False]]))
+    assert padded.item() == pytest.approx(1.0, abs=1e-6)
+
+
+def tiny_vit():
+    from codecpatch.tokens import SparseViT, ViTConfig
+
+    torch.manual_seed(0)
+    model = SparseViT(ViTConfig(dim=16, depth=3, heads=2, mlp_dim=32, patch=4, pos_grid=4, final_norm="all")).eval()
+    with torch.no_grad():
+        model.pos_embed.normal_()
+        model.cls_token.normal_()
+    pixels = torch.randn(2, 6, 3, 4, 4)  # two frames of a 2 x 3 patch grid
+    positions = torch.stack([torch.arange(2).repeat_interleave(6), torch.arange(2).repeat_interleave(3).repeat(2),
+                             torch.arange(3).repeat(4)], 1).view(2, 6, 3)
+    return model, pixels, positions, torch.ones(2, 6, dtype=torch.bool)
+
+
+def test_merging_nothing_inside_the_vit_is_the_plain_forward():
+    model, pixels, positions, valid = tiny_vit()
+    with torch.no_grad():
+        plain, _, cls, _ = model(pixels, positions, valid, (2, 3))
+        merged, merged_valid, merged_cls, source = model.forward_merging(pixels, positions, valid, (2, 3), 1, lambda frame, i: frame)
+    torch.testing.assert_close(merged, plain, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(merged_cls, cls, atol=1e-5, rtol=1e-5)
+    assert merged_valid.all() and source.tolist() == [list(range(6))] * 2
+
+
+def test_a_merged_token_of_size_two_attends_as_its_two_identical_copies_did():
+    """Two patches with identical pixels at the same position have identical hidden states after block 1;
+    merging them after block 1 (size 2, proportional attention after) leaves every other token exactly as
+    it was, and the merged token equals each copy."""
+    model, pixels, positions, valid = tiny_vit()
+    pixels[:, 5], positions[:, 5] = pixels[:, 4], positions[:, 4]  # patch 5 is a copy of patch 4
+
+    def merge_copies(frame: TokenSet, i: int) -> TokenSet:
+        kept = torch.arange(5)
+        assignment = torch.tensor([0, 1, 2, 3, 4, 4])
+        return TokenSet(frame.tokens[kept], frame.positions[kept], frame.group[kept], assignment[frame.absorbed_into], frame.cls)
+
+    with torch.no_grad():
+        plain, _, cls, _ = model(pixels, positions, valid, (2, 3))
+        merged, merged_valid, merged_cls, source = model.forward_merging(pixels, positions, valid, (2, 3), 1, merge_copies)
+    assert merged.shape == (2, 5, 16) and source.tolist() == [[0, 1, 2, 3, 4, 4]] * 2
+    torch.testing.assert_close(merged, plain[:, :5], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(merged_cls, cls, atol=1e-5, rtol=1e-5)
+    assert torch.bincount(source[0]).tolist() == [1, 1, 1, 1, 2]
+    with pytest.raises(ValueError, match="merge after block 3"):
+        model.forward_merging(pixels, positions, valid, (2, 3), 3, merge_copies)

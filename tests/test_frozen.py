@@ -14,10 +14,12 @@ from codecpatch.frozen import (
     compress_frames,
     encode_frames,
     even_counts,
+    frame_merge,
+    per_frame,
     even_frames,
     plan_frozen,
 )
-from codecpatch.tokens import SparseViT, ViTConfig
+from codecpatch.tokens import SparseViT, StageCount, TokenSet, ViTConfig
 
 
 def test_plan_encodes_factor_times_the_baseline_frames_and_splits_the_budget():
@@ -73,6 +75,39 @@ def test_whole_frames_compressed_to_the_plan_carry_their_sizes():
     xray.load_state_dict(model.state_dict())
     inside = encode_frames(xray, patches, picture, np.array([0, 5]))
     assert inside.n_tokens == 2 * (8 + 1) and inside.sizes.sum() == 32 and inside.sizes.max() == 8
+    # ApET per frame, after the encoder or inside it after block 1 (proportional attention in block 2)
+    apet_settings = FrozenSettings(budget=0.25, factor=4, compressor="apet")
+    after = compress_frames(tokens, plan, apet_settings)
+    assert after.n_tokens == 32 and after.sizes.sum() == 128 and torch.bincount(after.group).tolist() == [4] * 8
+    for name in ("apet", "random_merge", "pool"):
+        merged = encode_frames(model, patches, picture, plan.frames, batch=3,
+                               merge=(1, frame_merge(FrozenSettings(budget=0.25, factor=4, compressor=name), plan.counts)))
+        assert merged.n_tokens == 32 and merged.sizes.sum() == 128 and torch.bincount(merged.group).tolist() == [4] * 8
+        assert merged.group.tolist() == merged.positions[:, 0].tolist() and merged.stages[-1].name.endswith("+merge@1")
+        # every token's position is the first patch it carries (raster order inside its frame)
+        first = torch.full((32,), 999).scatter_reduce(0, merged.absorbed_into, torch.arange(128) % 16, reduce="amin")
+        assert (merged.positions[:, 1] * 4 + merged.positions[:, 2]).tolist() == first.tolist()
+    # merging nothing inside the ViT is the plain encoding
+    same = encode_frames(model, patches, picture, plan.frames[:2], merge=(1, lambda frame, j: frame))
+    torch.testing.assert_close(same.tokens, tokens.tokens[:32], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="merge_after"):
+        FrozenSettings(compressor="none", merge_after=4)
+
+
+def test_per_frame_stitches_frames_and_keeps_provenance():
+    values = torch.arange(12, dtype=torch.float32).view(6, 2)
+    group = torch.tensor([0, 0, 0, 2, 2, 2])
+    positions = torch.stack([group, torch.zeros(6, dtype=torch.int64), torch.tensor([0, 1, 2, 0, 1, 2])], 1)
+    tokens = TokenSet(values, positions, group, torch.tensor([0, 0, 1, 2, 3, 4, 5]))  # patch 0 and 1 already merged
+    seen = []
+
+    def keep_first_two(frame, j):  # the last token merges into the second
+        seen.append((j, frame.n_tokens))
+        return frame.select(torch.tensor([0, 1]), frame.tokens[:2], torch.tensor([0, 1, 1]), StageCount("two", 3, 2, 0.0))
+
+    out = per_frame(tokens, keep_first_two)
+    assert seen == [(0, 3), (1, 3)] and out.n_tokens == 4 and out.group.tolist() == [0, 0, 2, 2]
+    assert out.absorbed_into.tolist() == [0, 0, 1, 1, 2, 3, 3] and out.stages[-1].name == "two:per_frame"
 
 
 def test_fidelity_scores_rank_ties_last_and_detail_is_the_best_match_in_the_segment():

