@@ -27,13 +27,15 @@ DEFAULT_CLIPS = [SHARED / "bbb_720p_h264_ip.mp4", SHARED / "box_handheld_480p_h2
                  REPO / "sample_videos" / "pan_h264_p.mp4"]
 
 
-def timed(command: list[str], env: dict | None = None) -> float:
+def timed(command: list[str], env: dict | None = None, cwd: Path | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
     return time.perf_counter() - started
 
 
-def ours(tree: Path, clip: Path, core: int) -> list[str]:
+def ours(clip: Path, core: int) -> list[str]:
+    """The command, run with PYTHONPATH and the working folder set to the code tree (``python -c`` puts the
+    working folder first on sys.path: run elsewhere, it would import whatever codecpatch lies there)."""
     return ["taskset", "-c", str(core), sys.executable, "-c", "from codecpatch.cli import main; main()", "patchify", "--no-fidelity", str(clip)]
 
 
@@ -54,12 +56,13 @@ def main() -> None:
                            "-flags2", "+export_mvs", "-an", "-i", str(clip), "-f", "null", "-"]
     results = []
     for clip in args.clips:
+        clip = clip.resolve()
         frames = plan_packets(clip).packets
         times: dict[str, list[float]] = {"ffmpeg": [], **{name: [] for name in trees}}
         for _ in range(args.repeats):
             times["ffmpeg"].append(timed(ffmpeg(clip)))
             for name, tree in trees.items():
-                times[name].append(timed(ours(tree, clip, args.core), envs[name]))
+                times[name].append(timed(ours(clip.resolve(), args.core), envs[name], cwd=tree))
         medians = {name: statistics.median(values) for name, values in times.items()}
         row = {"clip": clip.name, "frames": frames, "seconds": times, "median_s": medians,
                "frames_per_s": {name: frames / value for name, value in medians.items()},

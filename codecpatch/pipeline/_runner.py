@@ -372,6 +372,7 @@ def _process_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Sto
     to the output; the driver gets the record. A video still running ``deadline_s`` after it started is
     recorded as timed out, the unit commits what finished, and this worker process exits (a native hang
     cannot be interrupted): the driver resubmits the unit, which resumes after the killed video."""
+    limit_threads(max(1, int(recipe.execution.decode_cpus)))  # loads torch here, before any video's deadline starts
     process = _with_deadline(_fetching(partial(_process_in_worker, recipe=recipe, encode_stage=encode_stage), recipe.output.s3_endpoint),
                              recipe.execution.deadline_s)
     import ray
