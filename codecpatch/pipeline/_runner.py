@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from ..decode import redact_text
-from ..shards import (Store, UnitRecord, UnitWriter, check_ledger, iter_unit_records, lock_folder, open_ledger, read_unit_record, token_schema,
+from ..shards import (Store, UnitRecord, UnitWriter, check_ledger, lock_folder, open_ledger, read_unit_record, token_schema,
                       write_summary)
 from ._fingerprint import row_fingerprint
 from ._inputs import InputVideo
