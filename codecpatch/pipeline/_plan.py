@@ -177,26 +177,6 @@ def plan_stream(inputs: Iterable[InputVideo], output, *, unit_inputs: int, limit
     return plan
 
 
-def plan_run(inputs: list[InputVideo], output: str | os.PathLike, limit: int | None = None, endpoint: str | None = None) -> RunPlan:
-    """Sort ``inputs`` against what ``output`` (a folder or a URI; ``endpoint``: an S3 endpoint override)
-    already holds; at most ``limit`` inputs are to run."""
-    output = Store.at(output, endpoint)
-    manifest = Manifest.read(output)
-    finished = set(manifest.inputs_done) if manifest else set()
-    errors = {r["input"]: f"{r['stage']}/{r['kind']}: {r['message']}" for r in read_errors(output)} if manifest else {}
-    plan = RunPlan()
-    for item in inputs:
-        if item.video_id in finished and item.video_id in errors:
-            plan.failed_before.append((item, errors[item.video_id]))
-        elif item.video_id in finished:
-            plan.done.append(item)
-        elif limit is not None and len(plan.to_run) >= limit:
-            plan.over_limit.append(item)
-        else:
-            plan.to_run.append(item)
-    return plan
-
-
 def format_plan(plan: "RunPlan | StreamPlan", ignored: list[tuple[str, str]] = (), show: int | None = None) -> str:
     """The plan as lines a person reads: one line per input (at most ``show`` per group, then "... and N
     more"), grouped, with counts. ``ignored``: (entry, reason) the input walk skipped."""
