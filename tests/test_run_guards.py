@@ -139,3 +139,25 @@ def test_a_finished_output_reads_the_same_from_a_path_and_a_uri(two_videos, tmp_
     assert sorted(to_hf_dataset(out)["sample_id"]) == sorted(to_hf_dataset(uri)["sample_id"]) == sorted(by_id)
     report = verify(uri, rebuild=False)
     assert report.ok and sorted(report.orphans) == ["shard-u0000009-000.parquet", "shard-u0000009-001.parquet.tmp"]
+
+
+def test_summaries_a_dead_worker_took_with_it_are_recovered_from_its_unit_record(tmp_path):
+    """A worker killed after committing inputs but before its summaries reached the driver: the driver rebuilds
+    them from the unit record and error table, so the run's counts still add up (details unknown: ``unreported``)."""
+    from codecpatch.pipeline._inputs import InputVideo
+    from codecpatch.pipeline._runner import _Attempt, _reconciled
+    from codecpatch.shards import Store, UnitWriter, token_schema
+
+    store = Store.at(tmp_path)
+    writer = UnitWriter(store, 0, 4, token_schema(32, None, False), target_bytes=2**20)
+    writer.add_input("a.mp4", [])
+    writer.add_input("b.mp4", [])
+    writer.add_error("c.mp4", "decode", "corrupt", "c.mp4: bad packet")
+    record = writer.close()
+    items = [InputVideo(f"/videos/{n}", n) for n in ("a.mp4", "b.mp4", "c.mp4", "d.mp4")]
+    attempt = _Attempt(0, items, 0, {"a.mp4", "b.mp4", "c.mp4", "d.mp4"}, reported={"a.mp4"})
+    recovered = list(_reconciled(attempt, record, store))
+    assert [(s.result.video_id, s.result.error, s.unreported) for s in recovered] == [
+        ("b.mp4", None, True), ("c.mp4", ("decode", "corrupt", "c.mp4: bad packet"), False)]
+    assert attempt.reported == {"a.mp4", "b.mp4", "c.mp4"}  # d.mp4 is not done: the resubmitted unit runs it
+    assert list(_reconciled(attempt, record, store)) == []  # recovered once only

@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from ..decode import redact_text
-from ..shards import (Store, UnitRecord, UnitWriter, check_ledger, lock_folder, open_ledger, read_unit_record, token_schema,
+from ..shards import (Store, UnitRecord, UnitWriter, check_ledger, lock_folder, open_ledger, read_unit_errors, read_unit_record, token_schema,
                       write_summary)
 from ._fingerprint import row_fingerprint
 from ._inputs import InputVideo
@@ -103,6 +103,7 @@ class RunStats(Stats):
     units: int = 0  # work units finished in this run
     units_by_node: Counter = field(default_factory=Counter)  # node id (or host) -> units it finished in this run
     driver_bytes: int = 0  # pickled size of everything the driver received from Ray workers (summaries, records)
+    unreported: int = 0  # processed inputs whose worker died before reporting them: counted, their clip/token counts not
 
     def add(self, result: VideoResult, clips: int | None = None) -> None:
         if result.error:
@@ -131,7 +132,7 @@ class RunStats(Stats):
 
 
 #: Counts that ``_stats.json``'s totals sum over runs.
-_SUMMED = ("processed", "failed", "partial", "clips", "frames", "n_dense", "n_patches", "n_tokens", "seconds")
+_SUMMED = ("processed", "failed", "partial", "clips", "frames", "n_dense", "n_patches", "n_tokens", "seconds", "unreported")
 
 
 def save_stats(output, stats: RunStats) -> dict:
@@ -261,6 +262,7 @@ def _run_locked(recipe: Recipe, inputs: Iterable[InputVideo], store: Store, prog
         for event in events:
             if isinstance(event, VideoSummary):
                 stats.add(event.result, clips=event.clips)
+                stats.unreported += event.unreported
                 elapsed = time.perf_counter() - started
                 bar.set_postfix(tok_s=f"{stats.n_tokens / max(elapsed, 1e-9):.0f}", clips=stats.clips, errors=stats.failed,
                                 refresh=False)
@@ -289,6 +291,7 @@ class VideoSummary:
 
     result: VideoResult
     clips: int
+    unreported: bool = False  # recovered from a unit record after its worker died: counts unknown
 
 
 def _summary(result: VideoResult) -> VideoSummary:
@@ -351,62 +354,44 @@ def _fetching(process, endpoint: str | None = None):
     return fetched
 
 
-class ProgressLog:
-    """A small Ray actor: unit tasks report each finished video here (a summary without rows), so progress
-    moves per video while units run; the driver takes what arrived about once a second."""
-
-    def __init__(self) -> None:
-        self._events: list = []
-
-    def add(self, events: list) -> None:
-        self._events.extend(events)
-
-    def take(self) -> list:
-        events, self._events = self._events, []
-        return events
-
-
 def _process_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Store, settings: UnitSettings,
-                  encode_stage=None, progress_log=None) -> UnitRecord:
-    """A Ray task: one unit, start to end, on ``execution.decode_cpus`` CPUs. Shards and the record go straight
-    to the output; the driver gets the record. A video still running ``deadline_s`` after it started is
-    recorded as timed out, the unit commits what finished, and this worker process exits (a native hang
-    cannot be interrupted): the driver resubmits the unit, which resumes after the killed video."""
+                  encode_stage=None) -> Iterator[list[VideoSummary] | UnitRecord]:
+    """A Ray streaming-generator task: one unit, start to end, on ``execution.decode_cpus`` CPUs. Shards and the
+    record go straight to the output. The driver receives, in order, batches of finished videos' summaries
+    (about twice a second: progress moves per video) and then the unit record; no rows and no extra actor.
+
+    A video still running ``deadline_s`` after it started is recorded as timed out, the unit commits what
+    finished, its last summaries are sent, and this worker process exits (a native hang cannot be
+    interrupted): the driver resubmits the unit, which resumes after the killed video."""
     limit_threads(max(1, int(recipe.execution.decode_cpus)))  # loads torch here, before any video's deadline starts
     process = _with_deadline(_fetching(partial(_process_in_worker, recipe=recipe, encode_stage=encode_stage), recipe.output.s3_endpoint),
                              recipe.execution.deadline_s)
-    import ray
-
-    exiting = False
-    record = None
-    pending: list = []  # summaries not yet sent: sent about twice a second, not one actor call per video
+    pending: list[VideoSummary] = []  # summaries not yet sent: one batch about twice a second, not one per video
     sent_at = time.monotonic()
-    call = None
     events = _run_unit(unit, items, recipe, store, settings, process)
     for event in events:
         if isinstance(event, UnitRecord):
-            record = event
-            continue
+            if pending:
+                yield pending
+            yield event
+            return
         pending.append(event)
         if event.result.error and event.result.error[1] == "timeout" and "worker killed" in event.result.error[2]:
-            exiting = True
-            break
-        if progress_log is not None and time.monotonic() - sent_at >= _PROGRESS_SECONDS:
-            call, pending, sent_at = progress_log.add.remote(pending), [], time.monotonic()
-    if exiting:
-        events.close()  # commits the unit's finished videos and the timeout
-    if progress_log is not None:
-        if pending:
-            call = progress_log.add.remote(pending)
-        if call is not None:
-            ray.get(call)  # calls from one caller run in order: every summary is there before the driver hears the record
-    if exiting:
-        os._exit(1)  # the hung decode thread goes with the process
-    return record
+            events.close()  # commits the unit's finished videos and the timeout
+            yield pending
+            # Ray sends a yielded item asynchronously: give it time to leave before the process goes (the driver
+            # also reconciles with the unit record, should a summary be lost with the process).
+            time.sleep(_EXIT_GRACE_S)
+            os._exit(1)  # the hung decode thread goes with the process
+        if time.monotonic() - sent_at >= _PROGRESS_SECONDS:
+            yield pending
+            pending, sent_at = [], time.monotonic()
 
 
-#: How often a unit task sends its finished videos' summaries to the driver's progress actor (seconds).
+#: How often a unit task sends its finished videos' summaries to the driver (seconds).
 _PROGRESS_SECONDS = 0.5
+#: How long a unit task whose video hung waits, after sending its last summaries, before its process exits.
+_EXIT_GRACE_S = 1.0
 
 
 def _process_in_worker(item: InputVideo, recipe: Recipe, encode_stage=None) -> VideoResult:
@@ -466,10 +451,11 @@ def _catching(process, item):
 
 def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: "RunStats",
             workers: int | None, ledger: Ledger | None = None) -> Iterator:
-    """Submit one task per unit (bounded in flight); yield video summaries as units report them (about once
-    a second) and unit records as units finish. A unit whose worker died is resubmitted (it resumes from its
-    record); one that died ``retries`` + 1 times without finishing a video has its remaining inputs recorded
-    as failed, and the run goes on."""
+    """Submit one streaming task per unit (bounded in flight); yield video summaries as units stream them
+    (about twice a second per unit) and unit records as units finish. A unit whose worker died is resubmitted
+    (it resumes from its record), after the summaries its worker took with it are recovered from that record
+    (``_reconciled``); one that died ``retries`` + 1 times without finishing a video has its remaining inputs
+    recorded as failed, and the run goes on."""
     import ray
 
     execution = recipe.execution
@@ -499,51 +485,93 @@ def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: 
             stats.resources["encode"] = {"CPU": execution.encode_cpus, "GPU": execution.encode_gpus, "actors": len(encoders),
                                          "runs": "encode, compress", "placement": ray.get(placed)}
         stats.resources["cluster"] = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
-        progress_log = ray.remote(num_cpus=0)(ProgressLog).remote()
-        progress_poll = progress_log.take.remote()
         recipe_ref = ray.put(recipe)
-        # read a unit at a time (a stream stays a stream); with the inputs its record had done at the start, so
+        # read a unit at a time (a stream stays a stream); with the ids its record had not done at the start, so
         # that a first death without progress counts as a failure too (retries + 1 deaths, then recorded)
-        fresh = ((unit, items, 0, len(items) - len(ledger.todo(unit, items)) if ledger is not None else -1)
-                 for unit, items in units)
+        fresh = ((unit, items, 0, _todo_ids(ledger, unit, items)) for unit, items in units)
         retry: list = []  # units whose worker died, to submit again (they resume from their records)
-        in_flight: dict = {}  # ref -> (unit, items, failures, inputs done when submitted)
+        in_flight: dict = {}  # streaming generator -> _Attempt
         submitted = 0
         exhausted = False
         while not exhausted or retry or in_flight:
             while len(in_flight) < limit and (retry or not exhausted):
                 if retry:
-                    unit, items, failures, done_before = retry.pop()
+                    unit, items, failures, todo_ids = retry.pop()
                 else:
                     nxt = next(fresh, None)
                     if nxt is None:
                         exhausted = True
                         break
-                    unit, items, failures, done_before = nxt
-                ref = task.remote(unit, items, recipe_ref, store, settings, encoders[submitted % len(encoders)], progress_log)
-                in_flight[ref] = (unit, items, failures, done_before)
+                    unit, items, failures, todo_ids = nxt
+                stream = task.remote(unit, items, recipe_ref, store, settings, encoders[submitted % len(encoders)])
+                in_flight[stream] = _Attempt(unit, items, failures, todo_ids)
                 submitted += 1
             ready = _interruptible(ray.wait, list(in_flight), num_returns=1, timeout=1.0)[0] if in_flight else []
-            for ref in ready:
-                unit, items, failures, done_before = in_flight.pop(ref)
+            for stream in ready:
+                attempt = in_flight[stream]
                 try:
-                    yield _received(_interruptible(ray.get, ref), stats)
+                    value = _received(_interruptible(ray.get, next(stream)), stats)
+                except StopIteration:  # the stream ended: its record came last
+                    in_flight.pop(stream)
+                    if attempt.record is None:
+                        raise RuntimeError(f"unit {attempt.unit}: its task ended without a unit record") from None
+                    continue
                 except (ray.exceptions.RayError, OSError) as error:
-                    record = read_unit_record(store, unit)
-                    done_now = len(record.inputs_done) if record else 0
-                    failures = 0 if done_now > done_before else failures + 1
+                    in_flight.pop(stream)
+                    record = read_unit_record(store, attempt.unit)
+                    yield from _reconciled(attempt, record, store)
+                    done_now = set(record.inputs_done) if record else set()
+                    todo_now = {i for i in attempt.todo_ids if i not in done_now}
+                    failures = 0 if len(todo_now) < len(attempt.todo_ids) else attempt.failures + 1
                     if failures <= execution.retries:
-                        retry.append((unit, items, failures, done_now))  # resumes from its record
+                        retry.append((attempt.unit, attempt.items, failures, todo_now))  # resumes from its record
                     else:
-                        yield from _fail_unit(unit, items, store, settings, error)
-            if ray.wait([progress_poll], timeout=0)[0]:
-                yield from _received(_interruptible(ray.get, progress_poll), stats)
-                progress_poll = progress_log.take.remote()
-        yield from _received(_interruptible(ray.get, progress_poll), stats)
-        yield from _received(_interruptible(ray.get, progress_log.take.remote()), stats)
+                        yield from _fail_unit(attempt.unit, attempt.items, store, settings, error)
+                    continue
+                if isinstance(value, UnitRecord):
+                    attempt.record = value
+                    yield value
+                else:
+                    for summary in value:
+                        attempt.reported.add(summary.result.video_id)
+                        yield summary
     finally:
         if started_here:
             stop_ray()
+
+
+@dataclass
+class _Attempt:
+    """One submission of a unit: its inputs, how many deaths without progress it has had, the ids it had left
+    to do when submitted, the ids its stream has reported since, and its record once received."""
+
+    unit: int
+    items: list[InputVideo]
+    failures: int
+    todo_ids: set[str]
+    reported: set[str] = field(default_factory=set)
+    record: UnitRecord | None = None
+
+
+def _todo_ids(ledger: Ledger | None, unit: int, items: list[InputVideo]) -> set[str]:
+    return {i.video_id for i in (ledger.todo(unit, items) if ledger is not None else items)}
+
+
+def _reconciled(attempt: _Attempt, record: UnitRecord | None, store: Store) -> Iterator[VideoSummary]:
+    """Summaries of the inputs a dead worker committed (they are in its unit record) but whose summaries died
+    with it: a failed input from the unit's error table, a processed one without its details (``unreported``:
+    its rows are in the shards, its clip and token counts only in the unit record)."""
+    if record is None:
+        return
+    lost = [i for i in record.inputs_done if i in attempt.todo_ids and i not in attempt.reported]
+    if not lost:
+        return
+    errors = {e["input"]: e for e in read_unit_errors(store, attempt.unit)} if record.errors else {}
+    for video_id in lost:
+        error = errors.get(video_id)
+        result = VideoResult(video_id, error=(error["stage"], error["kind"], error["message"]) if error else None)
+        attempt.reported.add(video_id)
+        yield VideoSummary(result, clips=0, unreported=error is None)
 
 
 def _received(value, stats: RunStats):
