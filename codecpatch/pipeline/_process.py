@@ -48,11 +48,14 @@ class VideoResult:
 
 
 _PIPELINES: dict = {}
+#: Execution settings that schedule a run and never reach a ClipPipeline.
+_SCHEDULING = {"workers", "address", "deadline_s", "retries", "unit_inputs", "max_in_flight", "encoders", "gpus"}
 
 
 def pipeline_for(recipe: Recipe) -> ClipPipeline:
-    """The ClipPipeline of ``recipe``, built once per process (a worker handles many videos of one recipe)."""
-    key = recipe.model_dump_json()
+    """The ClipPipeline of ``recipe``, built once per process (a worker handles many videos of one recipe).
+    Settings of how a run is scheduled (workers, units, deadlines, ...) do not build another one."""
+    key = recipe.model_dump_json(exclude={"execution": _SCHEDULING})
     if key not in _PIPELINES:
         _PIPELINES.clear()  # one recipe at a time: a new one replaces the old
         _PIPELINES[key] = ClipPipeline(recipe)
