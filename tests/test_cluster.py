@@ -352,6 +352,36 @@ def test_driver_sigkill_at_random_points_then_rerun_gives_every_input_exactly_on
     assert not [name for name in report.orphans if not name.endswith(".tmp")]  # a killed part at most left a .tmp
 
 
+def test_progress_moves_per_video_while_a_unit_runs_on_ray(many_clips, tmp_path, monkeypatch):
+    """A unit task streams its finished videos' summaries as it goes: the progress bar moves before the unit's
+    record says it is complete (one unit of eight videos on one worker)."""
+    from codecpatch.shards import Store, read_unit_record
+
+    seen: list = []  # (videos counted so far, the unit complete on disk at that moment)
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            self.n = 0
+
+        def update(self, count):
+            self.n += count
+            record = read_unit_record(Store.at(tmp_path / "out"), 0)
+            seen.append((self.n, bool(record and record.complete)))
+
+        def set_postfix(self, *args, **kwargs):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(runner_module, "tqdm", Bar)
+    recipe = load_recipe(None, {"patchify.frames": 8, "encoder.dim": 32, "execution.unit_inputs": 8, "execution.workers": 1})
+    stats = run(recipe, list_inputs(many_clips), tmp_path / "out", progress=True)
+    assert stats.processed == 8 and stats.units == 1
+    assert [n for n, _ in seen] == list(range(1, 9))
+    assert not seen[0][1], "the first video was reported only once its whole unit had finished"
+
+
 @pytest.mark.slow
 def test_a_hanging_source_inside_a_unit_keeps_the_units_finished_videos(many_clips, tmp_path, silent_tcp_server):
     for name in ("a.mp4", "c.mp4"):
