@@ -27,10 +27,16 @@ DEFAULT_CLIPS = [SHARED / "bbb_720p_h264_ip.mp4", SHARED / "box_handheld_480p_h2
                  REPO / "sample_videos" / "pan_h264_p.mp4"]
 
 
-def timed(command: list[str], env: dict | None = None, cwd: Path | None = None) -> float:
+def timed(command: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of one run of ``command`` (the RSS of that process alone: ``wait4``)."""
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
-    return time.perf_counter() - started
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    return seconds, usage.ru_maxrss / 1024.0
 
 
 def ours(clip: Path, core: int) -> list[str]:
@@ -51,7 +57,13 @@ def main() -> None:
     from codecpatch.decode import plan_packets
 
     trees = {"ours": REPO} | ({"before": args.before.resolve()} if args.before else {})
-    envs = {name: {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"} for name, tree in trees.items()}
+    # Start-up as an installed package has it: bytecode cached. Some environments set PYTHONDONTWRITEBYTECODE,
+    # which would make every run compile the tree's modules again (~50 ms); one untimed run per tree writes them.
+    envs = {name: {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}, "PYTHONPATH": str(tree),
+                   "OMP_NUM_THREADS": "1"} for name, tree in trees.items()}
+    for name, tree in trees.items():
+        subprocess.run([sys.executable, "-c", "import codecpatch.cli, codecpatch.pipeline._clip, codecpatch.patchify._collect"],
+                       check=True, env=envs[name], cwd=tree)
     ffmpeg = lambda clip: ["taskset", "-c", str(args.core), "ffmpeg", "-nostdin", "-loglevel", "error", "-threads", "1",  # noqa: E731
                            "-flags2", "+export_mvs", "-an", "-i", str(clip), "-f", "null", "-"]
     results = []
@@ -59,18 +71,22 @@ def main() -> None:
         clip = clip.resolve()
         frames = plan_packets(clip).packets
         times: dict[str, list[float]] = {"ffmpeg": [], **{name: [] for name in trees}}
+        peaks: dict[str, list[float]] = {name: [] for name in times}
         for _ in range(args.repeats):
-            times["ffmpeg"].append(timed(ffmpeg(clip)))
-            for name, tree in trees.items():
-                times[name].append(timed(ours(clip.resolve(), args.core), envs[name], cwd=tree))
+            for name in times:
+                seconds, peak = (timed(ffmpeg(clip)) if name == "ffmpeg" else
+                                 timed(ours(clip.resolve(), args.core), envs[name], cwd=trees[name]))
+                times[name].append(seconds)
+                peaks[name].append(peak)
         medians = {name: statistics.median(values) for name, values in times.items()}
         row = {"clip": clip.name, "frames": frames, "seconds": times, "median_s": medians,
                "frames_per_s": {name: frames / value for name, value in medians.items()},
-               "ratio_to_ffmpeg": {name: medians["ffmpeg"] / medians[name] for name in trees}}
+               "ratio_to_ffmpeg": {name: medians["ffmpeg"] / medians[name] for name in trees},
+               "peak_rss_mib": {name: max(values) for name, values in peaks.items()}}
         results.append(row)
         print(f"{clip.name} ({frames} frames): " + ", ".join(
-            f"{name} {row['frames_per_s'][name]:.0f} f/s" + (f" ({row['ratio_to_ffmpeg'][name]:.2f}x)" if name in trees else "")
-            for name in times), flush=True)
+            f"{name} {medians[name]:.2f} s {row['frames_per_s'][name]:.0f} f/s" + (f" ({row['ratio_to_ffmpeg'][name]:.2f}x)" if name in trees else "")
+            + f" {row['peak_rss_mib'][name]:.0f} MiB" for name in times), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(), "core": args.core,
                                     "repeats": args.repeats, "results": results}, indent=1))

@@ -9,7 +9,6 @@ from dataclasses import asdict
 from typing import NoReturn
 
 import click
-from tqdm import tqdm
 
 from . import __version__
 from .decode import DecodeOptions, VideoReader, transcode_for_vectors
@@ -85,6 +84,8 @@ def inspect(video: str, as_json: bool, motion: str, residual: str, block_size: s
         motion=motion, residual=residual, block_size=int(block_size), keep_vectors=False,
         on_error="raise" if strict else "skip", open_timeout=timeout, read_timeout=timeout,
     )
+    from tqdm import tqdm  # here, not at the top: only this command shows a bar (importing it costs ~60 ms)
+
     try:
         with VideoReader(video, options) as reader:
             show = sys.stderr.isatty() if progress is None else progress

@@ -99,6 +99,46 @@ def test_vectorised_rasteriser_matches_a_naive_loop():
     np.testing.assert_array_equal(motion.has_past, counts > 0)
 
 
+def _general_path(vecs, height, width, block_size):
+    """block_motion_from_vectors forced through the per-partition-size rasteriser."""
+    import codecpatch.motion._field as field_module
+
+    original = field_module._paint_whole_cells
+    field_module._paint_whole_cells = lambda *args: None
+    try:
+        return block_motion_from_vectors(vecs, height, width, block_size)
+    finally:
+        field_module._paint_whole_cells = original
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_whole_cell_fast_path_is_bit_identical_to_the_general_rasteriser(overlap):
+    # Macroblocks and 8x8 / 16x8 / 8x16 partitions of both directions, a last row hanging over a 40 px frame
+    # edge, and (overlap) two blocks of one direction on the same cells, as a damaged stream can give: there the
+    # general path's write order decides and the fast path must step aside.
+    rng = np.random.default_rng(1)
+    rows = []
+    for by in range(0, 48, 16):
+        for bx in range(0, 64, 16):
+            source = int(rng.choice([-1, 1]))
+            kind = rng.integers(4)
+            if kind == 0:
+                rows.append((source, 16, 16, bx + 8, by + 8))
+            elif kind == 1:
+                rows += [(source, 16, 8, bx + 8, by + 4), (source, 16, 8, bx + 8, by + 12)]
+            elif kind == 2:
+                rows += [(source, 8, 16, bx + 4, by + 8), (source, 8, 16, bx + 12, by + 8)]
+            else:
+                rows += [(source, 8, 8, bx + ox + 4, by + oy + 4) for oy in (0, 8) for ox in (0, 8)]
+    if overlap:
+        rows += [(-1, 16, 16, 24, 8), (-1, 8, 8, 20, 4)]
+    vecs = vectors(*[(*r, *(int(v) for v in rng.integers(-40, 40, 2)), 4) for r in rows])
+    fast, general = block_motion_from_vectors(vecs, 40, 64, 8), _general_path(vecs, 40, 64, 8)
+    for name in ("to_past", "has_past", "to_future", "has_future"):
+        assert getattr(fast, name).tobytes() == getattr(general, name).tobytes(), name
+    assert fast.has_past.any() and fast.has_future.any()
+
+
 def textured(h, w, seed=0):
     rng = np.random.default_rng(seed)
     import cv2

@@ -120,21 +120,84 @@ def block_motion_from_vectors(
     scale = np.maximum(vectors["motion_scale"].astype(np.float32), 1.0)
     dx = vectors["motion_x"].astype(np.float32) / scale
     dy = vectors["motion_y"].astype(np.float32) / scale
-    block_w = vectors["w"].astype(np.int64)
-    block_h = vectors["h"].astype(np.int64)
+    # int32 is wide enough for every index below (2 gh gw cells) and faster than int64.
+    block_w = vectors["w"].astype(np.int32)
+    block_h = vectors["h"].astype(np.int32)
     # dst_x/dst_y are block centres. Codec blocks are aligned to their own size, so a block either spans
     # whole grid cells or lies inside one; in the latter case cells average their blocks weighted by area.
-    left_cell = (vectors["dst_x"].astype(np.int64) - block_w // 2) // block_size
-    top_cell = (vectors["dst_y"].astype(np.int64) - block_h // 2) // block_size
+    left_cell = (vectors["dst_x"] - (block_w >> 1)) // block_size
+    top_cell = (vectors["dst_y"] - (block_h >> 1)) // block_size
     n_cells = grid_h * grid_w
     # Both directions in one pass: past cells are [0, n_cells), future cells [n_cells, 2 n_cells).
-    first_cell = top_cell * grid_w + left_cell + np.where(vectors["source"] > 0, n_cells, 0)
+    first_cell = top_cell * grid_w + left_cell
+    first_cell[vectors["source"] > 0] += n_cells
+    cols_all, rows_all = -(-block_w // block_size), -(-block_h // block_size)
+    hangs_over = bool(left_cell.min() < 0 or top_cell.min() < 0 or (left_cell + cols_all).max() > grid_w
+                      or (top_cell + rows_all).max() > grid_h)
+    rasterised = None
+    # Every block spans whole cells, at most 2 x 2 of them (16x16 macroblocks on an 8 px grid): paint per offset.
+    if int(block_w.min()) >= block_size and int(block_h.min()) >= block_size and int(cols_all.max()) * int(rows_all.max()) <= 4:
+        rasterised = _paint_whole_cells(dx, dy, first_cell, left_cell, top_cell, cols_all, rows_all, grid_h, grid_w, hangs_over)
+    if rasterised is None:
+        rasterised = _rasterise(dx, dy, block_w, block_h, first_cell, left_cell, top_cell, grid_h, grid_w, block_size, hangs_over)
+    field, covered = rasterised
+    field = field.T
+    field = field.reshape(2, grid_h, grid_w, 2)
+    covered = covered.reshape(2, grid_h, grid_w)
+    return BlockMotion(block_size, field[0], covered[0], field[1], covered[1], past_distance, future_distance)
+
+
+def _paint_whole_cells(
+    dx: np.ndarray, dy: np.ndarray, first_cell: np.ndarray, left_cell: np.ndarray, top_cell: np.ndarray,
+    cols: np.ndarray, rows: np.ndarray, grid_h: int, grid_w: int, hangs_over: bool,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The fast path of ``block_motion_from_vectors`` when every block spans whole cells (16x16 macroblocks
+    and 8x8 partitions on an 8 px grid): each cell takes the vector of the block covering it.
+
+    Paints one cell offset inside the blocks at a time (a 16x16 block on an 8 px grid has 2 x 2), a few
+    array operations per offset instead of per partition size. Returns ((2, 2 gh gw) float32 x/y,
+    (2 gh gw,) bool covered), bit for bit what ``_rasterise`` gives, or None when two blocks of one
+    direction cover the same cell (damaged or unusual streams): then the order of the writes decides, and
+    ``_rasterise``'s order is the reference.
+    """
+    n_cells = grid_h * grid_w
+    field = np.zeros((2, 2 * n_cells), np.float32)
+    covered = np.zeros(2 * n_cells, bool)
+    max_rows, max_cols = int(rows.max()), int(cols.max())
+    painted = 0
+    for offset_y in range(max_rows):
+        for offset_x in range(max_cols):
+            cell = first_cell + (offset_y * grid_w + offset_x)
+            values_x, values_y = dx, dy
+            keep = None
+            if max_rows > 1 or max_cols > 1:
+                if offset_y >= int(rows.min()) or offset_x >= int(cols.min()):
+                    keep = (rows > offset_y) & (cols > offset_x)
+            if hangs_over:
+                cell_x, cell_y = left_cell + offset_x, top_cell + offset_y
+                inside = (cell_x >= 0) & (cell_x < grid_w) & (cell_y >= 0) & (cell_y < grid_h)
+                keep = inside if keep is None else keep & inside
+            if keep is not None:
+                cell, values_x, values_y = cell[keep], dx[keep], dy[keep]
+            field[0][cell] = values_x
+            field[1][cell] = values_y
+            covered[cell] = True
+            painted += cell.size
+    if np.count_nonzero(covered) != painted:
+        return None
+    return field, covered
+
+
+def _rasterise(
+    dx: np.ndarray, dy: np.ndarray, block_w: np.ndarray, block_h: np.ndarray, first_cell: np.ndarray,
+    left_cell: np.ndarray, top_cell: np.ndarray, grid_h: int, grid_w: int, block_size: int, hangs_over: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The general path of ``block_motion_from_vectors``: blocks of any size, one pass per partition size
+    (in increasing ``w * 256 + h``). Returns ((2, 2 gh gw) float32 x/y, (2 gh gw,) bool covered)."""
+    n_cells = grid_h * grid_w
     weighted_x = np.zeros(2 * n_cells, np.float32)
     weighted_y = np.zeros(2 * n_cells, np.float32)
     weight = np.zeros(2 * n_cells, np.float32)
-
-    cols_all, rows_all = -(-block_w // block_size), -(-block_h // block_size)
-    hangs_over = bool(((left_cell < 0) | (top_cell < 0) | (left_cell + cols_all > grid_w) | (top_cell + rows_all > grid_h)).any())
     size_code = block_w * 256 + block_h  # w, h <= 255 (uint8 fields)
     # np.unique sorts; a bincount finds the few partition sizes present far faster.
     for code in np.flatnonzero(np.bincount(size_code)):  # a handful of sizes, never one loop per vector
@@ -165,10 +228,7 @@ def block_motion_from_vectors(
     field = np.zeros((2, 2 * n_cells), np.float32)  # zero where nothing covers the cell
     np.divide(weighted_x, weight, out=field[0], where=covered)
     np.divide(weighted_y, weight, out=field[1], where=covered)
-    field = field.T
-    field = field.reshape(2, grid_h, grid_w, 2)
-    covered = covered.reshape(2, grid_h, grid_w)
-    return BlockMotion(block_size, field[0], covered[0], field[1], covered[1], past_distance, future_distance)
+    return field, covered
 
 
 def motion_magnitude(field: np.ndarray) -> np.ndarray:

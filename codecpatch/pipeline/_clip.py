@@ -17,10 +17,10 @@ import numpy as np
 
 from ..decode import DecodeReport
 from ..patchify import ClipSamples, PatchSet, canvas_geometry, iter_clip_samples, patchify_samples
-from ..shards import SampleRow
 from ._recipe import Recipe
 
-if TYPE_CHECKING:  # the token side loads torch: imported where it runs, so that patchifying does not load it
+if TYPE_CHECKING:  # the token side loads torch, the shards pyarrow: imported where they run, so that patchifying loads neither
+    from ..shards import SampleRow
     from ..tokens import TokenSet
 
 #: Loaded ViTs of this process: (path, xray) -> model. A worker loads its recipe's model once.
@@ -211,6 +211,8 @@ class ClipPipeline:
                                                            patches.geometry.grid)
         seconds.update(encode_seconds)
         info = patches.info
+        from ..shards import SampleRow
+
         row = SampleRow(
             video_id=video_id, source=source, clip_index=info.clip_index, clip_start=info.time_start,
             clip_end=info.time_end, fps=info.fps, width=info.width, height=info.height, codec=info.codec,

@@ -41,7 +41,7 @@ def _parse_chain(spec: str) -> list:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 #: Default clip length of every batch run (``codecpatch batch`` and recipes alike): a long video is split
