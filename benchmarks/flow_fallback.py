@@ -5,8 +5,9 @@ costs and what it keeps, all measured in one run.
         [--no-speed] [--no-fidelity] [--out benchmarks/results/flow_fallback.json]
 
 Variants (DecodeOptions of the flow path; see ``VARIANTS``): the DIS preset and the size of the luma the
-flow runs on (``flow_max_side``), and "diff", no motion at all (the residual is then the plain frame
-difference). "default" is whatever DecodeOptions() says now.
+flow runs on (``flow_max_side``: "@160"), and "diff", no motion at all (the residual is then the plain frame
+difference; a collector bug makes it fail on clips whose frame size changes). "default" is whatever
+DecodeOptions() says now.
 
   * Speed: the whole command `codecpatch patchify --no-fidelity CLIP` (codec mode, default settings, start-up
     included) as a ratio to FFmpeg's plain decode of the same clip, `ffmpeg -threads 1 -an -i CLIP -f null -`,
@@ -58,10 +59,16 @@ def use_variant(name: str) -> None:
     _collect.decode_options = lambda config, **settings: replace(original(config, **settings), **fields)
 
 
-def timed(command: list[str], env: dict | None = None) -> float:
+def timed(command: list[str], env: dict | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user + system) of ``command`` and its children."""
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
-    return time.perf_counter() - started
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    return wall, usage.ru_utime + usage.ru_stime
 
 
 def command(clip: Path, core: int, variant: str) -> list[str]:
@@ -79,29 +86,41 @@ def ffmpeg(clip: Path, core: int) -> list[str]:
 
 
 def speed(clip: Path, frames: int, variants: list[str], core: int, repeats: int) -> dict:
+    """Whole-command wall and CPU seconds per variant and of FFmpeg's plain decode, interleaved; medians and
+    ratios (FFmpeg's time over ours: 0.5 means half FFmpeg's speed)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    times: dict[str, list[float]] = {"ffmpeg": [], **{v: [] for v in variants}}
+    # One untimed run that may write bytecode (PYTHONDONTWRITEBYTECODE=1 would recompile on every start).
+    timed(command(clip, core, variants[0]), {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"})
+    names = ["ffmpeg", *variants]
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(repeats):
-        times["ffmpeg"].append(timed(ffmpeg(clip, core)))
-        for variant in variants:
-            times[variant].append(timed(command(clip, core, variant), env))
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    return {"seconds": times, "median_s": medians, "frames_per_s": {k: frames / v for k, v in medians.items()},
-            "ratio_to_plain_decode": {v: medians["ffmpeg"] / medians[v] for v in variants}}
+        for name in names:
+            seconds, cpu_seconds = timed(ffmpeg(clip, core) if name == "ffmpeg" else command(clip, core, name), env)
+            wall[name].append(seconds)
+            cpu[name].append(cpu_seconds)
+    median_wall = {name: statistics.median(values) for name, values in wall.items()}
+    median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
+    return {"wall_s": wall, "cpu_s": cpu, "median_wall_s": median_wall, "median_cpu_s": median_cpu,
+            "frames_per_s": {k: frames / v for k, v in median_wall.items()},
+            "ratio_to_plain_decode": {v: median_wall["ffmpeg"] / median_wall[v] for v in variants},
+            "cpu_ratio_to_plain_decode": {v: median_cpu["ffmpeg"] / median_cpu[v] for v in variants}}
 
 
 def startup(clip: Path, core: int, repeats: int) -> dict:
-    """The default command and FFmpeg on the clip's first 2 frames (stream-copied), medians."""
+    """Wall and CPU seconds of the default command and of FFmpeg on the clip's first 2 frames (stream-copied),
+    medians: what each costs before its per-frame work."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as folder:
         short = Path(folder) / f"first2{clip.suffix}"
         subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(clip), "-an", "-c", "copy", "-frames:v", "2",
                         str(short)], check=True)
-        times = {"ffmpeg": [], "ours": []}
+        runs: dict[str, list[tuple[float, float]]] = {"ffmpeg": [], "ours": []}
         for _ in range(repeats):
-            times["ffmpeg"].append(timed(ffmpeg(short, core)))
-            times["ours"].append(timed(command(short, core, "default"), env))
-    return {name: statistics.median(values) for name, values in times.items()}
+            runs["ffmpeg"].append(timed(ffmpeg(short, core)))
+            runs["ours"].append(timed(command(short, core, "default"), env))
+    return {f"{name}_{kind}": statistics.median(run[i] for run in values) for name, values in runs.items()
+            for i, kind in enumerate(("wall_s", "cpu_s"))}
 
 
 def flow_cost(clip: Path, variants: list[str], repeats: int) -> dict:
@@ -189,14 +208,23 @@ def main() -> None:
         if not args.no_speed:
             row["speed"] = speed(clip, plan.packets, args.variants, args.core, args.repeats)
             row["startup_s"] = startup(clip, args.core, args.repeats)
-            ratios = row["speed"]["ratio_to_plain_decode"]
-            print("  x plain decode: " + ", ".join(f"{v} {ratios[v]:.2f}" for v in args.variants)
-                  + f"   start-up: ours {row['startup_s']['ours']:.2f} s, ffmpeg {row['startup_s']['ffmpeg']:.2f} s", flush=True)
+            ratios, cpu_ratios = row["speed"]["ratio_to_plain_decode"], row["speed"]["cpu_ratio_to_plain_decode"]
+            print("  x plain decode, wall (cpu): " + ", ".join(f"{v} {ratios[v]:.2f} ({cpu_ratios[v]:.2f})" for v in args.variants)
+                  + f"\n  start-up wall (cpu): ours {row['startup_s']['ours_wall_s']:.2f} ({row['startup_s']['ours_cpu_s']:.2f}) s,"
+                  f" ffmpeg {row['startup_s']['ffmpeg_wall_s']:.2f} ({row['startup_s']['ffmpeg_cpu_s']:.2f}) s", flush=True)
         row["flow_ms_per_frame"] = flow_cost(clip, args.variants, args.repeats)
         print("  flow ms/frame: " + ", ".join(f"{v} {ms:.2f}" for v, ms in row["flow_ms_per_frame"].items()), flush=True)
         if not args.no_fidelity:
-            row["fidelity"] = {variant: fidelity(clip, variant) for variant in args.variants}
+            row["fidelity"] = {}
+            for variant in args.variants:
+                try:
+                    row["fidelity"][variant] = fidelity(clip, variant)
+                except Exception as error:  # noqa: BLE001 - a variant that fails on a clip is reported, not fatal
+                    row["fidelity"][variant] = {"error": f"{type(error).__name__}: {error}"}
             for variant, scores in row["fidelity"].items():
+                if "error" in scores:
+                    print(f"  PSNR adaptive/uniform {variant:>14}: failed: {scores['error']}", flush=True)
+                    continue
                 cells = [f"{b['adaptive']:.2f}/{b['uniform']:.2f}" for b in scores["budgets"].values()]
                 print(f"  PSNR adaptive/uniform {variant:>14}: " + "  ".join(cells), flush=True)
         results.append(row)
