@@ -101,7 +101,7 @@ class VideoReader:
             self.close()
             raise
         self._fps = self.info.header_fps if self._plausible(self.info.header_fps) else self._container_fps()
-        self._flow = OpticalFlowEstimator() if self._use_flow else None
+        self._flow = OpticalFlowEstimator(self.options.flow_preset, self.options.flow_max_side) if self._use_flow else None
         self._residuals = ResidualEstimator()
 
     # -- public -------------------------------------------------------------------------------------

@@ -2,14 +2,70 @@
 
 OpenCV's DIS optical flow on downscaled luma, pooled onto the same block grid and in the same convention
 as codec vectors (displacement from the current frame into the previous one, in full-resolution pixels).
+
+DIS estimates on a pyramid down to its preset's *finest scale* (2 for "ultrafast" and "fast": a quarter of
+the input's side; 1 for "medium") and then upsamples the flow to the input size, refining it there: most of
+its time goes to that last, full-size step, which a block grid does not need. So the flow may run on a luma
+smaller than the one it is given (the residual's analysis luma): halved while its longer side exceeds
+``max_side``, never below one flow pixel per grid cell, with the finest scale lowered by as many levels, so
+that DIS still estimates at the same resolution as on the full analysis luma (as long as the preset's finest
+scale allows). ``benchmarks/flow_fallback.py`` measures what each preset and size costs and keeps.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import cv2
 import numpy as np
 
-from ._residual import block_mean
+FlowPreset = Literal["ultrafast", "fast", "medium"]
+
+#: The flow luma is never halved below this many pixels on its shorter side (DIS matches 8x8 patches).
+MIN_FLOW_SIDE = 16
+
+
+def flow_halvings(shape: tuple[int, int], grid_shape: tuple[int, int], max_side: int | None) -> int:
+    """How many times to halve a (h, w) luma before the flow so that its longer side is at most ``max_side``.
+
+    Never so often that a flow pixel would cover more than one cell of the (gh, gw) grid (a halved side
+    may fall one pixel short of the grid: the partial cell at the bottom/right edge), nor below
+    MIN_FLOW_SIDE pixels on the shorter side. ``max_side=None``: no halving.
+    """
+    if max_side is None:
+        return 0
+    (h, w), (gh, gw) = shape, grid_shape
+    halvings = 0
+    while max(h, w) > max_side and h // 2 >= max(gh - 1, MIN_FLOW_SIDE) and w // 2 >= max(gw - 1, MIN_FLOW_SIDE):
+        h, w = h // 2, w // 2
+        halvings += 1
+    return halvings
+
+
+def halve(luma: np.ndarray, times: int) -> np.ndarray:
+    """(h >> times, w >> times) uint8 box-filtered luma (OpenCV's exact 2x area path, applied ``times`` times)."""
+    for _ in range(times):
+        luma = cv2.resize(luma, (luma.shape[1] // 2, luma.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    return luma
+
+
+def pool_to_grid(flow: np.ndarray, grid_shape: tuple[int, int]) -> np.ndarray:
+    """(gh, gw, 2) float32 mean of a (h, w, 2) flow over the cells of a grid covering it.
+
+    Cells are ``ceil(h/gh) x ceil(w/gw)`` pixels; partial cells at the bottom/right edge are completed by
+    replicating the edge pixels (the same pooling as ``block_mean``, both channels at once).
+    """
+    gh, gw = grid_shape
+    h, w = flow.shape[:2]
+    cell_h, cell_w = -(-h // gh), -(-w // gw)
+    flow = np.ascontiguousarray(flow, np.float32)
+    if (gh * cell_h, gw * cell_w) != (h, w):
+        flow = cv2.copyMakeBorder(flow, 0, gh * cell_h - h, 0, gw * cell_w - w, cv2.BORDER_REPLICATE)
+    if (cell_h, cell_w) == (1, 1):
+        return flow
+    # INTER_AREA with an integer ratio is an exact box mean. Channel by channel: a two-channel resize rounds
+    # differently in the last bit (the rows of the default settings must not change).
+    return np.stack([cv2.resize(np.ascontiguousarray(flow[..., c]), (gw, gh), interpolation=cv2.INTER_AREA) for c in (0, 1)], axis=-1)
 
 
 class OpticalFlowEstimator:
@@ -17,6 +73,8 @@ class OpticalFlowEstimator:
 
     Args:
         preset: OpenCV DIS preset name: "ultrafast", "fast" or "medium".
+        max_side: the flow runs on the given luma halved until its longer side is at most this many pixels
+            (see ``flow_halvings``); None runs it on the given luma.
     """
 
     _PRESETS = {
@@ -25,10 +83,14 @@ class OpticalFlowEstimator:
         "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
     }
 
-    def __init__(self, preset: str = "fast") -> None:
+    def __init__(self, preset: FlowPreset = "fast", max_side: int | None = None) -> None:
         if preset not in self._PRESETS:
             raise ValueError(f"preset must be one of {sorted(self._PRESETS)}, got {preset!r}")
+        if max_side is not None and max_side < MIN_FLOW_SIDE:
+            raise ValueError(f"max_side must be >= {MIN_FLOW_SIDE} (or None), got {max_side}")
+        self.preset, self.max_side = preset, max_side
         self._dis = cv2.DISOpticalFlow_create(self._PRESETS[preset])
+        self._preset_finest_scale = self._finest_scale = self._dis.getFinestScale()
 
     def block_field(
         self, current_luma: np.ndarray, previous_luma: np.ndarray, grid_shape: tuple[int, int], pixel_scale: float
@@ -40,7 +102,12 @@ class OpticalFlowEstimator:
             grid_shape: (gh, gw) of the output block grid.
             pixel_scale: full-resolution pixels per analysis pixel (e.g. 2.0 when luma was halved).
         """
+        halvings = flow_halvings(current_luma.shape, grid_shape, self.max_side)
+        current, previous = halve(current_luma, halvings), halve(previous_luma, halvings)
+        finest_scale = max(self._preset_finest_scale - halvings, 0)
+        if finest_scale != self._finest_scale:  # only when the halvings change (a new frame size)
+            self._dis.setFinestScale(finest_scale)
+            self._finest_scale = finest_scale
         # calc(I0=current, I1=previous) gives f with current(x) ~= previous(x + f(x)): the codec's src - dst.
-        flow = self._dis.calc(current_luma, previous_luma, None)
-        field = np.stack([block_mean(flow[..., 0], grid_shape), block_mean(flow[..., 1], grid_shape)], axis=-1)
-        return (field * pixel_scale).astype(np.float32)
+        flow = self._dis.calc(current, previous, None)
+        return (pool_to_grid(flow, grid_shape) * (pixel_scale * 2**halvings)).astype(np.float32)

@@ -1,0 +1,118 @@
+"""The optical-flow fallback (codecpatch/motion/_flow.py): known displacements of a translating pattern at every
+preset and flow size, the halving rule, the pooling onto the block grid, and its DecodeOptions."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from codecpatch.decode import DecodeOptions, VideoReader
+from codecpatch.motion import OpticalFlowEstimator, block_mean, grid_shape_for
+from codecpatch.motion._flow import flow_halvings, halve, pool_to_grid
+
+from .conftest import SAMPLES
+
+
+def textured(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """(height, width) uint8 smooth random texture: noise blurred over ~8 pixels (blobs a few flow pixels
+    wide even at one flow pixel per 8x8 block), mean 128, standard deviation 50."""
+    noise = np.random.default_rng(seed).uniform(0, 255, (height, width)).astype(np.float32)
+    blurred = cv2.GaussianBlur(noise, (0, 0), 8.0)
+    return np.clip(128 + 50 * (blurred - blurred.mean()) / blurred.std(), 0, 255).astype(np.uint8)
+
+
+def shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``image`` whose content moved by (dx, dy) pixels: out(x, y) = image(x - dx, y - dy)."""
+    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(image, matrix, image.shape[::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+@pytest.mark.parametrize("preset", ["ultrafast", "fast", "medium"])
+@pytest.mark.parametrize("max_side", [None, 160])
+def test_translating_pattern_gives_minus_its_velocity_in_full_resolution_pixels(preset, max_side):
+    # A 768x432 frame analysed at factor 4 (192x108), as the reader does; the content moves by (+6, -4)
+    # full-resolution pixels, so each block's displacement into the previous frame is (-6, +4).
+    height, width, factor, velocity = 432, 768, 4, (6.0, -4.0)
+    previous_full = textured(height, width)
+    current_full = shifted(previous_full, *velocity)
+    previous, current = halve(previous_full, 2), halve(current_full, 2)
+    grid = grid_shape_for(height, width, 8)
+    field = OpticalFlowEstimator(preset, max_side).block_field(current, previous, grid, float(factor))
+    assert field.shape == (*grid, 2) and field.dtype == np.float32
+    inner = field[8:-8, 8:-8].reshape(-1, 2)  # away from the borders, where the shifted content is made up
+    np.testing.assert_allclose(np.median(inner, axis=0), [-velocity[0], -velocity[1]], atol=0.6)
+
+
+@pytest.mark.parametrize("preset", ["ultrafast", "fast", "medium"])
+def test_a_smaller_flow_luma_estimates_at_the_same_resolution(preset):
+    # Halving the luma lowers DIS's finest scale by one level: it still estimates at the resolution it uses on
+    # the full analysis luma, so both block fields agree to a fraction of a full-resolution pixel.
+    previous_full = textured(432, 768, seed=5)
+    current_full = shifted(previous_full, -3.0, 2.5)
+    previous, current = halve(previous_full, 2), halve(current_full, 2)
+    full = OpticalFlowEstimator(preset).block_field(current, previous, (54, 96), 4.0)
+    small = OpticalFlowEstimator(preset, 160).block_field(current, previous, (54, 96), 4.0)
+    inner = (slice(8, -8), slice(8, -8))
+    assert np.median(np.hypot(*(small[inner] - full[inner]).reshape(-1, 2).T)) < 0.35
+
+
+def test_a_still_pattern_has_no_motion():
+    image = halve(textured(432, 768, seed=3), 2)
+    field = OpticalFlowEstimator("ultrafast", 160).block_field(image, image, (54, 96), 4.0)
+    assert np.abs(field).max() < 0.05
+
+
+@pytest.mark.parametrize(
+    "shape, grid, max_side, expected",
+    [
+        ((108, 192), (54, 96), None, 0),  # no limit: the analysis luma itself
+        ((108, 192), (54, 96), 160, 1),  # 768x432 at factor 4: one flow pixel per 8x8 block
+        ((108, 192), (54, 96), 16, 1),  # never coarser than the grid, whatever the limit
+        ((180, 320), (90, 160), 160, 1),  # 1280x720 at factor 4
+        ((120, 213), (60, 107), 160, 1),  # 854x480: the halved width falls one pixel short of the grid
+        ((180, 320), (45, 80), 80, 2),  # 16-pixel blocks: two halvings reach the grid
+        ((180, 320), (90, 160), 320, 0),  # already small enough
+        ((30, 40), (8, 10), 16, 0),  # never below 16 pixels on the shorter side
+    ],
+)
+def test_flow_halvings(shape, grid, max_side, expected):
+    assert flow_halvings(shape, grid, max_side) == expected
+
+
+@pytest.mark.parametrize("shape, grid", [((108, 192), (54, 96)), ((54, 96), (54, 96)), ((60, 106), (60, 107)), ((45, 83), (12, 21))])
+def test_pooling_matches_block_mean_channel_by_channel(shape, grid):
+    flow = np.random.default_rng(1).normal(0, 3, (*shape, 2)).astype(np.float32)
+    pooled = pool_to_grid(flow, grid)
+    assert pooled.shape == (*grid, 2)
+    for channel in (0, 1):
+        assert np.array_equal(pooled[..., channel], block_mean(flow[..., channel], grid))
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="flow_preset"):
+        DecodeOptions(flow_preset="slow")
+    with pytest.raises(ValueError, match="flow_max_side"):
+        DecodeOptions(flow_max_side=8)
+    with pytest.raises(ValueError, match="max_side"):
+        OpticalFlowEstimator("fast", 4)
+
+
+def test_reader_passes_the_flow_options(manifest):
+    # The HEVC sprites (no codec vectors; 320x240, analysed at full size) with the flow on a 160x120 luma still
+    # recover the sprites' velocities: DIS estimates at the same resolution (see the test above).
+    sprites = manifest["clips"]["sprites_hevc.mp4"]["scene"]["sprites"]
+    with VideoReader(SAMPLES / "sprites_hevc.mp4", flow_preset="ultrafast", flow_max_side=160) as reader:
+        assert reader._flow.preset == "ultrafast" and reader._flow.max_side == 160
+        frames = list(reader)
+    assert {f.motion_source for f in frames[1:]} == {"flow"}
+    block = 8
+    for frame in frames[1:]:
+        if frame.pict_type == "I":
+            continue
+        for sprite in sprites:
+            size, x, y = sprite["size"], sprite["x0"] + sprite["vx"] * frame.index, sprite["y0"] + sprite["vy"] * frame.index
+            rows = slice(-(-y // block) + 1, (y + size) // block - 1)
+            cols = slice(-(-x // block) + 1, (x + size) // block - 1)
+            median = np.median(frame.motion_field[rows, cols].reshape(-1, 2), axis=0)
+            np.testing.assert_allclose(median, [-sprite["vx"], -sprite["vy"]], atol=1.0)
