@@ -283,3 +283,25 @@ def test_inputs_that_cannot_rewind_exactly_are_reopened(name, opens, shared_vide
     samples = list(iter_clip_samples(shared_videos / name, PatchifyConfig()))
     assert len(opened) == opens
     assert samples and samples[0].frame_indices[0] == 0 and samples[0].picture_types[0] == "I"
+
+
+def test_a_size_change_inside_a_clip_without_motion_resamples_the_residual_onto_the_clips_grid():
+    """Codec mode with no motion (a decode without vectors or flow) and a frame-size change mid-clip: the
+    residual of the smaller frames is resampled onto the clip's block grid and accumulated there."""
+    from codecpatch.decode import CodecFrame
+    from codecpatch.patchify import window_samples
+
+    def frame(index: int, width: int, height: int, residual: float) -> CodecFrame:
+        grid = (-(-height // 8), -(-width // 8))
+        return CodecFrame(index=index, pts=index, time=index / 25, pict_type="I" if index == 0 else "P", key_frame=index == 0,
+                          width=width, height=height, motion_source="none", n_vectors=0, motion_vectors=None,
+                          block_motion=None, residual_energy=np.full(grid, residual, np.float32),
+                          rgb=np.zeros((height, width, 3), np.uint8))
+
+    frames = [frame(i, 64, 48, 1.0) for i in range(4)] + [frame(i, 32, 24, 3.0) for i in range(4, 8)]
+    samples = window_samples(frames, PatchifyConfig(mode="codec", frames=2), source="resized.ivf", codec="vp9", fps=25.0, clip_index=0)
+    assert samples.frame_indices.tolist() == [0, 7] and samples.info.sizes == ((64, 48), (32, 24))
+    assert samples.residual_accumulated.shape == (2, 6, 8)  # the clip's grid: its first frame's 48x64 in 8-px cells
+    # frames 1-3 at 1.0 and 4-7 at 3.0, resampled (a constant stays constant) and summed into the second sample
+    np.testing.assert_allclose(samples.residual_accumulated[1], 3 * 1.0 + 4 * 3.0)
+    np.testing.assert_allclose(samples.residual_instant[1], 3.0)

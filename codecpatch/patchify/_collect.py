@@ -252,10 +252,13 @@ class _Collector:
             valid = np.ones(field_now.shape[:2], bool)
         residual = frame.residual_energy if frame.residual_energy is not None else np.zeros(field_now.shape[:2], np.float32)
         size = (frame.width, frame.height)
-        if field_now.shape[:2] != grid:  # size changed inside the clip: resample onto the clip's grid
+        # The size changed inside the clip: resample onto the clip's grid (each map on its own: without motion
+        # the field is already zeros on the clip's grid while the residual is on the frame's).
+        if field_now.shape[:2] != grid:
             ratio = np.float32(clip.geometry.source_width / frame.width)
             field_now = cv2.resize(field_now, grid[::-1], interpolation=cv2.INTER_LINEAR) * ratio
             valid = cv2.resize(valid.astype(np.uint8), grid[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+        if residual.shape != grid:
             residual = cv2.resize(residual, grid[::-1], interpolation=cv2.INTER_LINEAR)
         if self._gap_size is not None and self._gap_size != size:
             self._gap_field[:] = 0.0  # no motion chain across a size change
