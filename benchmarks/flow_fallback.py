@@ -6,7 +6,7 @@ costs and what it keeps, all measured in one run.
 
 Variants (DecodeOptions of the flow path; see ``VARIANTS``): the DIS preset and the size of the luma the
 flow runs on (``flow_max_side``: "@160"), and "diff", no motion at all (the residual is then the plain frame
-difference; a collector bug makes it fail on clips whose frame size changes). "default" is whatever
+difference). "default" is whatever
 DecodeOptions() says now.
 
   * Speed: the whole command `codecpatch patchify --no-fidelity CLIP` (codec mode, default settings, start-up

@@ -4,8 +4,8 @@ OpenCV's DIS optical flow on downscaled luma, pooled onto the same block grid an
 as codec vectors (displacement from the current frame into the previous one, in full-resolution pixels).
 
 DIS estimates on a pyramid down to its preset's *finest scale* (2 for "ultrafast" and "fast": a quarter of
-the input's side; 1 for "medium") and then upsamples the flow to the input size, refining it there: most of
-its time goes to that last, full-size step, which a block grid does not need. So the flow may run on a luma
+the input's side; 1 for "medium") and then upsamples the flow to the input size, refining it there: a
+full-size step that a block grid does not need. So the flow may run on a luma
 smaller than the one it is given (the residual's analysis luma): halved while its longer side exceeds
 ``max_side``, never below one flow pixel per grid cell, with the finest scale lowered by as many levels, so
 that DIS still estimates at the same resolution as on the full analysis luma (as long as the preset's finest
@@ -43,7 +43,7 @@ def flow_halvings(shape: tuple[int, int], grid_shape: tuple[int, int], max_side:
 
 
 def halve(luma: np.ndarray, times: int) -> np.ndarray:
-    """(h >> times, w >> times) uint8 box-filtered luma (OpenCV's exact 2x area path, applied ``times`` times)."""
+    """(h >> times, w >> times) uint8 box-filtered luma (OpenCV's 2x area path, applied ``times`` times; an odd side drops its last row or column)."""
     for _ in range(times):
         luma = cv2.resize(luma, (luma.shape[1] // 2, luma.shape[0] // 2), interpolation=cv2.INTER_AREA)
     return luma
@@ -90,7 +90,7 @@ class OpticalFlowEstimator:
             raise ValueError(f"max_side must be >= {MIN_FLOW_SIDE} (or None), got {max_side}")
         self.preset, self.max_side = preset, max_side
         self._dis = cv2.DISOpticalFlow_create(self._PRESETS[preset])
-        self._preset_finest_scale = self._finest_scale = self._dis.getFinestScale()
+        self._preset_finest_scale = self._dis.getFinestScale()
 
     def block_field(
         self, current_luma: np.ndarray, previous_luma: np.ndarray, grid_shape: tuple[int, int], pixel_scale: float
@@ -104,10 +104,10 @@ class OpticalFlowEstimator:
         """
         halvings = flow_halvings(current_luma.shape, grid_shape, self.max_side)
         current, previous = halve(current_luma, halvings), halve(previous_luma, halvings)
-        finest_scale = max(self._preset_finest_scale - halvings, 0)
-        if finest_scale != self._finest_scale:  # only when the halvings change (a new frame size)
-            self._dis.setFinestScale(finest_scale)
-            self._finest_scale = finest_scale
+        if self.max_side is not None:
+            # Set before every call: DIS lowers its own finest scale on small images (and keeps it), so a value
+            # cached here could disagree with the instance's. Without max_side it is left as DIS keeps it.
+            self._dis.setFinestScale(max(self._preset_finest_scale - halvings, 0))
         # calc(I0=current, I1=previous) gives f with current(x) ~= previous(x + f(x)): the codec's src - dst.
         flow = self._dis.calc(current, previous, None)
         return (pool_to_grid(flow, grid_shape) * (pixel_scale * 2**halvings)).astype(np.float32)
