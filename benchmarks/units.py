@@ -1,7 +1,7 @@
 """Work units on Ray: 2 workers against 1 in steady state, and the per-video overhead of one task per video
 (``unit_inputs = 1``) against units of 16, on many short clips.
 
-    python benchmarks/units.py [--videos 192] [--repeats 3] [--out benchmarks/results/units.json]
+    python benchmarks/units.py [--videos 128] [--repeats 3] [--out benchmarks/results/units.json]
 
 Inputs: copies of sample_videos/static_h264_p.mp4 and sprites_h264_p.mp4 (2 s, 50 frames, 320x240 each),
 pixel tokens of width 32 (recipe defaults otherwise), so that per-task costs are visible beside the
@@ -140,7 +140,8 @@ def main() -> None:
                 print(f"  repeat {repeat}: in-process 1 process {alone['wall_seconds']:.2f} s, 2 processes "
                       f"{max(p['wall_seconds'] for p in pair):.2f} s: ceiling {row['ceiling_2_vs_1']:.2f}x")
                 one, two = row["1 worker, unit_inputs 4"], row["2 workers, unit_inputs 4"]
-                row["steady_speedup_2_vs_1"] = round(two["steady_videos_per_s"] / one["steady_videos_per_s"], 3)
+                rates = (two["steady_videos_per_s"], one["steady_videos_per_s"])  # None: the larger run was not slower
+                row["steady_speedup_2_vs_1"] = round(rates[0] / rates[1], 3) if None not in rates else None
                 row["whole_run_speedup_2_vs_1"] = round(one["all"]["wall_seconds"] / two["all"]["wall_seconds"], 3)
                 row["task_per_video_overhead_ms"] = round(1000 * (row["2 workers, unit_inputs 1"]["all"]["wall_seconds"]
                                                                   - row["2 workers, unit_inputs 16"]["all"]["wall_seconds"]) / len(inputs), 1)
@@ -148,14 +149,17 @@ def main() -> None:
         finally:
             stop_ray()
     repeats = results["repeats"]
-    median = lambda key: round(statistics.median(r[key] for r in repeats), 3)  # noqa: E731
+
+    def median(key: str, rows=repeats):
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return round(statistics.median(values), 3) if values else None
+
     results["runs"]["in-process, 1 process"] = {
         "wall_seconds": round(statistics.median(r["in-process, 1 process"]["wall_seconds"] for r in repeats), 3), "videos": len(inputs)}
     for name, _, _ in CONFIGURATIONS:
         walls = [r[name]["all"]["wall_seconds"] for r in repeats]
         results["runs"][name] = {"wall_seconds": round(statistics.median(walls), 3), "videos": len(inputs),
-                                 "steady_videos_per_s": (round(statistics.median(r[name]["steady_videos_per_s"] for r in repeats), 3)
-                                                         if "steady_videos_per_s" in repeats[0][name] else None)}
+                                 "steady_videos_per_s": median("steady_videos_per_s", [r[name] for r in repeats])}
     results["steady_speedup_2_vs_1_workers"] = median("steady_speedup_2_vs_1")
     results["speedup_2_vs_1_workers"] = median("whole_run_speedup_2_vs_1")
     results["machine_ceiling_2_vs_1"] = median("ceiling_2_vs_1")

@@ -143,9 +143,11 @@ def test_a_finished_output_reads_the_same_from_a_path_and_a_uri(two_videos, tmp_
 
 def test_summaries_a_dead_worker_took_with_it_are_recovered_from_its_unit_record(tmp_path):
     """A worker killed after committing inputs but before its summaries reached the driver: the driver rebuilds
-    them from the unit record and error table, so the run's counts still add up (details unknown: ``unreported``)."""
+    them from the unit record and error table (details unknown: ``unreported``); and a summary it reported for an
+    input it never committed is taken back (the retry redoes it), so each input is counted once."""
     from codecpatch.pipeline._inputs import InputVideo
-    from codecpatch.pipeline._runner import _Attempt, _reconciled
+    from codecpatch.pipeline import RunStats, VideoResult
+    from codecpatch.pipeline._runner import VideoSummary, _Attempt, _reconciled, _retracted
     from codecpatch.shards import Store, UnitWriter, token_schema
 
     store = Store.at(tmp_path)
@@ -155,9 +157,21 @@ def test_summaries_a_dead_worker_took_with_it_are_recovered_from_its_unit_record
     writer.add_error("c.mp4", "decode", "corrupt", "c.mp4: bad packet")
     record = writer.close()
     items = [InputVideo(f"/videos/{n}", n) for n in ("a.mp4", "b.mp4", "c.mp4", "d.mp4")]
-    attempt = _Attempt(0, items, 0, {"a.mp4", "b.mp4", "c.mp4", "d.mp4"}, reported={"a.mp4"})
+    reported_a = VideoSummary(VideoResult("a.mp4", frames=50, n_tokens=7), clips=1)
+    reported_d = VideoSummary(VideoResult("d.mp4", frames=50, n_tokens=9, stage_seconds={"decode": 0.5}), clips=2)
+    attempt = _Attempt(0, items, 0, {"a.mp4", "b.mp4", "c.mp4", "d.mp4"}, reported={"a.mp4": reported_a, "d.mp4": reported_d})
+    stats = RunStats()
+    for summary in (reported_a, reported_d):  # what the driver counted as the stream reported them
+        stats.add(summary.result, clips=summary.clips)
     recovered = list(_reconciled(attempt, record, store))
     assert [(s.result.video_id, s.result.error, s.unreported) for s in recovered] == [
         ("b.mp4", None, True), ("c.mp4", ("decode", "corrupt", "c.mp4: bad packet"), False)]
-    assert attempt.reported == {"a.mp4", "b.mp4", "c.mp4"}  # d.mp4 is not done: the resubmitted unit runs it
     assert list(_reconciled(attempt, record, store)) == []  # recovered once only
+    # d.mp4 was reported but never committed (its part was not finished): taken back, the resubmitted unit redoes it
+    [taken_back] = list(_retracted(attempt, set(record.inputs_done)))
+    assert taken_back.summary is reported_d and set(attempt.reported) == {"a.mp4", "b.mp4", "c.mp4"}
+    for summary in recovered:
+        stats.add(summary.result, clips=summary.clips)
+    stats.remove(taken_back.summary.result, clips=taken_back.summary.clips)
+    assert (stats.processed, stats.failed, stats.clips, stats.frames, stats.n_tokens) == (2, 1, 1, 50, 7)
+    assert dict(stats.errors_by_kind) == {"corrupt": 1} and stats.stage_seconds["decode"] == 0.0

@@ -121,6 +121,25 @@ class RunStats(Stats):
         self.n_tokens += result.n_tokens
         self.add_stage_seconds(result.stage_seconds)
 
+    def remove(self, result: VideoResult, clips: int | None = None) -> None:
+        """Undo ``add(result, clips)`` (a summary taken back: see ``Retraction``)."""
+        if result.error:
+            self.failed -= 1
+            self.errors_by_kind[result.error[1]] -= 1
+            if self.errors_by_kind[result.error[1]] <= 0:
+                del self.errors_by_kind[result.error[1]]
+        else:
+            self.processed -= 1
+        self.partial -= bool(result.partial)
+        if result.flagged:
+            self.partial_inputs.pop(result.video_id, None)
+        self.clips -= len(result.rows) if clips is None else clips
+        self.frames -= result.frames
+        self.n_dense -= result.n_dense
+        self.n_patches -= result.n_patches
+        self.n_tokens -= result.n_tokens
+        self.add_stage_seconds({stage: -seconds for stage, seconds in result.stage_seconds.items()})
+
     def to_dict(self) -> dict:
         data = {k: v for k, v in self.__dict__.items()}
         data["stage_seconds"] = {k: round(v, 3) for k, v in self.stage_seconds.items()}
@@ -267,6 +286,10 @@ def _run_locked(recipe: Recipe, inputs: Iterable[InputVideo], store: Store, prog
                 bar.set_postfix(tok_s=f"{stats.n_tokens / max(elapsed, 1e-9):.0f}", clips=stats.clips, errors=stats.failed,
                                 refresh=False)
                 bar.update(1)
+            elif isinstance(event, Retraction):
+                stats.remove(event.summary.result, clips=event.summary.clips)
+                stats.unreported -= event.summary.unreported
+                bar.update(-1)
             elif isinstance(event, UnitRecord):
                 stats.units += 1
                 last = event.nodes[-1] if event.nodes else {}
@@ -292,6 +315,13 @@ class VideoSummary:
     result: VideoResult
     clips: int
     unreported: bool = False  # recovered from a unit record after its worker died: counts unknown
+
+
+@dataclass(frozen=True)
+class Retraction:
+    """A summary the driver counted, taken back: its worker died before committing the input (it runs again)."""
+
+    summary: VideoSummary
 
 
 def _summary(result: VideoResult) -> VideoSummary:
@@ -367,7 +397,7 @@ def _process_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Sto
     process = _with_deadline(_fetching(partial(_process_in_worker, recipe=recipe, encode_stage=encode_stage), recipe.output.s3_endpoint),
                              recipe.execution.deadline_s)
     pending: list[VideoSummary] = []  # summaries not yet sent: one batch about twice a second, not one per video
-    sent_at = time.monotonic()
+    sent_at = finished_at = time.monotonic()
     events = _run_unit(unit, items, recipe, store, settings, process)
     for event in events:
         if isinstance(event, UnitRecord):
@@ -383,9 +413,13 @@ def _process_unit(unit: int, items: list[InputVideo], recipe: Recipe, store: Sto
             # also reconciles with the unit record, should a summary be lost with the process).
             time.sleep(_EXIT_GRACE_S)
             os._exit(1)  # the hung decode thread goes with the process
-        if time.monotonic() - sent_at >= _PROGRESS_SECONDS:
+        now = time.monotonic()
+        # due, or videos are slow here (a batch would wait a whole video): send; fast videos are batched (a fast
+        # video's summary can still wait for one slow next video)
+        if now - sent_at >= _PROGRESS_SECONDS or now - finished_at >= _PROGRESS_SECONDS:
             yield pending
-            pending, sent_at = [], time.monotonic()
+            pending, sent_at = [], now
+        finished_at = now
 
 
 #: How often a unit task sends its finished videos' summaries to the driver (seconds).
@@ -509,18 +543,21 @@ def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: 
             ready = _interruptible(ray.wait, list(in_flight), num_returns=1, timeout=1.0)[0] if in_flight else []
             for stream in ready:
                 attempt = in_flight[stream]
+                error: BaseException | None = None
                 try:
                     value = _received(_interruptible(ray.get, next(stream)), stats)
                 except StopIteration:  # the stream ended: its record came last
+                    value, error = None, RuntimeError(f"unit {attempt.unit}: its task ended without a unit record")
+                except (ray.exceptions.RayError, OSError) as raised:
+                    value, error = None, raised
+                if error is not None:
                     in_flight.pop(stream)
-                    if attempt.record is None:
-                        raise RuntimeError(f"unit {attempt.unit}: its task ended without a unit record") from None
-                    continue
-                except (ray.exceptions.RayError, OSError) as error:
-                    in_flight.pop(stream)
+                    if attempt.record is not None:
+                        continue  # the unit finished (its record is here); its process went afterwards
                     record = read_unit_record(store, attempt.unit)
-                    yield from _reconciled(attempt, record, store)
                     done_now = set(record.inputs_done) if record else set()
+                    yield from _reconciled(attempt, record, store)
+                    yield from _retracted(attempt, done_now)
                     todo_now = {i for i in attempt.todo_ids if i not in done_now}
                     failures = 0 if len(todo_now) < len(attempt.todo_ids) else attempt.failures + 1
                     if failures <= execution.retries:
@@ -533,7 +570,7 @@ def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: 
                     yield value
                 else:
                     for summary in value:
-                        attempt.reported.add(summary.result.video_id)
+                        attempt.reported[summary.result.video_id] = summary
                         yield summary
     finally:
         if started_here:
@@ -543,13 +580,13 @@ def _on_ray(units, recipe: Recipe, store: Store, settings: UnitSettings, stats: 
 @dataclass
 class _Attempt:
     """One submission of a unit: its inputs, how many deaths without progress it has had, the ids it had left
-    to do when submitted, the ids its stream has reported since, and its record once received."""
+    to do when submitted, the summaries its stream has reported since (by id), and its record once received."""
 
     unit: int
     items: list[InputVideo]
     failures: int
     todo_ids: set[str]
-    reported: set[str] = field(default_factory=set)
+    reported: dict[str, "VideoSummary"] = field(default_factory=dict)
     record: UnitRecord | None = None
 
 
@@ -570,8 +607,15 @@ def _reconciled(attempt: _Attempt, record: UnitRecord | None, store: Store) -> I
     for video_id in lost:
         error = errors.get(video_id)
         result = VideoResult(video_id, error=(error["stage"], error["kind"], error["message"]) if error else None)
-        attempt.reported.add(video_id)
-        yield VideoSummary(result, clips=0, unreported=error is None)
+        summary = attempt.reported[video_id] = VideoSummary(result, clips=0, unreported=error is None)
+        yield summary
+
+
+def _retracted(attempt: _Attempt, done_now: set[str]) -> Iterator["Retraction"]:
+    """Take back the summaries a dead worker reported for inputs it never committed (their part was not finished):
+    the resubmitted unit processes them again, or ``_fail_unit`` records them, and each is counted once."""
+    for video_id in [i for i in attempt.reported if i not in done_now]:
+        yield Retraction(attempt.reported.pop(video_id))
 
 
 def _received(value, stats: RunStats):
