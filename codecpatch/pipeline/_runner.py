@@ -106,39 +106,29 @@ class RunStats(Stats):
     unreported: int = 0  # processed inputs whose worker died before reporting them: counted, their clip/token counts not
 
     def add(self, result: VideoResult, clips: int | None = None) -> None:
-        if result.error:
-            self.failed += 1
-            self.errors_by_kind[result.error[1]] += 1
-        else:
-            self.processed += 1
-        self.partial += bool(result.partial)
-        if result.flagged:
-            self.partial_inputs[result.video_id] = result.partial
-        self.clips += len(result.rows) if clips is None else clips
-        self.frames += result.frames
-        self.n_dense += result.n_dense
-        self.n_patches += result.n_patches
-        self.n_tokens += result.n_tokens
-        self.add_stage_seconds(result.stage_seconds)
+        self._count(result, clips, +1)
 
     def remove(self, result: VideoResult, clips: int | None = None) -> None:
         """Undo ``add(result, clips)`` (a summary taken back: see ``Retraction``)."""
+        self._count(result, clips, -1)
+
+    def _count(self, result: VideoResult, clips: int | None, sign: int) -> None:
         if result.error:
-            self.failed -= 1
-            self.errors_by_kind[result.error[1]] -= 1
+            self.failed += sign
+            self.errors_by_kind[result.error[1]] += sign
             if self.errors_by_kind[result.error[1]] <= 0:
                 del self.errors_by_kind[result.error[1]]
         else:
-            self.processed -= 1
-        self.partial -= bool(result.partial)
-        if result.flagged:
+            self.processed += sign
+        self.partial += sign * bool(result.partial)
+        if result.flagged and sign > 0:
+            self.partial_inputs[result.video_id] = result.partial
+        elif result.flagged:
             self.partial_inputs.pop(result.video_id, None)
-        self.clips -= len(result.rows) if clips is None else clips
-        self.frames -= result.frames
-        self.n_dense -= result.n_dense
-        self.n_patches -= result.n_patches
-        self.n_tokens -= result.n_tokens
-        self.add_stage_seconds({stage: -seconds for stage, seconds in result.stage_seconds.items()})
+        self.clips += sign * (len(result.rows) if clips is None else clips)
+        for name in ("frames", "n_dense", "n_patches", "n_tokens"):
+            setattr(self, name, getattr(self, name) + sign * getattr(result, name))
+        self.add_stage_seconds({stage: sign * seconds for stage, seconds in result.stage_seconds.items()})
 
     def to_dict(self) -> dict:
         data = {k: v for k, v in self.__dict__.items()}
