@@ -228,6 +228,21 @@ def test_a_folder_written_with_other_settings_is_refused_before_any_work(clips, 
     assert len(json.loads((output / "_stats.json").read_text())["runs"]) == 1  # the old history went with its shards
 
 
+def test_a_folder_written_before_a_default_changed_is_refused_with_the_new_default(clips, results, tmp_path):
+    """block_size (8 before 0.2, now 16) and residual_stride (1, now 2) change rows: a folder whose recorded
+    fingerprint lacks them (written at the old defaults, when they were left out) is refused by a run at the
+    new defaults, and resumed by a run that asks for the old values."""
+    output = tmp_path / "out"
+    old = {**RECIPE, "patchify.block_size": 8, "patchify.residual_stride": 1}
+    run(load_recipe(None, old), list_inputs(clips), output, progress=False)
+    recorded = json.loads((output / "_manifest.json").read_text())["fingerprint"]
+    assert "patchify.block_size" not in recorded and "patchify.residual_stride" not in recorded  # as an 0.1 run wrote it
+    with pytest.raises(RecipeMismatchError) as caught:
+        run(load_recipe(None, RECIPE), list_inputs(clips), output, progress=False)
+    assert "patchify.block_size: 8 there, 16 now" in str(caught.value) and "patchify.residual_stride: 1 there, 2 now" in str(caught.value)
+    assert run(load_recipe(None, old), list_inputs(clips), output, progress=False).skipped_done == len(results)
+
+
 def test_a_folder_from_before_fingerprints_still_refuses_another_token_width(clips, results, cached, tmp_path):
     output = tmp_path / "out"
     run(load_recipe(None, RECIPE), list_inputs(clips), output, progress=False)

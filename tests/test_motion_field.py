@@ -174,3 +174,64 @@ def test_block_mean_handles_partial_edge_cells_and_buffer_reuse():
 def test_zero_block_motion_helper():
     motion = BlockMotion.zeros(17, 33, 8)
     assert motion.grid_shape == (3, 5)
+
+
+def _sampled_reference(current, previous, field, grid, stride, cell):
+    """Brute force: every stride-th pixel (offset stride // 2), predicted by bilinear sampling of ``previous``
+    at (x + dx, y + dy) of its block (edges clamped), |difference| averaged per block."""
+    h, w = previous.shape
+    gh, gw = grid
+    offset = stride // 2
+    sums, counts = np.zeros(grid), np.zeros(grid)
+    for y in range(offset, h, stride):
+        for x in range(offset, w, stride):
+            by, bx = min(y // cell, gh - 1), min(x // cell, gw - 1)
+            dx, dy = field[by, bx] if field is not None else (0.0, 0.0)
+            sx, sy = min(max(x + dx, 0), w - 1), min(max(y + dy, 0), h - 1)
+            x0, y0 = int(np.floor(sx)), int(np.floor(sy))
+            x1, y1, fx, fy = min(x0 + 1, w - 1), min(y0 + 1, h - 1), sx - x0, sy - y0
+            p = previous.astype(np.float64)
+            value = (p[y0, x0] * (1 - fx) + p[y0, x1] * fx) * (1 - fy) + (p[y1, x0] * (1 - fx) + p[y1, x1] * fx) * fy
+            sums[by, bx] += abs(float(current[y, x]) - value)
+            counts[by, bx] += 1
+    return sums / np.maximum(counts, 1)
+
+
+@pytest.mark.parametrize("shape, cell, stride", [((32, 48), 8, 2), ((30, 44), 8, 2), ((36, 36), 16, 4), ((18, 21), 3, 2)])
+def test_sampled_residual_is_the_block_mean_over_every_strided_pixel(shape, cell, stride):
+    """stride > 1: each block averages |current - prediction| over exactly its strided pixels (also partial
+    edge blocks, and cells the stride does not divide), the prediction bilinear at full resolution."""
+    h, w = shape
+    previous, current = textured(h, w, seed=1), textured(h, w, seed=2)
+    grid = (-(-h // cell), -(-w // cell))
+    field = np.random.default_rng(3).uniform(-2.5, 2.5, (*grid, 2)).astype(np.float32)
+    estimator = ResidualEstimator()
+    got = estimator.motion_compensated(current, previous, field, grid, stride=stride, cell=cell)
+    # OpenCV's remap interpolates on a 1/32 px lattice with fixed-point weights: within half a level of the exact value
+    np.testing.assert_allclose(got, _sampled_reference(current, previous, field, grid, stride, cell), atol=0.6)
+    difference = estimator.frame_difference(current, previous, grid, stride=stride, cell=cell)
+    np.testing.assert_allclose(difference, _sampled_reference(current, previous, None, grid, stride, cell), atol=1e-4)
+
+
+def test_sampled_residual_explains_a_known_shift_and_matches_every_pixel_on_flat_blocks():
+    previous = textured(64, 96)
+    current = np.roll(previous, shift=(2, 3), axis=(0, 1))
+    field = np.broadcast_to(np.float32([-3, -2]), (8, 12, 2)).copy()
+    estimator = ResidualEstimator()
+    assert estimator.motion_compensated(current, previous, field, (8, 12), stride=2, cell=8)[1:-1, 1:-1].max() == 0
+    assert estimator.frame_difference(current, previous, (8, 12), stride=2, cell=8)[1:-1, 1:-1].mean() > 10
+    # a frame whose difference is constant per block: the samples' mean is the every-pixel mean
+    steps = np.kron(np.arange(96, dtype=np.uint8).reshape(8, 12), np.ones((8, 8), np.uint8))
+    np.testing.assert_array_equal(estimator.frame_difference(steps, np.zeros_like(steps), (8, 12), stride=2, cell=8),
+                                  frame_difference(steps, np.zeros_like(steps), (8, 12)))
+
+
+def test_sampled_residual_blocks_past_the_last_sample_repeat_their_neighbour():
+    """17 rows on 16-px blocks at stride 2: the samples are rows 1..15, so the second block row has none and
+    takes the first's values; a stride above the cell side is capped at one sample per block."""
+    previous, current = textured(17, 32, seed=4), textured(17, 32, seed=5)
+    difference = ResidualEstimator().frame_difference(current, previous, (2, 2), stride=2, cell=16)
+    np.testing.assert_array_equal(difference[1], difference[0])
+    np.testing.assert_allclose(difference[0], _sampled_reference(current, previous, None, (2, 2), 2, 16)[0], atol=1e-4)
+    capped = ResidualEstimator().frame_difference(current, previous, (9, 16), stride=4, cell=2)
+    np.testing.assert_allclose(capped, ResidualEstimator().frame_difference(current, previous, (9, 16), stride=2, cell=2), atol=0)

@@ -75,11 +75,15 @@ def test_static_clip_triggers_the_uniform_whole_frame_fallback():
     assert patches.n_kept <= patches.n_budget
 
 
-def test_scene_cut_frame_gets_the_most_patches():
-    samples, patches, _ = one_clip("scenecut_h264_p.mp4", selection="topk", frames=25, budget=Budget(0.12))
+@pytest.mark.parametrize("block_size, margin", [(8, 5.0), (16, 2.5)])
+def test_scene_cut_frame_gets_the_most_patches(block_size, margin):
+    """Top-K of accumulated energy gives the cut the most patches. On 16-px blocks the sprites' motion fills
+    a larger share of each block, so the other frames score closer to the cut (36 vs a median of 13, against
+    102 vs 10 on 8-px blocks)."""
+    samples, patches, _ = one_clip("scenecut_h264_p.mp4", selection="topk", frames=25, budget=Budget(0.12), block_size=block_size)
     cut = int(np.flatnonzero(samples.frame_indices >= 25)[0])
     per_frame = patches.kept_per_frame
-    assert per_frame[cut] == per_frame[1:].max() and per_frame[cut] > 5 * np.median(per_frame[1:])
+    assert per_frame[cut] == per_frame[1:].max() and per_frame[cut] > margin * np.median(per_frame[1:])
 
 
 @pytest.mark.parametrize("clip", CLIPS)
@@ -299,7 +303,8 @@ def test_a_size_change_inside_a_clip_without_motion_resamples_the_residual_onto_
                           rgb=np.zeros((height, width, 3), np.uint8))
 
     frames = [frame(i, 64, 48, 1.0) for i in range(4)] + [frame(i, 32, 24, 3.0) for i in range(4, 8)]
-    samples = window_samples(frames, PatchifyConfig(mode="codec", frames=2), source="resized.ivf", codec="vp9", fps=25.0, clip_index=0)
+    samples = window_samples(frames, PatchifyConfig(mode="codec", frames=2, block_size=8), source="resized.ivf", codec="vp9", fps=25.0,
+                             clip_index=0)
     assert samples.frame_indices.tolist() == [0, 7] and samples.info.sizes == ((64, 48), (32, 24))
     assert samples.residual_accumulated.shape == (2, 6, 8)  # the clip's grid: its first frame's 48x64 in 8-px cells
     # frames 1-3 at 1.0 and 4-7 at 3.0, resampled (a constant stays constant) and summed into the second sample

@@ -231,7 +231,8 @@ def test_an_encode_stage_the_cluster_cannot_hold_is_refused_at_once(dataset, tmp
 _CHANGED_PATCHIFY = {"mode": "chunk", "budget": "8f", "selection": "onevision", "frames": 32, "timeline_slots": 32, "size": 112,
                      "max_side": 160, "exact_size": (320, 240), "patch": 14, "energy": "instant", "normalise": "frame",
                      "camera": "affine", "fusion": "weighted", "motion_weight": 0.25, "keep_first": False, "keep_i_frames": True,
-                     "refresh": 0.25, "static_motion_px": 1.5, "static_residual": 3.0, "image_frame": 3, "block_size": 16,
+                     "refresh": 0.25, "static_motion_px": 1.5, "static_residual": 3.0, "image_frame": 3, "block_size": 8,
+                     "residual_stride": 1,
                      "seed": 7, "clip_seconds": 5.0, "clip_frames": 12}
 
 
@@ -303,12 +304,16 @@ def test_encoder_and_compressor_settings_are_reachable_from_the_command_line():
         load_recipe(None, {"encoder.name": "pixel:x"}, {"encoder.name": "--encoder"})
 
 
-def test_new_recipe_keys_at_their_defaults_leave_the_fingerprint_as_it_was():
-    """Keys added to [patchify] later are out of the fingerprint while they hold their default, so older
-    outputs resume; a changed value is in it."""
+def test_keys_at_the_value_older_outputs_were_made_with_leave_the_fingerprint_as_it_was():
+    """Keys added to [patchify] later, or whose default changed, are out of the fingerprint while they hold
+    the value older outputs were made with (so those resume); any other value, a new default included, is in it."""
     from codecpatch.pipeline import row_fingerprint
+    from codecpatch.pipeline._fingerprint import LEGACY_VALUES
 
     fingerprint = row_fingerprint(load_recipe(None))
-    assert "patchify.block_size" not in fingerprint and "patchify.exact_size" not in fingerprint
+    assert "patchify.exact_size" not in fingerprint and "patchify.timeline_slots" not in fingerprint
+    assert fingerprint["patchify.block_size"] == 16 and fingerprint["patchify.residual_stride"] == 2  # new defaults count
     assert "patchify.budget" in fingerprint and "patchify.seed" in fingerprint
-    assert row_fingerprint(load_recipe(None, {"patchify.block_size": 16}))["patchify.block_size"] == 16
+    old = row_fingerprint(load_recipe(None, {"patchify.block_size": 8, "patchify.residual_stride": 1}))
+    assert "patchify.block_size" not in old and "patchify.residual_stride" not in old
+    assert LEGACY_VALUES["patchify.block_size"] == 8 and LEGACY_VALUES["patchify.residual_stride"] == 1

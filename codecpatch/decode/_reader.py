@@ -302,11 +302,13 @@ class VideoReader:
 
         residual = None
         if luma is not None and state.previous_luma is not None and options.residual != "none":
+            stride = options.residual_stride
+            cell = options.block_size // factor if stride > 1 else None  # stride 1: the original cells, rows unchanged
             if options.residual == "mc" and block_motion is not None:
                 field_in_analysis_pixels = block_motion.toward_previous() / factor
-                residual = self._residuals.motion_compensated(luma, state.previous_luma, field_in_analysis_pixels, grid)
+                residual = self._residuals.motion_compensated(luma, state.previous_luma, field_in_analysis_pixels, grid, stride, cell)
             else:
-                residual = self._residuals.frame_difference(luma, state.previous_luma, grid)
+                residual = self._residuals.frame_difference(luma, state.previous_luma, grid, stride, cell)
 
         pict_type = _PICT_TYPE_NAMES.get(int(av_frame.pict_type), "?")
         rgb = None

@@ -84,6 +84,9 @@ class DecodeOptions:
             "none" = skip.
         analysis_max_side: residual and optical flow run on luma downscaled by an integer factor until its
             longer side is at most this many pixels (the factor never exceeds block_size / 2).
+        residual_stride: the residual compares every n-th analysis pixel of each axis (1: every pixel; 2: a
+            quarter of them, each block still averaging (block / factor / 2)**2 of its pixels, at about a
+            third of the cost; see ``ResidualEstimator.sampled_residual``).
         rgb: return the RGB picture per frame (costs more than decoding: leave off unless needed).
         rgb_size: (width, height) to resize RGB to; None keeps each frame's own size (or asks ``rgb_fit``).
         rgb_fit: with ``rgb_size=None``, a function ``(width, height) -> (width, height)`` giving the RGB size
@@ -120,6 +123,7 @@ class DecodeOptions:
     block_motion: bool = True
     residual: ResidualMode = "mc"
     analysis_max_side: int = 320
+    residual_stride: int = 1
     rgb: bool = False
     rgb_size: tuple[int, int] | None = None
     rgb_select: Callable[[int, str], bool] | None = None
@@ -149,6 +153,8 @@ class DecodeOptions:
         _check_choice("flow_preset", self.flow_preset, FlowPreset)
         if self.flow_max_side is not None and self.flow_max_side < MIN_FLOW_SIDE:
             raise ValueError(f"flow_max_side must be >= {MIN_FLOW_SIDE} (or None), got {self.flow_max_side}")
+        if self.residual_stride not in (1, 2, 4):
+            raise ValueError(f"residual_stride must be 1, 2 or 4, got {self.residual_stride}")
         if self.analysis_max_side < 16:
             raise ValueError(f"analysis_max_side must be >= 16, got {self.analysis_max_side}")
         if self.rgb_size is not None and (len(self.rgb_size) != 2 or min(self.rgb_size) <= 0):

@@ -22,9 +22,12 @@ class ResidualEstimator:
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}
+        self._sample_grid_key: tuple[int, int, int] | None = None
+        self._sample_grid_value = np.zeros((0, 0, 2), np.float32)
 
     def motion_compensated(
-        self, current_luma: np.ndarray, previous_luma: np.ndarray, field: np.ndarray, grid_shape: tuple[int, int]
+        self, current_luma: np.ndarray, previous_luma: np.ndarray, field: np.ndarray, grid_shape: tuple[int, int],
+        stride: int = 1, cell: int | None = None,
     ) -> np.ndarray:
         """(gh, gw) float32 mean |current - warped previous| per block, in luma levels (0..255).
 
@@ -33,13 +36,76 @@ class ResidualEstimator:
             field: (gh, gw, 2) float32 displacement into the previous frame in analysis-resolution pixels
                 (see ``warp``).
             grid_shape: (gh, gw), the grid of the output (usually ``field.shape[:2]``).
+            stride: compare every ``stride``-th pixel of each axis only (1: every pixel). The previous frame
+                is still sampled bilinearly at full analysis resolution, so sub-pixel motion counts as
+                before; fewer pixels enter each block's mean (see ``sampled_residual``).
+            cell: with ``stride > 1``, the block side in analysis pixels (``block_size / factor``), so that
+                each block averages exactly the samples inside it (default ``ceil(h / gh)``).
         """
+        if stride > 1:
+            return self.sampled_residual(current_luma, previous_luma, field, grid_shape, stride, cell)
         predicted = self.warp(previous_luma, field)
         return self.block_mean(cv2.absdiff(current_luma, predicted, dst=self._buffer("diff", current_luma.shape, np.uint8)), grid_shape)
 
-    def frame_difference(self, current_luma: np.ndarray, previous_luma: np.ndarray, grid_shape: tuple[int, int]) -> np.ndarray:
-        """(gh, gw) float32 mean |current - previous| per block, in luma levels (0..255)."""
+    def frame_difference(self, current_luma: np.ndarray, previous_luma: np.ndarray, grid_shape: tuple[int, int],
+                         stride: int = 1, cell: int | None = None) -> np.ndarray:
+        """(gh, gw) float32 mean |current - previous| per block, in luma levels (0..255); ``stride`` and
+        ``cell`` as in ``motion_compensated``."""
+        if stride > 1:
+            return self.sampled_residual(current_luma, previous_luma, None, grid_shape, stride, cell)
         return self.block_mean(cv2.absdiff(current_luma, previous_luma, dst=self._buffer("diff", current_luma.shape, np.uint8)), grid_shape)
+
+    def sampled_residual(self, current_luma: np.ndarray, previous_luma: np.ndarray, field: np.ndarray | None,
+                         grid_shape: tuple[int, int], stride: int, cell: int | None = None) -> np.ndarray:
+        """(gh, gw) float32 mean |current - prediction| over the pixels ``(o + stride i, o + stride j)``,
+        ``o = stride // 2``, of each block; the prediction is the previous luma warped by ``field`` (sampled
+        bilinearly at full analysis resolution), or the previous luma itself when ``field`` is None.
+
+        At ``stride=2`` the remap, the difference and the block mean each touch a quarter of the pixels; a
+        block of ``cell`` x ``cell`` analysis pixels still averages ``(cell / stride)**2`` of them (the stride
+        is capped at the cell side). Blocks are ``cell`` pixels (default ``ceil(h / gh)``); a partial edge
+        block averages the samples it has, and a block past the last sampled row or column takes the value
+        of its neighbour before it.
+        """
+        h, w = previous_luma.shape
+        gh, gw = grid_shape
+        cell_h, cell_w = (cell, cell) if cell is not None else (-(-h // gh), -(-w // gw))
+        stride = max(1, min(stride, cell_h, cell_w))  # at least one sample per block
+        offset = stride // 2
+        current = np.ascontiguousarray(current_luma[offset::stride, offset::stride])
+        rows, cols = current.shape
+        if field is None:
+            predicted = np.ascontiguousarray(previous_luma[offset::stride, offset::stride])
+        else:
+            sample_at = self._buffer("sample_at_sparse", (rows, cols, 2), np.float32)
+            np.add(self._sample_grid(h, w, stride), self._per_sample(field, rows, cols, stride, cell_h, cell_w), out=sample_at)
+            predicted = cv2.remap(previous_luma, sample_at, None, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        difference = cv2.absdiff(current, predicted)
+        if cell_h % stride or cell_w % stride:  # samples fall unevenly into blocks: sum them by block index
+            block_rows, block_cols = self._sample_blocks(rows, cols, stride, cell_h, cell_w, gh, gw)
+            block = (block_rows[:, None] * gw + block_cols[None, :]).ravel()
+            sums = np.bincount(block, weights=difference.ravel(), minlength=gh * gw).reshape(gh, gw)
+            counts = np.bincount(block, minlength=gh * gw).reshape(gh, gw)
+            return _mean_of_sums(sums, counts)
+        return _cell_mean(difference, grid_shape, (cell_h // stride, cell_w // stride))
+
+    def _per_sample(self, field: np.ndarray, rows: int, cols: int, stride: int, cell_h: int, cell_w: int) -> np.ndarray:
+        """(rows, cols, 2) float32: the block field at each sample of ``sampled_residual``."""
+        gh, gw = field.shape[:2]
+        if cell_h % stride == 0 and cell_w % stride == 0:  # whole samples per block: integer-factor nearest upsampling
+            per_h, per_w = cell_h // stride, cell_w // stride
+            per_sample = self._buffer("per_sample", (gh * per_h, gw * per_w, 2), np.float32)
+            cv2.resize(np.ascontiguousarray(field, np.float32), (gw * per_w, gh * per_h), dst=per_sample, interpolation=cv2.INTER_NEAREST)
+            return per_sample[:rows, :cols]
+        block_rows, block_cols = self._sample_blocks(rows, cols, stride, cell_h, cell_w, gh, gw)
+        return np.asarray(field, np.float32)[block_rows[:, None], block_cols[None, :]]
+
+    @staticmethod
+    def _sample_blocks(rows: int, cols: int, stride: int, cell_h: int, cell_w: int, gh: int, gw: int) -> tuple[np.ndarray, np.ndarray]:
+        """The block row of each sample row and the block column of each sample column."""
+        offset = stride // 2
+        return (np.minimum((np.arange(rows) * stride + offset) // cell_h, gh - 1),
+                np.minimum((np.arange(cols) * stride + offset) // cell_w, gw - 1))
 
     def warp(self, previous_luma: np.ndarray, field: np.ndarray) -> np.ndarray:
         """Motion-compensated prediction of the current frame from the previous one.
@@ -88,6 +154,15 @@ class ResidualEstimator:
             buffer = self._buffers[name] = np.empty(shape, dtype)
         return buffer
 
+    def _sample_grid(self, h: int, w: int, stride: int) -> np.ndarray:
+        """(rows, cols, 2) float32 (x, y) analysis-pixel coordinates of the samples of ``sampled_residual``."""
+        key = (h, w, stride)
+        if self._sample_grid_key != key:
+            offset = stride // 2
+            xs, ys = np.meshgrid(np.arange(offset, w, stride, dtype=np.float32), np.arange(offset, h, stride, dtype=np.float32))
+            self._sample_grid_value, self._sample_grid_key = np.stack([xs, ys], axis=-1), key
+        return self._sample_grid_value
+
     def _pixel_grid(self, h: int, w: int) -> np.ndarray:
         """(h, w, 2) float32 (x, y) coordinates of every pixel."""
         grid = self._buffers.get("pixel_grid")
@@ -95,6 +170,34 @@ class ResidualEstimator:
             xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
             grid = self._buffers["pixel_grid"] = np.stack([xs, ys], axis=-1)
         return grid
+
+
+def _cell_mean(values: np.ndarray, grid_shape: tuple[int, int], per_cell: tuple[int, int]) -> np.ndarray:
+    """(gh, gw) float32 mean of a (h, w) map over cells of ``per_cell`` (rows, cols) values each; a partial
+    cell at the bottom/right edge averages the values it has (see ``_mean_of_sums`` for empty ones)."""
+    gh, gw = grid_shape
+    per_h, per_w = per_cell
+    h, w = values.shape
+    as_float = values.astype(np.float32)
+    if (gh * per_h, gw * per_w) == (h, w):
+        return cv2.resize(as_float, (gw, gh), interpolation=cv2.INTER_AREA)  # integer ratio: an exact box mean
+    padded = cv2.copyMakeBorder(as_float, 0, gh * per_h - h, 0, gw * per_w - w, cv2.BORDER_CONSTANT, value=0)
+    sums = cv2.resize(padded, (gw, gh), interpolation=cv2.INTER_AREA) * np.float32(per_h * per_w)
+    row_counts = np.clip(h - np.arange(gh) * per_h, 0, per_h)
+    col_counts = np.clip(w - np.arange(gw) * per_w, 0, per_w)
+    return _mean_of_sums(sums, np.outer(row_counts, col_counts))
+
+
+def _mean_of_sums(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(gh, gw) float32 sums / counts; blocks past the last row or column with any count (no sample fell in
+    them) repeat that row or column."""
+    means = (sums / np.maximum(counts, 1)).astype(np.float32)
+    filled_rows, filled_cols = np.flatnonzero(counts.any(axis=1)), np.flatnonzero(counts.any(axis=0))
+    if len(filled_rows) and filled_rows[-1] + 1 < means.shape[0]:
+        means[filled_rows[-1] + 1:] = means[filled_rows[-1]]
+    if len(filled_cols) and filled_cols[-1] + 1 < means.shape[1]:
+        means[:, filled_cols[-1] + 1:] = means[:, filled_cols[-1]:filled_cols[-1] + 1]
+    return means
 
 
 def warp_by_block_field(previous_luma: np.ndarray, field: np.ndarray) -> np.ndarray:

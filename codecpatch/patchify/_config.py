@@ -143,7 +143,12 @@ class PatchifyConfig:
         clip_seconds, clip_frames: split long videos into clips of this length (at most one of them); a
             tail shorter than half a clip joins the previous clip. None and None: one clip.
         image_frame: the frame index used by image mode.
-        block_size: motion/residual grid of the decode layer, pixels.
+        block_size: motion/residual grid of the decode layer, pixels. 16 (the default) is a macroblock: a
+            224 canvas patch of a 720p frame spans ~6 x 6 of them, and the selection scores patches, so 8 px
+            kept area-matched PSNR within 0.15 dB of 16 on every shared clip at 2.5x the per-frame
+            analysis cost (``benchmarks/README.md``, issue 14). Before 0.2 the default was 8.
+        residual_stride: the residual compares every n-th analysis pixel of each axis (1, 2 or 4; the
+            default 2 compares a quarter; before 0.2 it was 1, every pixel). See ``DecodeOptions``.
         seed: seed of the random-patches baseline.
     """
 
@@ -169,7 +174,8 @@ class PatchifyConfig:
     clip_seconds: float | None = None
     clip_frames: int | None = None
     image_frame: int = 0
-    block_size: int = 8
+    block_size: int = 16
+    residual_stride: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -199,3 +205,5 @@ class PatchifyConfig:
             raise ValueError(f"refresh must be in [0, 1], got {self.refresh}")
         if not 0.0 <= self.motion_weight <= 1.0:
             raise ValueError(f"motion_weight must be in [0, 1], got {self.motion_weight}")
+        if self.residual_stride not in (1, 2, 4):
+            raise ValueError(f"residual_stride must be 1, 2 or 4, got {self.residual_stride}")

@@ -16,10 +16,15 @@ _NOT_IN_ROWS = {"output.shard_mb", "output.commit_seconds", "output.s3_endpoint"
                 "stream.analyzeduration_s", "stream.max_reconnects", "stream.backoff_s", "stream.backoff_max_s",
                 "stream.threads", "stream.decoder_threads"}
 
-#: Keys added to the recipe after outputs were written: while they hold their default they are left out, so
-#: the fingerprint of an existing output (and its resume) is unchanged; any other value counts.
-_ADDED_LATER = ("patchify.timeline_slots", "patchify.exact_size", "patchify.motion_weight", "patchify.static_motion_px",
-                "patchify.static_residual", "patchify.block_size")
+#: Keys added to the recipe, or whose default changed, after outputs were written, with the value the rows of
+#: those outputs were made with. A key at that value is left out, so the fingerprint of an existing output (and
+#: its resume) is unchanged; any other value counts. The shard writers get this table as ``implied``: a folder
+#: whose recorded fingerprint lacks a key was made with this value, so a run with another one (a new default,
+#: such as block_size 16 and residual_stride 2 since 0.2) is refused there instead of mixing rows.
+LEGACY_VALUES: dict[str, object] = {
+    "patchify.timeline_slots": 64, "patchify.exact_size": None, "patchify.motion_weight": 0.5, "patchify.static_motion_px": 0.5,
+    "patchify.static_residual": 2.0, "patchify.block_size": 8, "patchify.residual_stride": 1,
+}
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:
@@ -34,7 +39,6 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 
 def row_fingerprint(recipe: Recipe) -> dict:
     """{"section.key": value} of every recipe setting that changes the rows a run writes (JSON values)."""
-    defaults = _flatten(Recipe().model_dump(mode="json"))
     return {key: value for key, value in _flatten(recipe.model_dump(mode="json")).items()
             if key not in _NOT_IN_ROWS and not key.startswith(_NOT_IN_ROWS_PREFIXES)
-            and not (key in _ADDED_LATER and value == defaults[key])}
+            and not (key in LEGACY_VALUES and value == LEGACY_VALUES[key])}

@@ -133,7 +133,9 @@ class Patchify(_Section):
     static_residual: float = Field(_DEFAULT_PATCHIFY.static_residual, ge=0, description="... this residual (luma levels) a clip "
                                                                                        "is static: uniformly spaced whole frames")
     image_frame: int = Field(_DEFAULT_PATCHIFY.image_frame, ge=0, description="frame used by mode = image")
-    block_size: Literal[4, 8, 16] = Field(_DEFAULT_PATCHIFY.block_size, description="motion/residual grid cell, px")
+    block_size: Literal[4, 8, 16] = Field(_DEFAULT_PATCHIFY.block_size, description="motion/residual grid cell, px (8 before 0.2)")
+    residual_stride: Literal[1, 2, 4] = Field(_DEFAULT_PATCHIFY.residual_stride, description="the residual compares every n-th "
+                                              "analysis pixel per axis (1 before 0.2)")
     seed: int = Field(_DEFAULT_PATCHIFY.seed, description="seed of the random patches (refresh, baselines)")
 
     _budget: Budget | None = PrivateAttr(None)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..decode import redact_text
 from ..shards import (Store, UnitRecord, UnitWriter, check_ledger, lock_folder, open_ledger, read_unit_errors, read_unit_record, token_schema,
                       write_summary)
-from ._fingerprint import row_fingerprint
+from ._fingerprint import LEGACY_VALUES, row_fingerprint
 from ._inputs import InputVideo
 from ._plan import Ledger, cut_to_limit, plan_units
 from ._interrupts import Interrupted, interrupts_raise
@@ -183,7 +183,7 @@ def check_output(recipe: Recipe, output: str | os.PathLike) -> int:
     settings and token width, this schema version, a unit ledger (``RecipeMismatchError`` / ``ValueError``
     otherwise, before any work). Returns the unit size the run uses there (the output's own, once it has one)."""
     store = Store.at(output, recipe.output.s3_endpoint)
-    header = check_ledger(store, token_dim(recipe), fingerprint=row_fingerprint(recipe))
+    header = check_ledger(store, token_dim(recipe), fingerprint=row_fingerprint(recipe), implied=LEGACY_VALUES)
     if header is not None and header.ledger == "units":
         return int(header.summary.get("unit_inputs", recipe.execution.unit_inputs))
     return recipe.execution.unit_inputs
@@ -223,7 +223,7 @@ def _run_locked(recipe: Recipe, inputs: Iterable[InputVideo], store: Store, prog
     dim = token_dim(recipe)
     schema = token_schema(dim, 3 * recipe.patchify.patch ** 2 if recipe.output.store_pixels else None, with_text)
     header = open_ledger(store, dim, recipe=recipe_record or recipe.model_dump(), fingerprint=row_fingerprint(recipe),
-                         unit_inputs=recipe.execution.unit_inputs, overwrite=overwrite, also_remove=(STATS,))
+                         unit_inputs=recipe.execution.unit_inputs, overwrite=overwrite, also_remove=(STATS,), implied=LEGACY_VALUES)
     unit_inputs = header.summary.get("unit_inputs", recipe.execution.unit_inputs)  # the folder's own unit size
     ledger = Ledger.read(store, unit_inputs)
     stats = RunStats(started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))

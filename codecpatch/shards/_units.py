@@ -286,12 +286,13 @@ def _table_bytes(table: pa.Table) -> bytes:
 
 
 def open_ledger(location, dim: int, *, recipe: dict, fingerprint: dict, unit_inputs: int, overwrite: bool = False,
-                also_remove: tuple[str, ...] = ()):
+                also_remove: tuple[str, ...] = (), implied: dict | None = None):
     """Check a location before a batch run and write its header manifest; returns the Manifest.
 
     A location written with another fingerprint (settings that change rows, or the token width) is refused
     with ``RecipeMismatchError`` before anything is touched, unless ``overwrite`` deletes what codecpatch
-    wrote there (shards, unit records, error tables, manifest and ``also_remove``). A resumed location keeps
+    wrote there (shards, unit records, error tables, manifest and ``also_remove``); ``implied`` as in
+    ``ShardWriter``. A resumed location keeps
     its own unit size (``summary["unit_inputs"]``), so unit records keep naming the same inputs."""
     from .. import __version__
     from ._writer import Manifest
@@ -304,7 +305,7 @@ def open_ledger(location, dim: int, *, recipe: dict, fingerprint: dict, unit_inp
                 store.delete(name)
         store.delete_folder(UNITS)
         store.delete_folder(ERRORS_DIR)
-    previous = check_ledger(store, dim, fingerprint=fingerprint)
+    previous = check_ledger(store, dim, fingerprint=fingerprint, implied=implied)
     if previous is not None and previous.ledger == "units":
         return previous
     header = Manifest(package_version=__version__, recipe=recipe, fingerprint=fingerprint, dim=dim, ledger="units",
@@ -313,7 +314,7 @@ def open_ledger(location, dim: int, *, recipe: dict, fingerprint: dict, unit_inp
     return header
 
 
-def check_ledger(location, dim: int, *, fingerprint: dict):
+def check_ledger(location, dim: int, *, fingerprint: dict, implied: dict | None = None):
     """Read-only check that a batch run may write to a location (the dry run and ``open_ledger`` use it):
     returns its header Manifest (None when it holds none). Refuses with a clear error, before any work:
     settings that change the rows or the token width (``RecipeMismatchError``), shards of another schema
@@ -326,7 +327,7 @@ def check_ledger(location, dim: int, *, fingerprint: dict):
     previous = Manifest.read(store, gather=False)
     if previous is None:
         return None
-    _check_fingerprint(store.location, previous, {**fingerprint, "dim": dim})
+    _check_fingerprint(store.location, previous, {**fingerprint, "dim": dim}, implied)
     if previous.ledger != "units":
         if previous.shards or previous.inputs_done:
             raise ValueError(f"{store.location} holds shards written without unit records (a live stream's or an older "

@@ -21,6 +21,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -150,6 +151,8 @@ class ShardWriter:
         recipe: configuration recorded in the manifest.
         fingerprint: {"section.key": value} of the settings that change the rows. A folder written with a
             different fingerprint (or token width) is refused with ``RecipeMismatchError`` naming the keys.
+        implied: {"section.key": value} a recorded fingerprint that lacks the key was made with (settings
+            added, or whose default changed, after folders were written; see ``_check_fingerprint``).
         overwrite: delete what a previous run wrote here (shards, manifest, errors and ``also_remove``)
             and start afresh instead of resuming.
         also_remove: other file names the caller owns in the folder, removed by ``overwrite``.
@@ -157,7 +160,8 @@ class ShardWriter:
 
     def __init__(self, directory: str | os.PathLike, dim: int, *, target_bytes: int = 256 * 2**20,
                  patch_pixels: int | None = None, with_text: bool = False, recipe: dict | None = None,
-                 fingerprint: dict | None = None, overwrite: bool = False, also_remove: tuple[str, ...] = ()) -> None:
+                 fingerprint: dict | None = None, implied: Mapping[str, object] | None = None, overwrite: bool = False,
+                 also_remove: tuple[str, ...] = ()) -> None:
         from .. import __version__
 
         self.directory = Path(directory)
@@ -176,7 +180,7 @@ class ShardWriter:
                 raise ValueError(f"{self.directory}: holds schema version {previous.schema_version} shards; this version "
                                  f"writes {SCHEMA_VERSION}: write to a new folder (or overwrite)")
             if previous is not None:
-                _check_fingerprint(self.directory, previous, fingerprint)
+                _check_fingerprint(self.directory, previous, fingerprint, implied)
                 listed = {s["file"] for s in previous.shards}
                 for orphan in self.directory.glob("shard-*.parquet"):
                     if orphan.name not in listed:  # renamed, but killed before the manifest published it
@@ -350,13 +354,21 @@ class ShardWriter:
         self.manifest.write(self.directory)
 
 
-def _check_fingerprint(directory: Path, previous: Manifest, fingerprint: dict) -> None:
-    """Refuse to add rows made with other settings to a folder (before any work is done)."""
+def _check_fingerprint(directory: Path, previous: Manifest, fingerprint: dict, implied: Mapping[str, object] | None = None) -> None:
+    """Refuse to add rows made with other settings to a folder (before any work is done).
+
+    A key the folder's recorded fingerprint holds must have the same value now. A key it lacks was not a
+    setting yet when the folder was written (or held the value that leaves it out): it is compared only when
+    ``implied`` says which value the folder's rows were made with, and a different value now is refused too
+    (e.g. ``patchify.block_size``, 8 in folders written before its default became 16)."""
     recorded = previous.fingerprint or ({"dim": previous.dim} if previous.dim else {})
-    differing = [key for key in sorted(set(recorded) | set(fingerprint))
-                 if key in recorded and recorded.get(key) != fingerprint.get(key)]
+    implied = dict(implied or {}) if previous.fingerprint else {}
+    differing = [key for key in sorted(set(recorded) | set(fingerprint) | set(implied))
+                 if (key in recorded or key in implied)
+                 and recorded.get(key, implied.get(key)) != fingerprint.get(key, implied.get(key))]
     if differing:
-        changes = "; ".join(f"{key}: {recorded.get(key)!r} there, {fingerprint.get(key)!r} now" for key in differing)
+        changes = "; ".join(f"{key}: {recorded.get(key, implied.get(key))!r} there, {fingerprint.get(key, implied.get(key))!r} now"
+                            for key in differing)
         raise RecipeMismatchError(f"{directory} holds shards made with other settings ({changes}). Write to a new "
                                   "output folder, or pass --overwrite to delete its shards and start again")
 

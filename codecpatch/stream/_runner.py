@@ -17,6 +17,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ..pipeline import ClipPipeline, Recipe, Stats, row_fingerprint
+from ..pipeline._fingerprint import LEGACY_VALUES
 from ..shards import ShardWriter
 from ._clock import iso
 from ._session import StreamSession, StreamWindowResult, default_stream_id, redact
@@ -111,7 +112,8 @@ def run_stream(source: str | os.PathLike, recipe: Recipe, output: str | os.PathL
     pipeline = ClipPipeline(recipe)
     writer = ShardWriter(output, pipeline.token_dim, target_bytes=int(recipe.output.shard_mb * 2**20),
                          patch_pixels=3 * recipe.patchify.patch ** 2 if recipe.output.store_pixels else None,
-                         recipe=recipe_record or recipe.model_dump(), fingerprint=row_fingerprint(recipe), overwrite=overwrite,
+                         recipe=recipe_record or recipe.model_dump(), fingerprint=row_fingerprint(recipe),
+                         implied=LEGACY_VALUES, overwrite=overwrite,
                          also_remove=(STREAM_WINDOWS, STREAM_STATS))
     lost, last_logged = _lost_windows(output / STREAM_WINDOWS, stream_id)
     # Numbering continues after every window an earlier run handled, lost ones included, so the log stays unambiguous.
