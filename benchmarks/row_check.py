@@ -3,6 +3,9 @@ of the code (a refactor or a speed-up must not change a byte).
 
     PYTHONPATH=$PWD python benchmarks/row_check.py --out /tmp/before.json   # on the old commit
     PYTHONPATH=$PWD python benchmarks/row_check.py --out /tmp/after.json --compare /tmp/before.json
+    # settings whose default changed (0.2: block_size 16, residual_stride 2) reproduce the older rows when set
+    # to the older values: compare a 0.1 tree's default run with
+    PYTHONPATH=$PWD python benchmarks/row_check.py --out /tmp/legacy.json --compare /tmp/before.json --set block_size=8 --set residual_stride=1
 
 Inputs: every sample video, every clip of ../shared/videos (when present) and a corpus of damaged inputs
 (truncated, byte-flipped, cut raw streams, audio only, ...). For each input and each mode (codec, chunk)
@@ -90,11 +93,11 @@ def damaged_inputs(root: Path) -> list[Path]:
     return made
 
 
-def check(path: Path, mode: str) -> dict:
+def check(path: Path, mode: str, settings: dict | None = None) -> dict:
     from codecpatch.decode import DecodeReport
     from codecpatch.patchify import PatchifyConfig, iter_clip_samples, patchify_samples
 
-    config = PatchifyConfig(mode=mode)
+    config = PatchifyConfig(mode=mode, **(settings or {}))
     report = DecodeReport()
     clips = []
     try:
@@ -111,7 +114,10 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--compare")
     parser.add_argument("--modes", default="codec,chunk")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a PatchifyConfig field other than its default (JSON value), e.g. block_size=8")
     args = parser.parse_args()
+    settings = {name: json.loads(value) for name, _, value in (item.partition("=") for item in args.set)}
     work = Path(tempfile.mkdtemp(prefix="rowcheck-"))
     try:
         inputs = sorted((ROOT / "sample_videos").glob("*.mp4"))
@@ -121,7 +127,7 @@ def main() -> int:
         result = {}
         for path in inputs:
             for mode in args.modes.split(","):
-                result[f"{path.name}:{mode}"] = check(path, mode)
+                result[f"{path.name}:{mode}"] = check(path, mode, settings)
         Path(args.out).write_text(json.dumps(result, indent=1, sort_keys=True))
     finally:
         shutil.rmtree(work, ignore_errors=True)

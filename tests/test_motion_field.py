@@ -235,3 +235,58 @@ def test_sampled_residual_blocks_past_the_last_sample_repeat_their_neighbour():
     np.testing.assert_allclose(difference[0], _sampled_reference(current, previous, None, (2, 2), 2, 16)[0], atol=1e-4)
     capped = ResidualEstimator().frame_difference(current, previous, (9, 16), stride=4, cell=2)
     np.testing.assert_allclose(capped, ResidualEstimator().frame_difference(current, previous, (9, 16), stride=2, cell=2), atol=0)
+
+
+def _forced_general(vecs, height, width, block_size):
+    """block_motion_from_vectors with both fast paths disabled."""
+    import codecpatch.motion._field as field_module
+
+    paint, within = field_module._paint_whole_cells, field_module._average_within_cells
+    field_module._paint_whole_cells = field_module._average_within_cells = lambda *args: None
+    try:
+        return block_motion_from_vectors(vecs, height, width, block_size)
+    finally:
+        field_module._paint_whole_cells, field_module._average_within_cells = paint, within
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("height", [48, 40])
+def test_within_cell_fast_path_is_bit_identical_to_the_general_rasteriser(overlap, height):
+    """On a 16 px grid every H.264 partition (16x16 down to 4x4) lies inside one cell: the one-pass weighted
+    mean gives the general path's field bit for bit, also with a last row hanging over a 40 px frame edge, and
+    steps aside where a macroblock shares its cell with another block (a damaged stream)."""
+    import codecpatch.motion._field as field_module
+
+    rng = np.random.default_rng(2)
+    rows = []
+    for by in range(0, 48, 16):
+        for bx in range(0, 64, 16):
+            source = int(rng.choice([-1, 1]))
+            kind = rng.integers(5)
+            if kind == 0:
+                rows.append((source, 16, 16, bx + 8, by + 8))
+            elif kind == 1:
+                rows += [(source, 16, 8, bx + 8, by + 4), (source, 16, 8, bx + 8, by + 12)]
+            elif kind == 2:
+                rows += [(source, 8, 16, bx + 4, by + 8), (source, 8, 16, bx + 12, by + 8)]
+            elif kind == 3:
+                rows += [(source, 8, 8, bx + ox + 4, by + oy + 4) for oy in (0, 8) for ox in (0, 8)]
+            else:  # 8x8 sub-partitions: 8x4, 4x8 and 4x4
+                rows += [(source, 8, 4, bx + 4, by + 2), (source, 8, 4, bx + 4, by + 6), (source, 4, 8, bx + 10, by + 4),
+                         (source, 4, 8, bx + 14, by + 4)] + [(source, 4, 4, bx + ox + 2, by + 8 + oy + 2) for oy in (0, 4)
+                                                              for ox in (0, 4, 8, 12)]
+    if overlap:
+        rows += [(-1, 16, 16, 24, 8), (-1, 8, 8, 20, 4)]
+    vecs = vectors(*[(*r, *(int(v) for v in rng.integers(-40, 40, 2)), 4) for r in rows])
+    calls = []
+    original = field_module._average_within_cells
+    field_module._average_within_cells = lambda *args: calls.append(original(*args)) or calls[-1]
+    try:
+        fast = block_motion_from_vectors(vecs, height, 64, 16)
+    finally:
+        field_module._average_within_cells = original
+    general = _forced_general(vecs, height, 64, 16)
+    assert len(calls) == 1 and (calls[0] is None) == overlap  # the fast path ran, and stepped aside on the overlap
+    for name in ("to_past", "has_past", "to_future", "has_future"):
+        assert getattr(fast, name).tobytes() == getattr(general, name).tobytes(), name
+    assert fast.has_past.any() and fast.has_future.any()

@@ -117,7 +117,8 @@ def block_motion_from_vectors(
     if past_distance < 1 or future_distance < 1:
         raise ValueError(f"reference distances must be >= 1 frame, got {past_distance}, {future_distance}")
 
-    scale = np.maximum(vectors["motion_scale"].astype(np.float32), 1.0)
+    raw_scale = vectors["motion_scale"]
+    scale = np.maximum(raw_scale.astype(np.float32), 1.0)
     dx = vectors["motion_x"].astype(np.float32) / scale
     dy = vectors["motion_y"].astype(np.float32) / scale
     # int32 is wide enough for every index below (2 gh gw cells) and faster than int64.
@@ -138,6 +139,10 @@ def block_motion_from_vectors(
     # Every block spans whole cells, at most 2 x 2 of them (16x16 macroblocks on an 8 px grid): paint per offset.
     if int(block_w.min()) >= block_size and int(block_h.min()) >= block_size and int(cols_all.max()) * int(rows_all.max()) <= 4:
         rasterised = _paint_whole_cells(dx, dy, first_cell, left_cell, top_cell, cols_all, rows_all, grid_h, grid_w, hangs_over)
+    # Every block lies inside one cell (partitions of 16x16 macroblocks on a 16 px grid): one weighted sum per cell.
+    dyadic = not np.any(raw_scale & (raw_scale - 1))  # every scale a power of two (or 0): exact sums
+    if rasterised is None and dyadic and int(cols_all.max()) == 1 and int(rows_all.max()) == 1:
+        rasterised = _average_within_cells(dx, dy, block_w, block_h, first_cell, left_cell, top_cell, grid_h, grid_w, block_size, hangs_over)
     if rasterised is None:
         rasterised = _rasterise(dx, dy, block_w, block_h, first_cell, left_cell, top_cell, grid_h, grid_w, block_size, hangs_over)
     field, covered = rasterised
@@ -185,6 +190,40 @@ def _paint_whole_cells(
             painted += cell.size
     if np.count_nonzero(covered) != painted:
         return None
+    return field, covered
+
+
+def _average_within_cells(
+    dx: np.ndarray, dy: np.ndarray, block_w: np.ndarray, block_h: np.ndarray, first_cell: np.ndarray, left_cell: np.ndarray,
+    top_cell: np.ndarray, grid_h: int, grid_w: int, block_size: int, hangs_over: bool,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The fast path of ``block_motion_from_vectors`` when every block lies inside one cell: each cell takes
+    the area-weighted mean of its blocks, three weighted counts over all vectors at once instead of a pass per
+    partition size.
+
+    Bit for bit what ``_rasterise`` gives: a vector is a dyadic fraction (``motion / motion_scale``, a power
+    of two) times an integer area, so every partial sum is exact in float32 and float64 alike and the order of
+    the additions cannot change it; a whole-cell block that shares its cell with another (a damaged stream,
+    where ``_rasterise``'s order of writes decides) returns None, as does a scale that is not a power of two.
+    Returns ((2, 2 gh gw) float32 x/y, (2 gh gw,) bool covered).
+    """
+    n_cells = 2 * grid_h * grid_w
+    cell = first_cell
+    area = block_w * block_h
+    if hangs_over:
+        inside = (left_cell >= 0) & (left_cell < grid_w) & (top_cell >= 0) & (top_cell < grid_h)
+        cell, dx, dy, area = cell[inside], dx[inside], dy[inside], area[inside]
+    whole = area == block_size * block_size
+    if whole.any() and (np.bincount(cell, minlength=n_cells)[cell[whole]] > 1).any():
+        return None
+    area = area.astype(np.float32)
+    weight = np.bincount(cell, weights=area, minlength=n_cells).astype(np.float32)
+    weighted_x = np.bincount(cell, weights=dx * area, minlength=n_cells).astype(np.float32)
+    weighted_y = np.bincount(cell, weights=dy * area, minlength=n_cells).astype(np.float32)
+    covered = weight > 0
+    field = np.zeros((2, n_cells), np.float32)
+    np.divide(weighted_x, weight, out=field[0], where=covered)
+    np.divide(weighted_y, weight, out=field[1], where=covered)
     return field, covered
 
 
