@@ -1,0 +1,45 @@
+"""The command line's start-up shortcuts stay true to the recipe model: the flag table written from it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+
+def test_the_flag_table_is_written_from_the_recipe_model():
+    """codecpatch/_recipe_fields.py is exactly what ``python -m codecpatch._flags`` writes from the model
+    now (keys, kinds, defaults as written, descriptions): change a recipe field, then run that command."""
+    from codecpatch import _recipe_fields
+    from codecpatch._flags import recipe_table, render_table
+
+    assert Path(_recipe_fields.__file__).read_text() == render_table(recipe_table()), \
+        "the recipe model changed: run `python -m codecpatch._flags` to write codecpatch/_recipe_fields.py again"
+
+
+def test_every_recipe_key_has_a_flag_with_the_fields_type_and_help():
+    """The flags built from the table: one per recipe key, typed and described as the field is."""
+    import click
+
+    from codecpatch import cli
+    from codecpatch._flags import FLAG_NAMES
+    from codecpatch.pipeline import Recipe
+
+    keys = {"compress"} | {f"{section}.{name}" for section, field in Recipe.model_fields.items() if section != "compress"
+                           for name in field.annotation.model_fields}
+    assert set(FLAG_NAMES) == keys
+    options = {option: param for param in cli.run_recipe.params for option in param.opts}
+    assert isinstance(options["--block-size"].type, click.Choice) and options["--block-size"].type.choices == ("4", "8", "16")
+    assert options["--frames"].type is click.INT and options["--motion-weight"].type is click.FLOAT
+    assert options["--keep-first"].is_bool_flag and options["--keep-first"].secondary_opts == ["--no-keep-first"]
+    assert options["--frames"].help == "frames sampled per clip (chunks in chunk mode) (default 64; recipe: patchify.frames)"
+    assert options["--deadline"].help.endswith("(default 600; recipe: execution.deadline_s)")
+
+
+def test_importing_the_cli_loads_no_recipe_model():
+    """The flags come from the table: importing the CLI leaves pydantic unloaded (~80 ms of start-up)."""
+    code = "import sys; import codecpatch.cli; print('pydantic' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False"]
