@@ -6,15 +6,17 @@ import json
 import os
 import sys
 from dataclasses import asdict
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from . import __version__
 from .decode import DecodeOptions, VideoReader, transcode_for_vectors
 from .errors import VideoError
-from .summary import FrameRecord, StreamSummary, summarize
 from ._flags import FLAG_NAMES, overrides as _given_overrides, recipe_flags
+
+if TYPE_CHECKING:  # inspect's summary is imported where it runs: start-up is what the other commands need
+    from .summary import StreamSummary
 
 _EXIT_BAD_INPUT = 2
 _EXIT_GAVE_UP = 3
@@ -85,6 +87,8 @@ def inspect(video: str, as_json: bool, motion: str, residual: str, block_size: s
         on_error="raise" if strict else "skip", open_timeout=timeout, read_timeout=timeout,
     )
     from tqdm import tqdm  # here, not at the top: only this command shows a bar (importing it costs ~60 ms)
+
+    from .summary import FrameRecord, summarize
 
     try:
         with VideoReader(video, options) as reader:
