@@ -8,8 +8,8 @@ user gave into ``{"section.key": value}`` overrides with ``overrides(params)`` a
 
 The flags are built from ``codecpatch._recipe_fields``, a table of the recipe's fields written from the model
 by ``python -m codecpatch._flags`` (``recipe_table()``), not from the model itself: importing the model
-(pydantic) would cost every command ~80 ms of start-up, ``--help`` and ``patchify CLIP`` included.
-tests/test_cli_flags.py fails when the table and the model differ.
+(pydantic) would cost every command ~80 ms of start-up, ``--help`` and ``patchify CLIP`` included. After
+changing a recipe field, run that command; tests/test_cli_flags.py fails while the table and the model differ.
 """
 
 from __future__ import annotations
