@@ -6,15 +6,17 @@ import json
 import os
 import sys
 from dataclasses import asdict
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from . import __version__
 from .decode import DecodeOptions, VideoReader, transcode_for_vectors
 from .errors import VideoError
-from .summary import FrameRecord, StreamSummary, summarize
 from ._flags import FLAG_NAMES, overrides as _given_overrides, recipe_flags
+
+if TYPE_CHECKING:  # inspect's summary is imported where it runs: start-up is what the other commands need
+    from .summary import StreamSummary
 
 _EXIT_BAD_INPUT = 2
 _EXIT_GAVE_UP = 3
@@ -85,6 +87,8 @@ def inspect(video: str, as_json: bool, motion: str, residual: str, block_size: s
         on_error="raise" if strict else "skip", open_timeout=timeout, read_timeout=timeout,
     )
     from tqdm import tqdm  # here, not at the top: only this command shows a bar (importing it costs ~60 ms)
+
+    from .summary import FrameRecord, summarize
 
     try:
         with VideoReader(video, options) as reader:
@@ -172,6 +176,17 @@ def _one_clip_unless_given(recipe_path: str | None, params: dict) -> dict:
     return {}
 
 
+def _clip_pipeline(recipe_path: str | None, params: dict):
+    """The ClipPipeline of patchify and viz: their recipe (``_recipe``, one clip per video unless it says
+    otherwise). Given no recipe and no recipe flag, that is the default recipe with one clip per video, which
+    needs no validating: ``ClipPipeline.whole_videos()`` (it spares the command the recipe model's import)."""
+    from .pipeline import ClipPipeline
+
+    if recipe_path is None and not _given_overrides(dict(params)):
+        return ClipPipeline.whole_videos()
+    return ClipPipeline(_recipe(recipe_path, params, _one_clip_unless_given(recipe_path, params)))
+
+
 def _clip_record(samples, patches, fidelity: dict | None) -> dict:
     """The JSON object ``patchify --json`` prints for one clip."""
     info = patches.info
@@ -214,9 +229,7 @@ def _fidelity(samples, patches, seed: int) -> dict:
 def patchify(video: str, recipe_path: str | None, as_json: bool, no_fidelity: bool, **params) -> None:
     """Choose the patches of VIDEO (or an image) that become tokens, and measure what they carry.
     Without --recipe, --clip-seconds or --clip-frames the whole video is one clip."""
-    from .pipeline import ClipPipeline
-
-    pipeline = ClipPipeline(_recipe(recipe_path, params, _one_clip_unless_given(recipe_path, params)))
+    pipeline = _clip_pipeline(recipe_path, params)
     records = []
     try:
         for samples in pipeline.clips(video):
@@ -491,10 +504,9 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
 @click.option("--max-tiles", type=int, default=16, show_default=True, help="Sampled frames shown in the PNG.")
 def viz(video: str, out: str, recipe_path: str | None, columns: int, max_tiles: int, **params) -> None:
     """Draw the selection: kept patches bright, dropped ones dimmed, motion arrows, budget and PSNR (first clip)."""
-    from .pipeline import ClipPipeline
     from .viz import save_picture
 
-    pipeline = ClipPipeline(_recipe(recipe_path, params, _one_clip_unless_given(recipe_path, params)))
+    pipeline = _clip_pipeline(recipe_path, params)
     try:
         samples = next(iter(pipeline.clips(video)), None)
     except VideoError as error:

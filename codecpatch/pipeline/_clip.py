@@ -15,18 +15,21 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from ..decode import DecodeReport
-from ..patchify import ClipSamples, PatchSet, canvas_geometry, iter_clip_samples, patchify_samples
-from ._recipe import Recipe
+from ..decode import DecodeLimits, DecodeReport
+from ..patchify import ClipSamples, PatchifyConfig, PatchSet, canvas_geometry, iter_clip_samples, patchify_samples
 
-if TYPE_CHECKING:  # the token side loads torch, the shards pyarrow: imported where they run, so that patchifying loads neither
+if TYPE_CHECKING:  # the token side loads torch, the shards pyarrow, the recipe pydantic: imported where they run, so that
+    # patchifying loads none of them (ClipPipeline.whole_videos)
     from ..shards import SampleRow
     from ..tokens import TokenSet
+    from ._recipe import Recipe
 
 #: Loaded ViTs of this process: (path, xray) -> model. A worker loads its recipe's model once.
 _MODELS: dict = {}
 #: Token widths read from checkpoints on the CPU (the driver of a Ray run need not hold the model).
 _WIDTHS: dict = {}
+#: The overrides of ``ClipPipeline.whole_videos``'s recipe: the defaults with one clip per video.
+WHOLE_VIDEOS = {"clips.seconds": 0}
 
 #: An encode stage: a PatchSet -> (compressed TokenSet, {"encode", "compress"} -> seconds). Local by default;
 #: a Ray run with ``execution.encode_gpus`` > 0 passes one that calls its GPU actors.
@@ -72,6 +75,7 @@ class ClipPipeline:
     Attributes:
         recipe: the recipe it was built from.
         config: its PatchifyConfig ([patchify] and [clips]).
+        limits: its DecodeLimits ([limits]).
         chain: its compressor chain, parsed.
         encoder_spec: the encoder as rows name it (pixel, pixel:D, vit:PATH[+xray:...]).
         decoder_threads: FFmpeg decoder threads of every decode (one per declared decode CPU), the same
@@ -79,13 +83,48 @@ class ClipPipeline:
     """
 
     def __init__(self, recipe: Recipe, *, encoder: ClipEncoder | None = None) -> None:
-        self.recipe = recipe
+        self._recipe = recipe
         self.config = recipe.patchify_config
-        self.chain = recipe.chain
-        self.encoder_spec = recipe.encoder.spec
+        self.limits = recipe.limits.decode_limits()
         self.decoder_threads = max(1, int(recipe.execution.decode_cpus))
         self._remote = encoder
         self._texts = None  # (text embeddings (Q, D), keep fraction, vision projection) for DUET T2V
+
+    @classmethod
+    def whole_videos(cls) -> "ClipPipeline":
+        """The pipeline of the default recipe with one clip per video (``WHOLE_VIDEOS``: what ``codecpatch
+        patchify VIDEO`` runs without a recipe or a recipe flag), built without validating that recipe: its
+        config, limits and decoder threads are the library's defaults, PatchifyConfig(), DecodeLimits() and 1,
+        which the recipe's defaults are defined as (tests/test_cli_flags.py checks that they agree). The
+        recipe itself is built on first use of ``recipe``, so patchifying never imports the recipe model
+        (pydantic: ~80 ms of a command's start-up)."""
+        pipeline = cls.__new__(cls)
+        pipeline._recipe = None
+        pipeline.config = PatchifyConfig()
+        pipeline.limits = DecodeLimits()
+        pipeline.decoder_threads = 1
+        pipeline._remote = None
+        pipeline._texts = None
+        return pipeline
+
+    @property
+    def recipe(self) -> Recipe:
+        """The recipe this pipeline runs (``whole_videos``'s is validated here, on first use)."""
+        if self._recipe is None:
+            from ._recipe import load_recipe
+
+            self._recipe = load_recipe(None, WHOLE_VIDEOS)
+        return self._recipe
+
+    @property
+    def chain(self) -> list[tuple[str, float, str]]:
+        """The recipe's compressor chain, parsed (see ``Recipe.chain``)."""
+        return self.recipe.chain
+
+    @property
+    def encoder_spec(self) -> str:
+        """The encoder as rows name it (``Encoder.spec``)."""
+        return self.recipe.encoder.spec
 
     def with_texts(self, texts: list[str], keep: float, tower: str | None = None) -> "ClipPipeline":
         """Add DUET T2V after the compressor chain: keep the ``keep`` fraction of tokens most relevant to
@@ -184,8 +223,7 @@ class ClipPipeline:
         """Decode ``source`` once into the samples of each clip, with the recipe's decode settings (its
         limits; ``decoder_threads`` None = ``self.decoder_threads``). Raises VideoError for bad input."""
         threads = self.decoder_threads if decoder_threads is None else decoder_threads
-        return iter_clip_samples(source, self.config, decoder_threads=threads, limits=self.recipe.limits.decode_limits(),
-                                 report=report)
+        return iter_clip_samples(source, self.config, decoder_threads=threads, limits=self.limits, report=report)
 
     def patchify(self, samples: ClipSamples) -> PatchSet:
         """The patches the recipe keeps of one clip's samples (pure)."""

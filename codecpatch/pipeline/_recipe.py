@@ -3,7 +3,6 @@ the bad key. The CLI's flags override recipe values."""
 
 from __future__ import annotations
 
-import difflib
 import sys
 from pathlib import Path
 from typing import Literal
@@ -429,6 +428,8 @@ def load_recipe(path: str | Path | None = None, overrides: dict | None = None, o
 def _problem(error: dict) -> str:
     """One pydantic error in words: an unknown key names the closest known one."""
     if error["type"] == "extra_forbidden":
+        import difflib  # only here: a recipe that validates does not pay for it
+
         *parents, key = map(str, error["loc"])
         model = Recipe
         for parent in parents:
