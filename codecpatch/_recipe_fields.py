@@ -40,7 +40,8 @@ SECTIONS = (
         ('patchify.static_motion_px', 'float', 0.5, 'below this motion (px) and ...'),
         ('patchify.static_residual', 'float', 2.0, '... this residual (luma levels) a clip is static: uniformly spaced whole frames'),
         ('patchify.image_frame', 'int', 0, 'frame used by mode = image'),
-        ('patchify.block_size', (4, 8, 16), 8, 'motion/residual grid cell, px'),
+        ('patchify.block_size', (4, 8, 16), 16, 'motion/residual grid cell, px (8 before 0.2)'),
+        ('patchify.residual_stride', (1, 2, 4), 2, 'the residual compares every n-th analysis pixel per axis (1 before 0.2)'),
         ('patchify.seed', 'int', 0, 'seed of the random patches (refresh, baselines)'),
     )),
     ('encoder', (
