@@ -362,10 +362,12 @@ class VideoReader:
         """Seconds from the stream start. Falls back to counting frames once timestamps are missing or stop
         increasing (raw streams, IVF with all-zero pts)."""
         pts, index = av_frame.pts, state.count
-        usable = pts is not None and av_frame.time_base is not None and (state.last_pts is None or pts > state.last_pts)
+        time_base = av_frame.time_base
+        usable = pts is not None and time_base is not None and (state.last_pts is None or pts > state.last_pts)
         if usable and not state.frame_indexed:
             state.last_pts, state.last_timed_index = pts, index
-            state.last_time = float(pts * av_frame.time_base)
+            # float(pts * time_base) without building Fractions: int / int rounds correctly, so the same float
+            state.last_time = pts * time_base.numerator / time_base.denominator
             return state.last_time
         if not state.frame_indexed:
             state.frame_indexed = True

@@ -140,7 +140,7 @@ def block_motion_from_vectors(
     if int(block_w.min()) >= block_size and int(block_h.min()) >= block_size and int(cols_all.max()) * int(rows_all.max()) <= 4:
         rasterised = _paint_whole_cells(dx, dy, first_cell, left_cell, top_cell, cols_all, rows_all, grid_h, grid_w, hangs_over)
     # Every block lies inside one cell (partitions of 16x16 macroblocks on a 16 px grid): one weighted sum per cell.
-    dyadic = not np.any(raw_scale & (raw_scale - 1))  # every scale a power of two (or 0): exact sums
+    dyadic = _powers_of_two(raw_scale)
     if rasterised is None and dyadic and int(cols_all.max()) == 1 and int(rows_all.max()) == 1:
         rasterised = _average_within_cells(dx, dy, block_w, block_h, first_cell, left_cell, top_cell, grid_h, grid_w, block_size, hangs_over)
     if rasterised is None:
@@ -150,6 +150,14 @@ def block_motion_from_vectors(
     field = field.reshape(2, grid_h, grid_w, 2)
     covered = covered.reshape(2, grid_h, grid_w)
     return BlockMotion(block_size, field[0], covered[0], field[1], covered[1], past_distance, future_distance)
+
+
+def _powers_of_two(scales: np.ndarray) -> bool:
+    """True when every motion_scale is a power of two (or 0): vectors are then dyadic fractions."""
+    low, high = int(scales.min()), int(scales.max())
+    if low == high:  # one scale per stream in practice (4 for H.264/HEVC, 2 for MPEG-2/4)
+        return not low & (low - 1)
+    return not np.any(scales & (scales - 1))
 
 
 def _paint_whole_cells(
@@ -213,11 +221,11 @@ def _average_within_cells(
     if hangs_over:
         inside = (left_cell >= 0) & (left_cell < grid_w) & (top_cell >= 0) & (top_cell < grid_h)
         cell, dx, dy, area = cell[inside], dx[inside], dy[inside], area[inside]
-    whole = area == block_size * block_size
-    if whole.any() and (np.bincount(cell, minlength=n_cells)[cell[whole]] > 1).any():
-        return None
     area = area.astype(np.float32)
     weight = np.bincount(cell, weights=area, minlength=n_cells).astype(np.float32)
+    whole = area == np.float32(block_size * block_size)
+    if whole.any() and (weight[cell[whole]] != np.float32(block_size * block_size)).any():
+        return None  # a whole-cell block shares its cell (its cell weighs more than its own area)
     weighted_x = np.bincount(cell, weights=dx * area, minlength=n_cells).astype(np.float32)
     weighted_y = np.bincount(cell, weights=dy * area, minlength=n_cells).astype(np.float32)
     covered = weight > 0

@@ -82,7 +82,7 @@ def compose_fields(newer: np.ndarray, older: np.ndarray, block_size: int) -> np.
     sample_y = rows + newer[..., 1] / np.float32(block_size)
     older_at = cv2.remap(np.ascontiguousarray(older, np.float32), sample_x, sample_y, interpolation=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE)
-    return (newer + older_at).astype(np.float32)
+    return np.add(newer, older_at, out=older_at, dtype=np.float32)
 
 
 @lru_cache(maxsize=16)
