@@ -42,6 +42,7 @@ SECTIONS = (
         ('patchify.image_frame', 'int', 0, 'frame used by mode = image'),
         ('patchify.block_size', (4, 8, 16), 16, 'motion/residual grid cell, px (8 before 0.2)'),
         ('patchify.residual_stride', (1, 2, 4), 2, 'the residual compares every n-th analysis pixel per axis (1 before 0.2)'),
+        ('patchify.flow_max_side', 'int', 80, 'codecs without vectors: optical flow on the analysis luma halved to this longer side (0: not halved, as before 0.2)'),
         ('patchify.seed', 'int', 0, 'seed of the random patches (refresh, baselines)'),
     )),
     ('encoder', (

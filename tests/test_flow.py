@@ -116,3 +116,20 @@ def test_reader_passes_the_flow_options(manifest):
             cols = slice(-(-x // block) + 1, (x + size) // block - 1)
             median = np.median(frame.motion_field[rows, cols].reshape(-1, 2), axis=0)
             np.testing.assert_allclose(median, [-sprite["vx"], -sprite["vy"]], atol=1.0)
+
+
+def test_patchify_settings_reach_the_decoder():
+    """PatchifyConfig's analysis settings become the DecodeOptions every file and stream decodes with: the
+    0.2 defaults (16-px blocks, residual on every 2nd pixel, flow at <= 80 px) and, set back, the older ones
+    (flow_max_side 0: the flow on the analysis luma itself, DecodeOptions' None)."""
+    from codecpatch.patchify import PatchifyConfig
+    from codecpatch.patchify._collect import decode_options
+
+    new = decode_options(PatchifyConfig())
+    assert (new.block_size, new.residual_stride, new.flow_max_side) == (16, 2, 80)
+    old = decode_options(PatchifyConfig(block_size=8, residual_stride=1, flow_max_side=0))
+    assert (old.block_size, old.residual_stride, old.flow_max_side) == (8, 1, None)
+    with pytest.raises(ValueError, match="flow_max_side"):
+        PatchifyConfig(flow_max_side=8)
+    with pytest.raises(ValueError, match="residual_stride"):
+        PatchifyConfig(residual_stride=3)

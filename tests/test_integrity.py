@@ -233,7 +233,7 @@ def test_a_folder_written_before_a_default_changed_is_refused_with_the_new_defau
     fingerprint lacks them (written at the old defaults, when they were left out) is refused by a run at the
     new defaults, and resumed by a run that asks for the old values."""
     output = tmp_path / "out"
-    old = {**RECIPE, "patchify.block_size": 8, "patchify.residual_stride": 1}
+    old = {**RECIPE, "patchify.block_size": 8, "patchify.residual_stride": 1, "patchify.flow_max_side": 0}
     run(load_recipe(None, old), list_inputs(clips), output, progress=False)
     recorded = json.loads((output / "_manifest.json").read_text())["fingerprint"]
     assert "patchify.block_size" not in recorded and "patchify.residual_stride" not in recorded  # as an 0.1 run wrote it

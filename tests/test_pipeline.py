@@ -232,7 +232,7 @@ _CHANGED_PATCHIFY = {"mode": "chunk", "budget": "8f", "selection": "onevision", 
                      "max_side": 160, "exact_size": (320, 240), "patch": 14, "energy": "instant", "normalise": "frame",
                      "camera": "affine", "fusion": "weighted", "motion_weight": 0.25, "keep_first": False, "keep_i_frames": True,
                      "refresh": 0.25, "static_motion_px": 1.5, "static_residual": 3.0, "image_frame": 3, "block_size": 8,
-                     "residual_stride": 1,
+                     "residual_stride": 1, "flow_max_side": 0,
                      "seed": 7, "clip_seconds": 5.0, "clip_frames": 12}
 
 
@@ -313,7 +313,8 @@ def test_keys_at_the_value_older_outputs_were_made_with_leave_the_fingerprint_as
     fingerprint = row_fingerprint(load_recipe(None))
     assert "patchify.exact_size" not in fingerprint and "patchify.timeline_slots" not in fingerprint
     assert fingerprint["patchify.block_size"] == 16 and fingerprint["patchify.residual_stride"] == 2  # new defaults count
+    assert fingerprint["patchify.flow_max_side"] == 80
     assert "patchify.budget" in fingerprint and "patchify.seed" in fingerprint
-    old = row_fingerprint(load_recipe(None, {"patchify.block_size": 8, "patchify.residual_stride": 1}))
-    assert "patchify.block_size" not in old and "patchify.residual_stride" not in old
+    old = row_fingerprint(load_recipe(None, {"patchify.block_size": 8, "patchify.residual_stride": 1, "patchify.flow_max_side": 0}))
+    assert not {"patchify.block_size", "patchify.residual_stride", "patchify.flow_max_side"} & set(old)
     assert LEGACY_VALUES["patchify.block_size"] == 8 and LEGACY_VALUES["patchify.residual_stride"] == 1

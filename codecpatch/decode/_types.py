@@ -109,13 +109,13 @@ class DecodeOptions:
             reference times an RTSP source attaches from its RTCP sender reports); None = nothing.
         flow_preset: OpenCV DIS preset of the optical-flow fallback ("ultrafast", "fast", "medium").
         flow_max_side: the optical flow runs on the analysis luma halved until its longer side is at most this
-            many pixels, never coarser than one flow pixel per block (None, the default: on the analysis luma
-            itself). DIS then estimates at the same resolution as on the analysis luma and skips its full-size
-            refinement: 160 kept area-matched PSNR within 0.2 dB of None on the HEVC/VP9/AV1 clips measured,
-            for ~14% less flow time; ``flow_preset="ultrafast"`` makes the flow ~3x cheaper than "fast" at up to
-            -1 dB. Only frames whose motion comes from flow are affected; ``benchmarks/flow_fallback.py``
-            measures the speed and fidelity of each setting. Not yet a recipe setting: a default other than
-            None would change the rows of flow-path inputs without changing the runs' fingerprint.
+            many pixels, never coarser than one flow pixel per block (None, the decode layer's default: on the
+            analysis luma itself). DIS then estimates at the same resolution as on the analysis luma and skips
+            its full-size refinement: 160 and 80 kept area-matched PSNR within 0.2 dB of None on the HEVC/VP9/AV1
+            clips measured, for 5-14% less flow time; ``flow_preset="ultrafast"`` makes the flow ~3x cheaper than
+            "fast" at up to -1 dB. Only frames whose motion comes from flow are affected; patchification sets it
+            from ``PatchifyConfig.flow_max_side`` (80 since 0.2, a recipe setting in the runs' fingerprint);
+            ``benchmarks/flow_fallback.py`` measures the speed and fidelity of each setting.
     """
 
     motion: MotionMode = "auto"

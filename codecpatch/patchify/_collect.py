@@ -33,7 +33,8 @@ def decode_options(config: PatchifyConfig, **settings) -> DecodeOptions:
     ``settings`` (timeouts, threads, limits, RGB size or selection, container options). Files (here) and
     live streams (codecpatch.stream) decode with these same options."""
     codec_mode = config.mode == "codec"
-    return DecodeOptions(block_size=config.block_size, residual_stride=config.residual_stride, rgb=True, keep_vectors=False, on_error="skip",
+    return DecodeOptions(block_size=config.block_size, residual_stride=config.residual_stride, flow_max_side=config.flow_max_side or None,
+                         rgb=True, keep_vectors=False, on_error="skip",
                          motion="auto" if codec_mode else "none", residual="mc" if codec_mode else "none", **settings)
 
 

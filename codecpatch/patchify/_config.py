@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .._validation import check_choice as _check_choice
+from ..motion._flow import MIN_FLOW_SIDE
 
 Mode = Literal["codec", "chunk", "image"]
 EnergyTiming = Literal["accumulated", "instant"]
@@ -149,6 +150,10 @@ class PatchifyConfig:
             analysis cost (``benchmarks/README.md``, issue 14). Before 0.2 the default was 8.
         residual_stride: the residual compares every n-th analysis pixel of each axis (1, 2 or 4; the
             default 2 compares a quarter; before 0.2 it was 1, every pixel). See ``DecodeOptions``.
+        flow_max_side: codecs without motion vectors (HEVC, VP9, AV1): the optical flow runs on the analysis
+            luma halved until its longer side is at most this (never below one flow pixel per block); DIS
+            then estimates at the same resolution and skips its full-size refinement. 0: on the analysis
+            luma itself (before 0.2). See ``DecodeOptions.flow_max_side``.
         seed: seed of the random-patches baseline.
     """
 
@@ -176,6 +181,7 @@ class PatchifyConfig:
     image_frame: int = 0
     block_size: int = 16
     residual_stride: int = 2
+    flow_max_side: int = 80
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -205,5 +211,7 @@ class PatchifyConfig:
             raise ValueError(f"refresh must be in [0, 1], got {self.refresh}")
         if not 0.0 <= self.motion_weight <= 1.0:
             raise ValueError(f"motion_weight must be in [0, 1], got {self.motion_weight}")
+        if self.flow_max_side != 0 and self.flow_max_side < MIN_FLOW_SIDE:
+            raise ValueError(f"flow_max_side must be 0 (off) or >= {MIN_FLOW_SIDE}, got {self.flow_max_side}")
         if self.residual_stride not in (1, 2, 4):
             raise ValueError(f"residual_stride must be 1, 2 or 4, got {self.residual_stride}")

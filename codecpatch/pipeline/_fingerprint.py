@@ -20,10 +20,11 @@ _NOT_IN_ROWS = {"output.shard_mb", "output.commit_seconds", "output.s3_endpoint"
 #: those outputs were made with. A key at that value is left out, so the fingerprint of an existing output (and
 #: its resume) is unchanged; any other value counts. The shard writers get this table as ``implied``: a folder
 #: whose recorded fingerprint lacks a key was made with this value, so a run with another one (a new default,
-#: such as block_size 16 and residual_stride 2 since 0.2) is refused there instead of mixing rows.
+#: such as block_size 16, residual_stride 2 and flow_max_side 80 since 0.2) is refused there instead of mixing rows.
 LEGACY_VALUES: dict[str, object] = {
     "patchify.timeline_slots": 64, "patchify.exact_size": None, "patchify.motion_weight": 0.5, "patchify.static_motion_px": 0.5,
     "patchify.static_residual": 2.0, "patchify.block_size": 8, "patchify.residual_stride": 1,
+    "patchify.flow_max_side": 0,
 }
 
 

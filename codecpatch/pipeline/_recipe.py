@@ -135,6 +135,8 @@ class Patchify(_Section):
     block_size: Literal[4, 8, 16] = Field(_DEFAULT_PATCHIFY.block_size, description="motion/residual grid cell, px (8 before 0.2)")
     residual_stride: Literal[1, 2, 4] = Field(_DEFAULT_PATCHIFY.residual_stride, description="the residual compares every n-th "
                                               "analysis pixel per axis (1 before 0.2)")
+    flow_max_side: int = Field(_DEFAULT_PATCHIFY.flow_max_side, ge=0, description="codecs without vectors: optical flow on the "
+                               "analysis luma halved to this longer side (0: not halved, as before 0.2)")
     seed: int = Field(_DEFAULT_PATCHIFY.seed, description="seed of the random patches (refresh, baselines)")
 
     _budget: Budget | None = PrivateAttr(None)
