@@ -14,6 +14,8 @@ Rows per clip (all single-threaded, frames per second, best of ``--repeats``):
   (c) field   (b) + block motion field (8x8) + motion-compensated residual map (the default VideoReader:
               residual on luma downscaled to a longer side <= 320 px, i.e. 4x for 720p)
   (c')        (c) with the residual on luma at <= 640 px (2x for 720p)
+  (c16)       patchify's analysis since 0.2: 16x16 block field + the residual on every 2nd analysis pixel
+              (``block_size=16, residual_stride=2``; what ``codecpatch patchify`` decodes with)
   (d) rgb     (c) + RGB conversion of every frame at native size
 Ratios are against the ffmpeg rows of the same clip in the same run, since these machines are noisy; the
 modes are interleaved across repeats for the same reason.
@@ -82,6 +84,7 @@ MODES = {
     "(b) vectors": lambda p: reader_decode(p, block_motion=False, residual="none", keep_vectors=True),
     "(c) field+residual": lambda p: reader_decode(p),
     "(c') residual at 640": lambda p: reader_decode(p, analysis_max_side=640),
+    "(c16) patchify's analysis": lambda p: reader_decode(p, block_size=16, residual_stride=2),
     "(d) +rgb": lambda p: reader_decode(p, rgb=True),
 }
 
