@@ -354,8 +354,14 @@ def test_driver_sigkill_at_random_points_then_rerun_gives_every_input_exactly_on
 
 def test_progress_moves_per_video_while_a_unit_runs_on_ray(many_clips, tmp_path, monkeypatch):
     """A unit task streams its finished videos' summaries as it goes: the progress bar moves before the unit's
-    record says it is complete (one unit of eight videos on one worker)."""
+    record says it is complete (one unit of 32 short videos on one worker: a unit sends its summaries about twice
+    a second, so it must run for longer than that; 8 of these videos now take less than half a second)."""
     from codecpatch.shards import Store, read_unit_record
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(32):
+        shutil.copy(many_clips / f"clip{i % 8}.mp4", videos / f"clip{i:02d}.mp4")
 
     seen: list = []  # (videos counted so far, the unit complete on disk at that moment)
 
@@ -375,10 +381,10 @@ def test_progress_moves_per_video_while_a_unit_runs_on_ray(many_clips, tmp_path,
             pass
 
     monkeypatch.setattr(runner_module, "tqdm", Bar)
-    recipe = load_recipe(None, {"patchify.frames": 8, "encoder.dim": 32, "execution.unit_inputs": 8, "execution.workers": 1})
-    stats = run(recipe, list_inputs(many_clips), tmp_path / "out", progress=True)
-    assert stats.processed == 8 and stats.units == 1
-    assert [n for n, _ in seen] == list(range(1, 9))
+    recipe = load_recipe(None, {"patchify.frames": 8, "encoder.dim": 32, "execution.unit_inputs": 32, "execution.workers": 1})
+    stats = run(recipe, list_inputs(videos), tmp_path / "out", progress=True)
+    assert stats.processed == 32 and stats.units == 1
+    assert [n for n, _ in seen] == list(range(1, 33))
     assert not seen[0][1], "the first video was reported only once its whole unit had finished"
 
 
