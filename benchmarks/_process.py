@@ -32,11 +32,12 @@ def plain_decode(path: str, queue) -> None:
     queue.put((frames, time.perf_counter() - started, peak_rss_kib()))
 
 
-def patchify_collect(path: str, queue) -> None:
-    """The default patchify (decode + motion + residual + RGB of the sampled frames + selection)."""
+def patchify_collect(path: str, queue, settings: dict | None = None) -> None:
+    """The default patchify (decode + motion + residual + RGB of the sampled frames + selection), or with
+    ``settings`` (PatchifyConfig fields)."""
     from codecpatch.patchify import PatchifyConfig, iter_clip_samples, patchify_samples
 
-    config = PatchifyConfig()
+    config = PatchifyConfig(**(settings or {}))
     started = time.perf_counter()
     frames = 0
     for samples in iter_clip_samples(path, config):

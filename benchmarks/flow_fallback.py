@@ -6,8 +6,8 @@ costs and what it keeps, all measured in one run.
 
 Variants (DecodeOptions of the flow path; see ``VARIANTS``): the DIS preset and the size of the luma the
 flow runs on (``flow_max_side``: "@160"), and "diff", no motion at all (the residual is then the plain frame
-difference). "default" is whatever
-DecodeOptions() says now.
+difference). "default" is what `codecpatch patchify` decodes with now (``decode_options(PatchifyConfig())``:
+16-px blocks and the flow on <= 80 px since 0.2); every variant keeps its block grid and residual.
 
   * Speed: the whole command `codecpatch patchify --no-fidelity CLIP` (codec mode, default settings, start-up
     included) as a ratio to FFmpeg's plain decode of the same clip, `ffmpeg -threads 1 -an -i CLIP -f null -`,
@@ -42,6 +42,7 @@ VARIANTS: dict[str, dict | None] = {
     "fast": {"flow_preset": "fast", "flow_max_side": None},
     "ultrafast": {"flow_preset": "ultrafast", "flow_max_side": None},
     "fast@160": {"flow_preset": "fast", "flow_max_side": 160},
+    "fast@80": {"flow_preset": "fast", "flow_max_side": 80},
     "ultrafast@160": {"flow_preset": "ultrafast", "flow_max_side": 160},
     "medium@160": {"flow_preset": "medium", "flow_max_side": 160},
     "diff": {"motion": "none"},
@@ -123,16 +124,23 @@ def startup(clip: Path, core: int, repeats: int) -> dict:
             for i, kind in enumerate(("wall_s", "cpu_s"))}
 
 
+def patchify_options():
+    """The DecodeOptions `codecpatch patchify` decodes with under the default PatchifyConfig."""
+    from codecpatch.patchify import PatchifyConfig
+    from codecpatch.patchify._collect import decode_options
+
+    return decode_options(PatchifyConfig())
+
+
 def flow_cost(clip: Path, variants: list[str], repeats: int) -> dict:
     """ms/frame of the flow estimate alone (luma halving, DIS, pooling), on the reader's analysis lumas."""
     import av
     import numpy as np
 
-    from codecpatch.decode import DecodeOptions
     from codecpatch.decode._reader import _luma
     from codecpatch.motion import OpticalFlowEstimator, grid_shape_for
 
-    options = DecodeOptions()
+    options = patchify_options()
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
@@ -147,7 +155,7 @@ def flow_cost(clip: Path, variants: list[str], repeats: int) -> dict:
     pairs = [(i, i - 1) for i in range(1, len(lumas)) if lumas[i].shape == lumas[i - 1].shape]
     costs = {}
     for variant in variants:
-        fields = {**DecodeOptions().__dict__, **(VARIANTS[variant] or {})}
+        fields = {**options.__dict__, **(VARIANTS[variant] or {})}
         if fields.get("motion") == "none":
             continue
         estimator = OpticalFlowEstimator(fields["flow_preset"], fields["flow_max_side"])
@@ -195,10 +203,10 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     import cv2
 
-    from codecpatch.decode import DecodeOptions, plan_packets
+    from codecpatch.decode import plan_packets
 
     cv2.setNumThreads(1)
-    defaults = DecodeOptions()
+    defaults = patchify_options()
     results = []
     for clip in args.clips:
         clip = clip.resolve()
@@ -232,7 +240,8 @@ def main() -> None:
     args.out.write_text(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(), "core": args.core,
                                     "repeats": args.repeats, "load_average": os.getloadavg(),
                                     "defaults": {"flow_preset": defaults.flow_preset, "flow_max_side": defaults.flow_max_side,
-                                                 "analysis_max_side": defaults.analysis_max_side},
+                                                 "analysis_max_side": defaults.analysis_max_side, "block_size": defaults.block_size,
+                                                 "residual_stride": defaults.residual_stride},
                                     "results": results}, indent=1))
     print(f"-> {args.out}")
 

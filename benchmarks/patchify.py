@@ -1,7 +1,10 @@
 """Codec patchification: fidelity against baselines at equal picture area, throughput and memory against
 plain decode, all measured in one run (the public peers are in benchmarks/peers.py).
 
-    python benchmarks/patchify.py [--clips ...] [--out benchmarks/results/patchify.json]
+    python benchmarks/patchify.py [--clips ...] [--out benchmarks/results/patchify.json] [--set FIELD=VALUE ...] [--no-speed]
+
+``--set`` changes PatchifyConfig fields for every selection (JSON values), e.g. the analysis of version 0.1:
+``--set block_size=8 --set residual_stride=1 --set flow_max_side=0`` (it reproduces 0.1's rows exactly).
 
 Per clip (../shared/videos and sample_videos): 64 frames sampled, 224 letterboxed canvas, patch 16.
   * PSNR (dB) of the rebuilt sampled frames (kept patches copied from the decoded frames, the rest held
@@ -21,6 +24,7 @@ import json
 import platform
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,17 +46,18 @@ def default_clips() -> list[Path]:
 
 # -- fidelity ------------------------------------------------------------------------------------------
 
-def fidelity_rows(path: Path) -> dict:
+def fidelity_rows(path: Path, settings: dict | None = None) -> dict:
     from codecpatch.metrics import compare_selections, selection_fidelity
     from codecpatch.patchify import Budget, PatchifyConfig, iter_clip_samples, patchify_samples
 
+    settings = settings or {}
     rows = {}
-    samples = next(iter_clip_samples(path, PatchifyConfig()))
+    samples = next(iter_clip_samples(path, PatchifyConfig(**settings)))
     frames = samples.canvas_frames()
     for budget in BUDGETS:
         row = {}
         for selection in SELECTIONS:
-            patches = patchify_samples(samples, PatchifyConfig(budget=Budget(budget), selection=selection))
+            patches = patchify_samples(samples, PatchifyConfig(**settings, budget=Budget(budget), selection=selection))
             if selection == "adaptive":  # baselines at the default selection's picture area
                 whole = [t for t, reason in patches.whole_frames if reason != "static fallback"]
                 scores = compare_selections(samples, patches.kept, whole)
@@ -69,7 +74,7 @@ def fidelity_rows(path: Path) -> dict:
         row["n_dense"], row["n_picture"] = patches.n_dense, patches.n_picture
         rows[str(budget)] = row
     # The selection step alone (scoring + selection + cutting patches), given the collected samples.
-    config = PatchifyConfig()
+    config = PatchifyConfig(**settings)
     timings = []
     for _ in range(3):
         started = time.perf_counter()
@@ -117,20 +122,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", nargs="*", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "patchify.json")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a PatchifyConfig field (JSON value)")
+    parser.add_argument("--no-speed", action="store_true", help="fidelity only (no fresh-process throughput runs)")
     args = parser.parse_args()
+    settings = {name: json.loads(value) for name, _, value in (item.partition("=") for item in args.set)}
     clips = args.clips or default_clips()
-    results = {"machine": platform.platform(), "python": platform.python_version(), "budgets": BUDGETS, "clips": {}}
+    results = {"machine": platform.platform(), "python": platform.python_version(), "budgets": BUDGETS, "settings": settings,
+               "clips": {}}
     print(f"{'clip':32} {'budget':>7} {'area':>6} {'adapt':>7} {'topk':>7} {'1vision':>7} {'uniform':>7} {'random':>7}   (PSNR dB, hold)")
     for clip in clips:
-        fidelity = fidelity_rows(clip)
+        fidelity = fidelity_rows(clip, settings)
         for budget in BUDGETS:
             row = fidelity["budgets"][str(budget)]
             cells = [row[key] for key in (*SELECTIONS, "uniform", "random")]
             text = " ".join(f"{c:7.2f}" if c is not None else "  exact" for c in cells)
             print(f"{clip.name:32} {100 * budget:6.2f}% {100 * row['area_adaptive']:5.2f}% {text}"
                   + ("  (static fallback)" if row["static_fallback"] else ""), flush=True)
+        if args.no_speed:
+            results["clips"][clip.name] = {"fidelity": fidelity}
+            continue
         plain_frames, plain_seconds, plain_rss = in_fresh_process(plain_decode, clip)
-        frames, seconds, rss = in_fresh_process(patchify_collect, clip)
+        frames, seconds, rss = in_fresh_process(partial(patchify_collect, settings=settings), clip)
         speed = {"plain_decode_fps": plain_frames / plain_seconds, "plain_decode_peak_rss_mib": plain_rss,
                  "plain_decode_ms": 1000 * plain_seconds, "selection_ms": fidelity["selection_ms"],
                  "patchify_fps": frames / seconds, "patchify_peak_rss_mib": rss,

@@ -6,7 +6,9 @@ decode with vector export, start-up included, on one core; optionally a second c
 
 Per clip and repeat, the runs are interleaved (ffmpeg, ours, the --before tree's) so that a shared, noisy
 machine slows them alike; the table quotes medians and the ratio to FFmpeg's wall time
-(`ffmpeg -threads 1 -flags2 +export_mvs -an -i CLIP -f null -`), which is what stays comparable.
+(`ffmpeg -threads 1 -flags2 +export_mvs -an -i CLIP -f null -`), which is what stays comparable. "floor" is
+``benchmarks/_floor.py``: a Python process that imports numpy, PyAV and OpenCV and only decodes with vector
+export, the least any Python tool on PyAV pays.
 """
 
 from __future__ import annotations
@@ -64,28 +66,29 @@ def main() -> None:
     for name, tree in trees.items():
         subprocess.run([sys.executable, "-c", "import codecpatch.cli, codecpatch.pipeline._clip, codecpatch.patchify._collect"],
                        check=True, env=envs[name], cwd=tree)
+    floor = lambda clip: ["taskset", "-c", str(args.core), sys.executable, str(REPO / "benchmarks" / "_floor.py"), str(clip)]  # noqa: E731
     ffmpeg = lambda clip: ["taskset", "-c", str(args.core), "ffmpeg", "-nostdin", "-loglevel", "error", "-threads", "1",  # noqa: E731
                            "-flags2", "+export_mvs", "-an", "-i", str(clip), "-f", "null", "-"]
     results = []
     for clip in args.clips:
         clip = clip.resolve()
         frames = plan_packets(clip).packets
-        times: dict[str, list[float]] = {"ffmpeg": [], **{name: [] for name in trees}}
+        times: dict[str, list[float]] = {"ffmpeg": [], "floor": [], **{name: [] for name in trees}}
         peaks: dict[str, list[float]] = {name: [] for name in times}
         for _ in range(args.repeats):
             for name in times:
-                seconds, peak = (timed(ffmpeg(clip)) if name == "ffmpeg" else
+                seconds, peak = (timed(ffmpeg(clip)) if name == "ffmpeg" else timed(floor(clip)) if name == "floor" else
                                  timed(ours(clip.resolve(), args.core), envs[name], cwd=trees[name]))
                 times[name].append(seconds)
                 peaks[name].append(peak)
         medians = {name: statistics.median(values) for name, values in times.items()}
         row = {"clip": clip.name, "frames": frames, "seconds": times, "median_s": medians,
                "frames_per_s": {name: frames / value for name, value in medians.items()},
-               "ratio_to_ffmpeg": {name: medians["ffmpeg"] / medians[name] for name in trees},
+               "ratio_to_ffmpeg": {name: medians["ffmpeg"] / medians[name] for name in (*trees, "floor")},
                "peak_rss_mib": {name: max(values) for name, values in peaks.items()}}
         results.append(row)
         print(f"{clip.name} ({frames} frames): " + ", ".join(
-            f"{name} {medians[name]:.2f} s {row['frames_per_s'][name]:.0f} f/s" + (f" ({row['ratio_to_ffmpeg'][name]:.2f}x)" if name in trees else "")
+            f"{name} {medians[name]:.2f} s {row['frames_per_s'][name]:.0f} f/s" + (f" ({row['ratio_to_ffmpeg'][name]:.2f}x)" if name != "ffmpeg" else "")
             + f" {row['peak_rss_mib'][name]:.0f} MiB" for name in times), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(), "core": args.core,

@@ -3,9 +3,10 @@ of the code (a refactor or a speed-up must not change a byte).
 
     PYTHONPATH=$PWD python benchmarks/row_check.py --out /tmp/before.json   # on the old commit
     PYTHONPATH=$PWD python benchmarks/row_check.py --out /tmp/after.json --compare /tmp/before.json
-    # settings whose default changed (0.2: block_size 16, residual_stride 2) reproduce the older rows when set
+    # settings whose default changed (0.2: block_size 16, residual_stride 2, flow_max_side 80) reproduce the older rows when set
     # to the older values: compare a 0.1 tree's default run with
-    PYTHONPATH=$PWD python benchmarks/row_check.py --out /tmp/legacy.json --compare /tmp/before.json --set block_size=8 --set residual_stride=1
+    PYTHONPATH=$PWD python benchmarks/row_check.py --out /tmp/legacy.json --compare /tmp/before.json \
+        --set block_size=8 --set residual_stride=1 --set flow_max_side=0
 
 Inputs: every sample video, every clip of ../shared/videos (when present) and a corpus of damaged inputs
 (truncated, byte-flipped, cut raw streams, audio only, ...). For each input and each mode (codec, chunk)

@@ -47,6 +47,7 @@ def test_the_whole_video_pipeline_is_the_default_recipes():
 
     quick, full = ClipPipeline.whole_videos(), ClipPipeline(load_recipe(None, {"clips.seconds": 0}))
     assert WHOLE_VIDEOS == {"clips.seconds": 0}
+    assert vars(quick).keys() == vars(full).keys()  # an attribute added to __init__ is set by whole_videos too
     assert (quick.config, quick.limits, quick.decoder_threads) == (full.config, full.limits, full.decoder_threads)
     assert quick._recipe is None  # not built yet
     assert quick.recipe == full.recipe and (quick.chain, quick.encoder_spec) == (full.chain, full.encoder_spec)

@@ -177,14 +177,15 @@ def test_zero_block_motion_helper():
 
 
 def _sampled_reference(current, previous, field, grid, stride, cell):
-    """Brute force: every stride-th pixel (offset stride // 2), predicted by bilinear sampling of ``previous``
+    """Brute force: the pixels stride // 2 + stride i (the last one clamped to the last pixel), predicted by
+    bilinear sampling of ``previous``
     at (x + dx, y + dy) of its block (edges clamped), |difference| averaged per block."""
     h, w = previous.shape
     gh, gw = grid
-    offset = stride // 2
     sums, counts = np.zeros(grid), np.zeros(grid)
-    for y in range(offset, h, stride):
-        for x in range(offset, w, stride):
+    offset = stride // 2
+    for y in sorted({min(v, h - 1) for v in range(offset, h + offset, stride)}):
+        for x in sorted({min(v, w - 1) for v in range(offset, w + offset, stride)}):
             by, bx = min(y // cell, gh - 1), min(x // cell, gw - 1)
             dx, dy = field[by, bx] if field is not None else (0.0, 0.0)
             sx, sy = min(max(x + dx, 0), w - 1), min(max(y + dy, 0), h - 1)
@@ -226,15 +227,27 @@ def test_sampled_residual_explains_a_known_shift_and_matches_every_pixel_on_flat
                                   frame_difference(steps, np.zeros_like(steps), (8, 12)))
 
 
-def test_sampled_residual_blocks_past_the_last_sample_repeat_their_neighbour():
-    """17 rows on 16-px blocks at stride 2: the samples are rows 1..15, so the second block row has none and
-    takes the first's values; a stride above the cell side is capped at one sample per block."""
-    previous, current = textured(17, 32, seed=4), textured(17, 32, seed=5)
-    difference = ResidualEstimator().frame_difference(current, previous, (2, 2), stride=2, cell=16)
-    np.testing.assert_array_equal(difference[1], difference[0])
-    np.testing.assert_allclose(difference[0], _sampled_reference(current, previous, None, (2, 2), 2, 16)[0], atol=1e-4)
-    capped = ResidualEstimator().frame_difference(current, previous, (9, 16), stride=4, cell=2)
-    np.testing.assert_allclose(capped, ResidualEstimator().frame_difference(current, previous, (9, 16), stride=2, cell=2), atol=0)
+def test_sampled_residual_samples_every_block_that_holds_a_pixel():
+    """The first pixel of every block is a sample: a last block row of one pixel (1080 rows at 1/8: 135 rows on
+    68 blocks of 2) still sees a change there, and so does a frame one pixel high (1920x8 at 1/8); a block
+    past the picture repeats its neighbour; a stride above the cell side is capped at one sample per block."""
+    previous = textured(135, 240, seed=4)
+    current = previous.copy()
+    current[134] = 255 - current[134]  # a change in the last analysis row only
+    estimator = ResidualEstimator()
+    moved = estimator.frame_difference(current, previous, (68, 120), stride=2, cell=2)
+    assert moved[67].min() > 0 and moved[:67].max() == 0
+    np.testing.assert_allclose(moved, _sampled_reference(current, previous, None, (68, 120), 2, 2), atol=1e-4)
+    thin_previous, thin_current = textured(1, 240, seed=6), textured(1, 240, seed=7)
+    field = np.zeros((1, 120, 2), np.float32)
+    thin = estimator.motion_compensated(thin_current, thin_previous, field, (1, 120), stride=2, cell=2)
+    np.testing.assert_allclose(thin, _sampled_reference(thin_current, thin_previous, field, (1, 120), 2, 2), atol=0.6)
+    past = estimator.frame_difference(textured(16, 32, seed=1), textured(16, 32, seed=2), (3, 2), stride=2, cell=16)
+    np.testing.assert_array_equal(past[1], past[0])  # rows 16-31 and 32-47 hold no pixel of a 16-row picture
+    np.testing.assert_array_equal(past[2], past[0])
+    capped = estimator.frame_difference(textured(17, 32, seed=4), textured(17, 32, seed=5), (9, 16), stride=4, cell=2)
+    np.testing.assert_array_equal(capped, estimator.frame_difference(textured(17, 32, seed=4), textured(17, 32, seed=5), (9, 16),
+                                                                     stride=2, cell=2))
 
 
 def _forced_general(vecs, height, width, block_size):

@@ -304,6 +304,40 @@ def test_encoder_and_compressor_settings_are_reachable_from_the_command_line():
         load_recipe(None, {"encoder.name": "pixel:x"}, {"encoder.name": "--encoder"})
 
 
+#: Fingerprint keys when LEGACY_VALUES was introduced (0.2), compared only when a folder recorded them.
+_FINGERPRINT_KEYS_AT_0_2 = {
+    "clips.frames", "clips.seconds", "compress", "encoder.dim", "encoder.name", "encoder.path", "encoder.xray", "frozen.budget",
+    "frozen.compressor", "frozen.enabled", "frozen.factor", "frozen.seed", "inputs.extensions", "limits.max_file_mb",
+    "limits.max_frames", "limits.max_pixels", "limits.max_seconds", "limits.partial", "output.store_pixels", "patchify.budget",
+    "patchify.camera", "patchify.energy", "patchify.frames", "patchify.fusion", "patchify.image_frame", "patchify.keep_first",
+    "patchify.keep_i_frames", "patchify.max_side", "patchify.mode", "patchify.normalise", "patchify.patch", "patchify.refresh",
+    "patchify.seed", "patchify.selection", "patchify.size", "stream.max_window_seconds", "stream.min_window_seconds",
+    "stream.rtsp_transport", "stream.window", "stream.window_seconds",
+}
+
+
+def test_a_recipe_key_added_later_says_which_value_older_outputs_were_made_with():
+    """A setting added to the recipe after 0.2 that changes rows needs a LEGACY_VALUES entry (the value folders
+    written before it existed were made with): without one, a folder that lacks the key would be resumed
+    whatever the new setting's value (found for frozen.merge_after). Settings that change no row belong in
+    _fingerprint's _NOT_IN_ROWS instead."""
+    from codecpatch.pipeline import Recipe, row_fingerprint
+    from codecpatch.pipeline._fingerprint import LEGACY_VALUES
+
+    unaccounted = set(row_fingerprint(Recipe())) - _FINGERPRINT_KEYS_AT_0_2 - set(LEGACY_VALUES)
+    assert not unaccounted, f"add these to LEGACY_VALUES (or _NOT_IN_ROWS): {sorted(unaccounted)}"
+    assert set(LEGACY_VALUES) <= set(_flatten_recipe_keys()), "a LEGACY_VALUES key the recipe does not have"
+
+
+def _flatten_recipe_keys() -> list[str]:
+    from codecpatch.pipeline import Recipe
+
+    def keys(data: dict, prefix: str = "") -> list[str]:
+        return [k for name, value in data.items() for k in (keys(value, f"{prefix}{name}.") if isinstance(value, dict) else [f"{prefix}{name}"])]
+
+    return keys(Recipe().model_dump())
+
+
 def test_keys_at_the_value_older_outputs_were_made_with_leave_the_fingerprint_as_it_was():
     """Keys added to [patchify] later, or whose default changed, are out of the fingerprint while they hold
     the value older outputs were made with (so those resume); any other value, a new default included, is in it."""

@@ -211,7 +211,7 @@ def _average_within_cells(
 
     Bit for bit what ``_rasterise`` gives: a vector is a dyadic fraction (``motion / motion_scale``, a power
     of two) times an integer area, so every partial sum is exact in float32 and float64 alike and the order of
-    the additions cannot change it; a whole-cell block that shares its cell with another (a damaged stream,
+    the additions cannot change it (for |motion| below ~2^20, i.e. any real stream: decoders stay in int16); a whole-cell block that shares its cell with another (a damaged stream,
     where ``_rasterise``'s order of writes decides) returns None, as does a scale that is not a power of two.
     Returns ((2, 2 gh gw) float32 x/y, (2 gh gw,) bool covered).
     """

@@ -22,7 +22,7 @@ class ResidualEstimator:
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}
-        self._sample_grid_key: tuple[int, int, int] | None = None
+        self._sample_grid_key: tuple[bytes, bytes] | None = None
         self._sample_grid_value = np.zeros((0, 0, 2), np.float32)
 
     def motion_compensated(
@@ -57,55 +57,47 @@ class ResidualEstimator:
 
     def sampled_residual(self, current_luma: np.ndarray, previous_luma: np.ndarray, field: np.ndarray | None,
                          grid_shape: tuple[int, int], stride: int, cell: int | None = None) -> np.ndarray:
-        """(gh, gw) float32 mean |current - prediction| over the pixels ``(o + stride i, o + stride j)``,
-        ``o = stride // 2``, of each block; the prediction is the previous luma warped by ``field`` (sampled
-        bilinearly at full analysis resolution), or the previous luma itself when ``field`` is None.
+        """(gh, gw) float32 mean |current - prediction| over the sampled pixels of each block (``sample_positions``
+        on both axes); the prediction is the previous luma warped by ``field`` (sampled bilinearly at full
+        analysis resolution), or the previous luma itself when ``field`` is None.
 
         At ``stride=2`` the remap, the difference and the block mean each touch a quarter of the pixels; a
         block of ``cell`` x ``cell`` analysis pixels still averages ``(cell / stride)**2`` of them (the stride
-        is capped at the cell side). Blocks are ``cell`` pixels (default ``ceil(h / gh)``); a partial edge
-        block averages the samples it has, and a block past the last sampled row or column takes the value
-        of its neighbour before it.
+        is capped at the cell side). Blocks are ``cell`` pixels (default ``ceil(h / gh)``). Every block that
+        holds a pixel holds a sample (a 1-pixel edge row, e.g. the last of 1080p at 1/8, counts); a partial
+        edge block averages the samples it has, a block past the picture (no pixel) repeats its neighbour.
         """
         h, w = previous_luma.shape
         gh, gw = grid_shape
         cell_h, cell_w = (cell, cell) if cell is not None else (-(-h // gh), -(-w // gw))
         stride = max(1, min(stride, cell_h, cell_w))  # at least one sample per block
-        offset = stride // 2
-        current = np.ascontiguousarray(current_luma[offset::stride, offset::stride])
-        rows, cols = current.shape
+        ys, xs = sample_positions(h, stride), sample_positions(w, stride)
+        current = _take(current_luma, ys, xs, stride)
         if field is None:
-            predicted = np.ascontiguousarray(previous_luma[offset::stride, offset::stride])
+            predicted = _take(previous_luma, ys, xs, stride)
         else:
-            sample_at = self._buffer("sample_at_sparse", (rows, cols, 2), np.float32)
-            np.add(self._sample_grid(h, w, stride), self._per_sample(field, rows, cols, stride, cell_h, cell_w), out=sample_at)
+            sample_at = self._buffer("sample_at_sparse", (len(ys), len(xs), 2), np.float32)
+            np.add(self._sample_grid(ys, xs), self._per_sample(field, ys, xs, stride, cell_h, cell_w), out=sample_at)
             predicted = cv2.remap(previous_luma, sample_at, None, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         difference = cv2.absdiff(current, predicted)
         if cell_h % stride or cell_w % stride:  # samples fall unevenly into blocks: sum them by block index
-            block_rows, block_cols = self._sample_blocks(rows, cols, stride, cell_h, cell_w, gh, gw)
-            block = (block_rows[:, None] * gw + block_cols[None, :]).ravel()
+            block = (np.minimum(ys // cell_h, gh - 1)[:, None] * gw + np.minimum(xs // cell_w, gw - 1)[None, :]).ravel()
             sums = np.bincount(block, weights=difference.ravel(), minlength=gh * gw).reshape(gh, gw)
             counts = np.bincount(block, minlength=gh * gw).reshape(gh, gw)
             return _mean_of_sums(sums, counts)
+        # cell a multiple of the stride: sample i lies in block i // (cell / stride), a regular grouping
         return _cell_mean(difference, grid_shape, (cell_h // stride, cell_w // stride))
 
-    def _per_sample(self, field: np.ndarray, rows: int, cols: int, stride: int, cell_h: int, cell_w: int) -> np.ndarray:
-        """(rows, cols, 2) float32: the block field at each sample of ``sampled_residual``."""
+    def _per_sample(self, field: np.ndarray, ys: np.ndarray, xs: np.ndarray, stride: int, cell_h: int, cell_w: int) -> np.ndarray:
+        """(len(ys), len(xs), 2) float32: the block field at each sample of ``sampled_residual``."""
         gh, gw = field.shape[:2]
+        rows, cols = len(ys), len(xs)
         if cell_h % stride == 0 and cell_w % stride == 0:  # whole samples per block: integer-factor nearest upsampling
             per_h, per_w = cell_h // stride, cell_w // stride
             per_sample = self._buffer("per_sample", (gh * per_h, gw * per_w, 2), np.float32)
             cv2.resize(np.ascontiguousarray(field, np.float32), (gw * per_w, gh * per_h), dst=per_sample, interpolation=cv2.INTER_NEAREST)
             return per_sample[:rows, :cols]
-        block_rows, block_cols = self._sample_blocks(rows, cols, stride, cell_h, cell_w, gh, gw)
-        return np.asarray(field, np.float32)[block_rows[:, None], block_cols[None, :]]
-
-    @staticmethod
-    def _sample_blocks(rows: int, cols: int, stride: int, cell_h: int, cell_w: int, gh: int, gw: int) -> tuple[np.ndarray, np.ndarray]:
-        """The block row of each sample row and the block column of each sample column."""
-        offset = stride // 2
-        return (np.minimum((np.arange(rows) * stride + offset) // cell_h, gh - 1),
-                np.minimum((np.arange(cols) * stride + offset) // cell_w, gw - 1))
+        return np.asarray(field, np.float32)[np.minimum(ys // cell_h, gh - 1)[:, None], np.minimum(xs // cell_w, gw - 1)[None, :]]
 
     def warp(self, previous_luma: np.ndarray, field: np.ndarray) -> np.ndarray:
         """Motion-compensated prediction of the current frame from the previous one.
@@ -154,13 +146,12 @@ class ResidualEstimator:
             buffer = self._buffers[name] = np.empty(shape, dtype)
         return buffer
 
-    def _sample_grid(self, h: int, w: int, stride: int) -> np.ndarray:
-        """(rows, cols, 2) float32 (x, y) analysis-pixel coordinates of the samples of ``sampled_residual``."""
-        key = (h, w, stride)
+    def _sample_grid(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """(len(ys), len(xs), 2) float32 (x, y) analysis-pixel coordinates of the samples of ``sampled_residual``."""
+        key = (ys.tobytes(), xs.tobytes())
         if self._sample_grid_key != key:
-            offset = stride // 2
-            xs, ys = np.meshgrid(np.arange(offset, w, stride, dtype=np.float32), np.arange(offset, h, stride, dtype=np.float32))
-            self._sample_grid_value, self._sample_grid_key = np.stack([xs, ys], axis=-1), key
+            grid_x, grid_y = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
+            self._sample_grid_value, self._sample_grid_key = np.stack([grid_x, grid_y], axis=-1), key
         return self._sample_grid_value
 
     def _pixel_grid(self, h: int, w: int) -> np.ndarray:
@@ -170,6 +161,22 @@ class ResidualEstimator:
             xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
             grid = self._buffers["pixel_grid"] = np.stack([xs, ys], axis=-1)
         return grid
+
+
+def sample_positions(size: int, stride: int) -> np.ndarray:
+    """(ceil(size / stride),) int: the pixels ``stride // 2 + stride i`` of an axis of ``size`` pixels, the last
+    one moved back onto the last pixel when it falls past it (an odd side at stride 2). Blocks start on
+    multiples of the stride, so sample i lies in block ``i // (cell / stride)`` and every block that holds a
+    pixel holds a sample."""
+    return np.minimum(np.arange(stride // 2, size + stride // 2, stride), size - 1)
+
+
+def _take(luma: np.ndarray, ys: np.ndarray, xs: np.ndarray, stride: int) -> np.ndarray:
+    """luma at rows ``ys`` and columns ``xs`` (contiguous): a strided slice unless a side is odd."""
+    part = luma[stride // 2 :: stride, stride // 2 :: stride]
+    if part.shape == (len(ys), len(xs)):
+        return np.ascontiguousarray(part)
+    return luma[np.ix_(ys, xs)]
 
 
 def _cell_mean(values: np.ndarray, grid_shape: tuple[int, int], per_cell: tuple[int, int]) -> np.ndarray:

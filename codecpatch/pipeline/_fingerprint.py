@@ -24,7 +24,7 @@ _NOT_IN_ROWS = {"output.shard_mb", "output.commit_seconds", "output.s3_endpoint"
 LEGACY_VALUES: dict[str, object] = {
     "patchify.timeline_slots": 64, "patchify.exact_size": None, "patchify.motion_weight": 0.5, "patchify.static_motion_px": 0.5,
     "patchify.static_residual": 2.0, "patchify.block_size": 8, "patchify.residual_stride": 1,
-    "patchify.flow_max_side": 0,
+    "patchify.flow_max_side": 0, "frozen.merge_after": 0,
 }
 
 

@@ -286,7 +286,7 @@ def _table_bytes(table: pa.Table) -> bytes:
 
 
 def open_ledger(location, dim: int, *, recipe: dict, fingerprint: dict, unit_inputs: int, overwrite: bool = False,
-                also_remove: tuple[str, ...] = (), implied: dict | None = None):
+                also_remove: tuple[str, ...] = (), implied: dict):
     """Check a location before a batch run and write its header manifest; returns the Manifest.
 
     A location written with another fingerprint (settings that change rows, or the token width) is refused
@@ -314,12 +314,13 @@ def open_ledger(location, dim: int, *, recipe: dict, fingerprint: dict, unit_inp
     return header
 
 
-def check_ledger(location, dim: int, *, fingerprint: dict, implied: dict | None = None):
+def check_ledger(location, dim: int, *, fingerprint: dict, implied: dict):
     """Read-only check that a batch run may write to a location (the dry run and ``open_ledger`` use it):
     returns its header Manifest (None when it holds none). Refuses with a clear error, before any work:
     settings that change the rows or the token width (``RecipeMismatchError``), shards of another schema
     version, or shards written without unit records (an older version's ``inputs_done`` ledger or a live
-    stream's: ``ValueError``), which a unit run would otherwise mix with its own."""
+    stream's: ``ValueError``), which a unit run would otherwise mix with its own. ``implied``: the values a
+    recorded fingerprint lacking a key was made with (``codecpatch.pipeline._fingerprint.LEGACY_VALUES``)."""
     from ._schema import SCHEMA_VERSION
     from ._writer import Manifest, _check_fingerprint
 
@@ -327,16 +328,18 @@ def check_ledger(location, dim: int, *, fingerprint: dict, implied: dict | None 
     previous = Manifest.read(store, gather=False)
     if previous is None:
         return None
-    _check_fingerprint(store.location, previous, {**fingerprint, "dim": dim}, implied)
+    # What no setting can resume comes first (an older ledger, another schema), then the settings.
     if previous.ledger != "units":
         if previous.shards or previous.inputs_done:
             raise ValueError(f"{store.location} holds shards written without unit records (a live stream's or an older "
                              "run's, manifest schema version "
                              f"{previous.schema_version}): write batch runs to a new output, or pass --overwrite")
+        _check_fingerprint(store.location, previous, {**fingerprint, "dim": dim}, implied)
         return previous
     if previous.schema_version != SCHEMA_VERSION:
         raise ValueError(f"{store.location} holds schema version {previous.schema_version} shards; this version writes "
                          f"{SCHEMA_VERSION}: write to a new output, or pass --overwrite")
+    _check_fingerprint(store.location, previous, {**fingerprint, "dim": dim}, implied)
     return previous
 
 

@@ -370,7 +370,8 @@ def _check_fingerprint(directory: Path, previous: Manifest, fingerprint: dict, i
         changes = "; ".join(f"{key}: {recorded.get(key, implied.get(key))!r} there, {fingerprint.get(key, implied.get(key))!r} now"
                             for key in differing)
         raise RecipeMismatchError(f"{directory} holds shards made with other settings ({changes}). Write to a new "
-                                  "output folder, or pass --overwrite to delete its shards and start again")
+                                  "output folder, resume with those settings as they were there, or pass --overwrite "
+                                  "to delete its shards and start again")
 
 
 LOCK = "_lock"
