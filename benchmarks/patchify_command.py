@@ -8,7 +8,9 @@ Per clip and repeat, the runs are interleaved (ffmpeg, ours, the --before tree's
 machine slows them alike; the table quotes medians and the ratio to FFmpeg's wall time
 (`ffmpeg -threads 1 -flags2 +export_mvs -an -i CLIP -f null -`), which is what stays comparable. "floor" is
 ``benchmarks/_floor.py``: a Python process that imports numpy, PyAV and OpenCV and only decodes with vector
-export, the least any Python tool on PyAV pays.
+export, the least any Python tool on PyAV pays. ``--codec-video-prep BIN`` adds the peer's own command (its
+venv: ``benchmarks/.peers/codec-video-prep/bin/codec-video-prep``, made by ``benchmarks/peers.py``) at its
+defaults (JPEG canvases), 64 sampled frames, patch 16, one decoder thread.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +57,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--before", type=Path, help="another code tree (e.g. a `git archive` of the base commit) run the same way")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "patchify_command.json")
+    parser.add_argument("--codec-video-prep", type=Path, help="the peer's command, timed the same way (see above)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from codecpatch.decode import plan_packets
@@ -66,6 +70,8 @@ def main() -> None:
     for name, tree in trees.items():
         subprocess.run([sys.executable, "-c", "import codecpatch.cli, codecpatch.pipeline._clip, codecpatch.patchify._collect"],
                        check=True, env=envs[name], cwd=tree)
+    peer = lambda clip, out_dir: ["taskset", "-c", str(args.core), str(args.codec_video_prep), "--video", str(clip),  # noqa: E731
+                                  "--out_dir", out_dir, "--num_sampled_frames", "64", "--patch", "16", "--thread_count", "1"]
     floor = lambda clip: ["taskset", "-c", str(args.core), sys.executable, str(REPO / "benchmarks" / "_floor.py"), str(clip)]  # noqa: E731
     ffmpeg = lambda clip: ["taskset", "-c", str(args.core), "ffmpeg", "-nostdin", "-loglevel", "error", "-threads", "1",  # noqa: E731
                            "-flags2", "+export_mvs", "-an", "-i", str(clip), "-f", "null", "-"]
@@ -74,17 +80,23 @@ def main() -> None:
         clip = clip.resolve()
         frames = plan_packets(clip).packets
         times: dict[str, list[float]] = {"ffmpeg": [], "floor": [], **{name: [] for name in trees}}
+        if args.codec_video_prep:
+            times["codec-video-prep"] = []
         peaks: dict[str, list[float]] = {name: [] for name in times}
         for _ in range(args.repeats):
             for name in times:
-                seconds, peak = (timed(ffmpeg(clip)) if name == "ffmpeg" else timed(floor(clip)) if name == "floor" else
-                                 timed(ours(clip.resolve(), args.core), envs[name], cwd=trees[name]))
+                if name == "codec-video-prep":
+                    with tempfile.TemporaryDirectory() as out_dir:
+                        seconds, peak = timed(peer(clip, out_dir))
+                else:
+                    seconds, peak = (timed(ffmpeg(clip)) if name == "ffmpeg" else timed(floor(clip)) if name == "floor" else
+                                     timed(ours(clip.resolve(), args.core), envs[name], cwd=trees[name]))
                 times[name].append(seconds)
                 peaks[name].append(peak)
         medians = {name: statistics.median(values) for name, values in times.items()}
         row = {"clip": clip.name, "frames": frames, "seconds": times, "median_s": medians,
                "frames_per_s": {name: frames / value for name, value in medians.items()},
-               "ratio_to_ffmpeg": {name: medians["ffmpeg"] / medians[name] for name in (*trees, "floor")},
+               "ratio_to_ffmpeg": {name: medians["ffmpeg"] / medians[name] for name in times if name != "ffmpeg"},
                "peak_rss_mib": {name: max(values) for name, values in peaks.items()}}
         results.append(row)
         print(f"{clip.name} ({frames} frames): " + ", ".join(
