@@ -83,25 +83,33 @@ def main() -> None:
         if args.codec_video_prep:
             times["codec-video-prep"] = []
         peaks: dict[str, list[float]] = {name: [] for name in times}
+        failed: set[str] = set()  # the peer fails on some codecs (MPEG-4 part 2): reported, not timed
         for _ in range(args.repeats):
             for name in times:
+                if name in failed:
+                    continue
                 if name == "codec-video-prep":
                     with tempfile.TemporaryDirectory() as out_dir:
-                        seconds, peak = timed(peer(clip, out_dir))
+                        try:
+                            seconds, peak = timed(peer(clip, out_dir))
+                        except subprocess.CalledProcessError:
+                            failed.add(name)
+                            continue
                 else:
                     seconds, peak = (timed(ffmpeg(clip)) if name == "ffmpeg" else timed(floor(clip)) if name == "floor" else
                                      timed(ours(clip.resolve(), args.core), envs[name], cwd=trees[name]))
                 times[name].append(seconds)
                 peaks[name].append(peak)
-        medians = {name: statistics.median(values) for name, values in times.items()}
-        row = {"clip": clip.name, "frames": frames, "seconds": times, "median_s": medians,
+        timed_names = [name for name in times if name not in failed]
+        medians = {name: statistics.median(times[name]) for name in timed_names}
+        row = {"clip": clip.name, "frames": frames, "seconds": times, "median_s": medians, "failed": sorted(failed),
                "frames_per_s": {name: frames / value for name, value in medians.items()},
-               "ratio_to_ffmpeg": {name: medians["ffmpeg"] / medians[name] for name in times if name != "ffmpeg"},
-               "peak_rss_mib": {name: max(values) for name, values in peaks.items()}}
+               "ratio_to_ffmpeg": {name: medians["ffmpeg"] / medians[name] for name in timed_names if name != "ffmpeg"},
+               "peak_rss_mib": {name: max(peaks[name]) for name in timed_names}}
         results.append(row)
         print(f"{clip.name} ({frames} frames): " + ", ".join(
             f"{name} {medians[name]:.2f} s {row['frames_per_s'][name]:.0f} f/s" + (f" ({row['ratio_to_ffmpeg'][name]:.2f}x)" if name != "ffmpeg" else "")
-            + f" {row['peak_rss_mib'][name]:.0f} MiB" for name in times), flush=True)
+            + f" {row['peak_rss_mib'][name]:.0f} MiB" for name in timed_names) + "".join(f", {name} failed" for name in sorted(failed)), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": platform.platform(), "cpu_count": os.cpu_count(), "core": args.core,
                                     "repeats": args.repeats, "results": results}, indent=1))
