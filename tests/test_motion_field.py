@@ -99,6 +99,29 @@ def test_vectorised_rasteriser_matches_a_naive_loop():
     np.testing.assert_array_equal(motion.has_past, counts > 0)
 
 
+def _macroblock_partitions(rng, kinds: int) -> list[tuple]:
+    """(source, w, h, dst_x, dst_y) of the 3 x 4 macroblocks of a 48x64 frame, each of a random direction and
+    partition: 16x16, two 16x8, two 8x16, four 8x8 and (``kinds=5``) 8x8 sub-partitions (8x4, 4x8, 4x4)."""
+    rows = []
+    for by in range(0, 48, 16):
+        for bx in range(0, 64, 16):
+            source = int(rng.choice([-1, 1]))
+            kind = rng.integers(kinds)
+            if kind == 0:
+                rows.append((source, 16, 16, bx + 8, by + 8))
+            elif kind == 1:
+                rows += [(source, 16, 8, bx + 8, by + 4), (source, 16, 8, bx + 8, by + 12)]
+            elif kind == 2:
+                rows += [(source, 8, 16, bx + 4, by + 8), (source, 8, 16, bx + 12, by + 8)]
+            elif kind == 3:
+                rows += [(source, 8, 8, bx + ox + 4, by + oy + 4) for oy in (0, 8) for ox in (0, 8)]
+            else:
+                rows += [(source, 8, 4, bx + 4, by + 2), (source, 8, 4, bx + 4, by + 6), (source, 4, 8, bx + 10, by + 4),
+                         (source, 4, 8, bx + 14, by + 4)] + [(source, 4, 4, bx + ox + 2, by + 8 + oy + 2) for oy in (0, 4)
+                                                              for ox in (0, 4, 8, 12)]
+    return rows
+
+
 def _general_path(vecs, height, width, block_size):
     """block_motion_from_vectors forced through the per-partition-size rasteriser."""
     import codecpatch.motion._field as field_module
@@ -117,19 +140,7 @@ def test_whole_cell_fast_path_is_bit_identical_to_the_general_rasteriser(overlap
     # edge, and (overlap) two blocks of one direction on the same cells, as a damaged stream can give: there the
     # general path's write order decides and the fast path must step aside.
     rng = np.random.default_rng(1)
-    rows = []
-    for by in range(0, 48, 16):
-        for bx in range(0, 64, 16):
-            source = int(rng.choice([-1, 1]))
-            kind = rng.integers(4)
-            if kind == 0:
-                rows.append((source, 16, 16, bx + 8, by + 8))
-            elif kind == 1:
-                rows += [(source, 16, 8, bx + 8, by + 4), (source, 16, 8, bx + 8, by + 12)]
-            elif kind == 2:
-                rows += [(source, 8, 16, bx + 4, by + 8), (source, 8, 16, bx + 12, by + 8)]
-            else:
-                rows += [(source, 8, 8, bx + ox + 4, by + oy + 4) for oy in (0, 8) for ox in (0, 8)]
+    rows = _macroblock_partitions(rng, kinds=4)
     if overlap:
         rows += [(-1, 16, 16, 24, 8), (-1, 8, 8, 20, 4)]
     vecs = vectors(*[(*r, *(int(v) for v in rng.integers(-40, 40, 2)), 4) for r in rows])
@@ -271,23 +282,7 @@ def test_within_cell_fast_path_is_bit_identical_to_the_general_rasteriser(overla
     import codecpatch.motion._field as field_module
 
     rng = np.random.default_rng(2)
-    rows = []
-    for by in range(0, 48, 16):
-        for bx in range(0, 64, 16):
-            source = int(rng.choice([-1, 1]))
-            kind = rng.integers(5)
-            if kind == 0:
-                rows.append((source, 16, 16, bx + 8, by + 8))
-            elif kind == 1:
-                rows += [(source, 16, 8, bx + 8, by + 4), (source, 16, 8, bx + 8, by + 12)]
-            elif kind == 2:
-                rows += [(source, 8, 16, bx + 4, by + 8), (source, 8, 16, bx + 12, by + 8)]
-            elif kind == 3:
-                rows += [(source, 8, 8, bx + ox + 4, by + oy + 4) for oy in (0, 8) for ox in (0, 8)]
-            else:  # 8x8 sub-partitions: 8x4, 4x8 and 4x4
-                rows += [(source, 8, 4, bx + 4, by + 2), (source, 8, 4, bx + 4, by + 6), (source, 4, 8, bx + 10, by + 4),
-                         (source, 4, 8, bx + 14, by + 4)] + [(source, 4, 4, bx + ox + 2, by + 8 + oy + 2) for oy in (0, 4)
-                                                              for ox in (0, 4, 8, 12)]
+    rows = _macroblock_partitions(rng, kinds=5)
     if overlap:
         rows += [(-1, 16, 16, 24, 8), (-1, 8, 8, 20, 4)]
     vecs = vectors(*[(*r, *(int(v) for v in rng.integers(-40, 40, 2)), 4) for r in rows])
