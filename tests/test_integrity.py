@@ -241,6 +241,11 @@ def test_a_folder_written_before_a_default_changed_is_refused_with_the_new_defau
         run(load_recipe(None, RECIPE), list_inputs(clips), output, progress=False)
     assert "patchify.block_size: 8 there, 16 now" in str(caught.value) and "patchify.residual_stride: 1 there, 2 now" in str(caught.value)
     assert run(load_recipe(None, old), list_inputs(clips), output, progress=False).skipped_done == len(results)
+    # chunk mode reads no codec analysis: its 0.1 folder resumes at the new defaults
+    chunks = tmp_path / "chunks"
+    run(load_recipe(None, {**old, "patchify.mode": "chunk"}), list_inputs(clips), chunks, progress=False)
+    resumed = run(load_recipe(None, {**RECIPE, "patchify.mode": "chunk"}), list_inputs(clips), chunks, progress=False)
+    assert resumed.skipped_done == len(results)
 
 
 def test_a_folder_from_before_fingerprints_still_refuses_another_token_width(clips, results, cached, tmp_path):

@@ -352,3 +352,7 @@ def test_keys_at_the_value_older_outputs_were_made_with_leave_the_fingerprint_as
     old = row_fingerprint(load_recipe(None, {"patchify.block_size": 8, "patchify.residual_stride": 1, "patchify.flow_max_side": 0}))
     assert not {"patchify.block_size", "patchify.residual_stride", "patchify.flow_max_side"} & set(old)
     assert LEGACY_VALUES["patchify.block_size"] == 8 and LEGACY_VALUES["patchify.residual_stride"] == 1
+    # rows that read no codec analysis (chunk and image modes, frozen whole frames) leave its settings out
+    analysis = {"patchify.block_size", "patchify.residual_stride", "patchify.flow_max_side"}
+    for overrides in ({"patchify.mode": "chunk"}, {"patchify.mode": "image"}, {"frozen.enabled": True}):
+        assert not analysis & set(row_fingerprint(load_recipe(None, {**overrides, "patchify.block_size": 4}))), overrides

@@ -28,6 +28,12 @@ LEGACY_VALUES: dict[str, object] = {
 }
 
 
+#: Settings of the per-frame codec analysis (motion and residual). Only codec-mode patch selection reads what
+#: it computes: the chunk and image modes decode no motion or residual, and a frozen-encoder run encodes evenly
+#: spaced whole frames, so there these keys are left out (a 0.1 folder of those kinds resumes at 0.2's defaults).
+_CODEC_ANALYSIS = ("patchify.block_size", "patchify.residual_stride", "patchify.flow_max_side")
+
+
 def _flatten(data: dict, prefix: str = "") -> dict:
     flat: dict = {}
     for key, value in data.items():
@@ -40,6 +46,8 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 
 def row_fingerprint(recipe: Recipe) -> dict:
     """{"section.key": value} of every recipe setting that changes the rows a run writes (JSON values)."""
+    analysed = recipe.patchify.mode == "codec" and not recipe.frozen.enabled
     return {key: value for key, value in _flatten(recipe.model_dump(mode="json")).items()
             if key not in _NOT_IN_ROWS and not key.startswith(_NOT_IN_ROWS_PREFIXES)
-            and not (key in LEGACY_VALUES and value == LEGACY_VALUES[key])}
+            and not (key in LEGACY_VALUES and value == LEGACY_VALUES[key])
+            and (analysed or key not in _CODEC_ANALYSIS)}
