@@ -10,6 +10,7 @@ import numpy as np
 from .._validation import check_choice as _check_choice
 from ..motion import BlockMotion, motion_magnitude
 from ..motion._flow import MIN_FLOW_SIDE, FlowPreset
+from ..motion._residual import RESIDUAL_STRIDES
 
 MotionMode = Literal["auto", "codec", "flow", "none"]
 ResidualMode = Literal["mc", "diff", "none"]
@@ -153,7 +154,7 @@ class DecodeOptions:
         _check_choice("flow_preset", self.flow_preset, FlowPreset)
         if self.flow_max_side is not None and self.flow_max_side < MIN_FLOW_SIDE:
             raise ValueError(f"flow_max_side must be >= {MIN_FLOW_SIDE} (or None), got {self.flow_max_side}")
-        if self.residual_stride not in (1, 2, 4):
+        if self.residual_stride not in RESIDUAL_STRIDES:
             raise ValueError(f"residual_stride must be 1, 2 or 4, got {self.residual_stride}")
         if self.analysis_max_side < 16:
             raise ValueError(f"analysis_max_side must be >= 16, got {self.analysis_max_side}")

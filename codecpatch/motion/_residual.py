@@ -13,6 +13,10 @@ import cv2
 import numpy as np
 
 
+#: The residual strides offered (every pixel, a quarter, a sixteenth); see ``ResidualEstimator.sampled_residual``.
+RESIDUAL_STRIDES = (1, 2, 4)
+
+
 class ResidualEstimator:
     """Computes residual-energy maps, reusing scratch buffers between frames of the same size.
 
@@ -22,8 +26,7 @@ class ResidualEstimator:
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}
-        self._sample_grid_key: tuple[bytes, bytes] | None = None
-        self._sample_grid_value = np.zeros((0, 0, 2), np.float32)
+        self._samples: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def motion_compensated(
         self, current_luma: np.ndarray, previous_luma: np.ndarray, field: np.ndarray, grid_shape: tuple[int, int],
@@ -71,13 +74,13 @@ class ResidualEstimator:
         gh, gw = grid_shape
         cell_h, cell_w = (cell, cell) if cell is not None else (-(-h // gh), -(-w // gw))
         stride = max(1, min(stride, cell_h, cell_w))  # at least one sample per block
-        ys, xs = sample_positions(h, stride), sample_positions(w, stride)
+        ys, xs, sample_grid = self._sample_layout(h, w, stride)
         current = _take(current_luma, ys, xs, stride)
         if field is None:
             predicted = _take(previous_luma, ys, xs, stride)
         else:
             sample_at = self._buffer("sample_at_sparse", (len(ys), len(xs), 2), np.float32)
-            np.add(self._sample_grid(ys, xs), self._per_sample(field, ys, xs, stride, cell_h, cell_w), out=sample_at)
+            np.add(sample_grid, self._per_sample(field, ys, xs, stride, cell_h, cell_w), out=sample_at)
             predicted = cv2.remap(previous_luma, sample_at, None, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         difference = cv2.absdiff(current, predicted)
         if cell_h % stride or cell_w % stride:  # samples fall unevenly into blocks: sum them by block index
@@ -146,13 +149,15 @@ class ResidualEstimator:
             buffer = self._buffers[name] = np.empty(shape, dtype)
         return buffer
 
-    def _sample_grid(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        """(len(ys), len(xs), 2) float32 (x, y) analysis-pixel coordinates of the samples of ``sampled_residual``."""
-        key = (ys.tobytes(), xs.tobytes())
-        if self._sample_grid_key != key:
+    def _sample_layout(self, h: int, w: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ys, xs, (len(ys), len(xs), 2) float32 (x, y) coordinates) of the samples of ``sampled_residual``
+        on an (h, w) luma, made once per frame size (one entry: a stream's size rarely changes)."""
+        key = (h, w, stride)
+        if key not in self._samples:
+            ys, xs = sample_positions(h, stride), sample_positions(w, stride)
             grid_x, grid_y = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
-            self._sample_grid_value, self._sample_grid_key = np.stack([grid_x, grid_y], axis=-1), key
-        return self._sample_grid_value
+            self._samples = {key: (ys, xs, np.stack([grid_x, grid_y], axis=-1))}
+        return self._samples[key]
 
     def _pixel_grid(self, h: int, w: int) -> np.ndarray:
         """(h, w, 2) float32 (x, y) coordinates of every pixel."""

@@ -8,6 +8,7 @@ from typing import Literal
 
 from .._validation import check_choice as _check_choice
 from ..motion._flow import MIN_FLOW_SIDE
+from ..motion._residual import RESIDUAL_STRIDES
 
 Mode = Literal["codec", "chunk", "image"]
 EnergyTiming = Literal["accumulated", "instant"]
@@ -213,5 +214,5 @@ class PatchifyConfig:
             raise ValueError(f"motion_weight must be in [0, 1], got {self.motion_weight}")
         if self.flow_max_side != 0 and self.flow_max_side < MIN_FLOW_SIDE:
             raise ValueError(f"flow_max_side must be 0 (off) or >= {MIN_FLOW_SIDE}, got {self.flow_max_side}")
-        if self.residual_stride not in (1, 2, 4):
+        if self.residual_stride not in RESIDUAL_STRIDES:
             raise ValueError(f"residual_stride must be 1, 2 or 4, got {self.residual_stride}")

@@ -329,14 +329,11 @@ def check_ledger(location, dim: int, *, fingerprint: dict, implied: dict):
     if previous is None:
         return None
     # What no setting can resume comes first (an older ledger, another schema), then the settings.
-    if previous.ledger != "units":
-        if previous.shards or previous.inputs_done:
-            raise ValueError(f"{store.location} holds shards written without unit records (a live stream's or an older "
-                             "run's, manifest schema version "
-                             f"{previous.schema_version}): write batch runs to a new output, or pass --overwrite")
-        _check_fingerprint(store.location, previous, {**fingerprint, "dim": dim}, implied)
-        return previous
-    if previous.schema_version != SCHEMA_VERSION:
+    if previous.ledger != "units" and (previous.shards or previous.inputs_done):
+        raise ValueError(f"{store.location} holds shards written without unit records (a live stream's or an older "
+                         "run's, manifest schema version "
+                         f"{previous.schema_version}): write batch runs to a new output, or pass --overwrite")
+    if previous.ledger == "units" and previous.schema_version != SCHEMA_VERSION:
         raise ValueError(f"{store.location} holds schema version {previous.schema_version} shards; this version writes "
                          f"{SCHEMA_VERSION}: write to a new output, or pass --overwrite")
     _check_fingerprint(store.location, previous, {**fingerprint, "dim": dim}, implied)

@@ -363,12 +363,11 @@ def _check_fingerprint(directory: Path, previous: Manifest, fingerprint: dict, i
     (e.g. ``patchify.block_size``, 8 in folders written before its default became 16)."""
     recorded = previous.fingerprint or ({"dim": previous.dim} if previous.dim else {})
     implied = dict(implied or {}) if previous.fingerprint else {}
-    differing = [key for key in sorted(set(recorded) | set(fingerprint) | set(implied))
-                 if (key in recorded or key in implied)
-                 and recorded.get(key, implied.get(key)) != fingerprint.get(key, implied.get(key))]
+    there = lambda key: recorded.get(key, implied.get(key))  # noqa: E731 - an absent key holds its implied value
+    now = lambda key: fingerprint.get(key, implied.get(key))  # noqa: E731
+    differing = [key for key in sorted(set(recorded) | set(implied)) if there(key) != now(key)]
     if differing:
-        changes = "; ".join(f"{key}: {recorded.get(key, implied.get(key))!r} there, {fingerprint.get(key, implied.get(key))!r} now"
-                            for key in differing)
+        changes = "; ".join(f"{key}: {there(key)!r} there, {now(key)!r} now" for key in differing)
         raise RecipeMismatchError(f"{directory} holds shards made with other settings ({changes}). Write to a new "
                                   "output folder, resume with those settings as they were there, or pass --overwrite "
                                   "to delete its shards and start again")
