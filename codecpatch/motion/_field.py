@@ -118,30 +118,46 @@ def block_motion_from_vectors(
         raise ValueError(f"reference distances must be >= 1 frame, got {past_distance}, {future_distance}")
 
     raw_scale = vectors["motion_scale"]
-    scale = np.maximum(raw_scale.astype(np.float32), 1.0)
-    dx = vectors["motion_x"].astype(np.float32) / scale
-    dy = vectors["motion_y"].astype(np.float32) / scale
+    low_scale, high_scale = int(raw_scale.min()), int(raw_scale.max())
+    dx = vectors["motion_x"].astype(np.float32)
+    dy = vectors["motion_y"].astype(np.float32)
+    if low_scale == high_scale:  # one scale per stream in practice (4 for H.264/HEVC, 2 for MPEG-2/4)
+        scale = np.float32(max(low_scale, 1))
+        dyadic = not low_scale & (low_scale - 1)
+    else:
+        scale = np.maximum(raw_scale.astype(np.float32), 1.0)
+        dyadic = _powers_of_two(raw_scale)
+    dx /= scale
+    dy /= scale
     # int32 is wide enough for every index below (2 gh gw cells) and faster than int64.
     block_w = vectors["w"].astype(np.int32)
     block_h = vectors["h"].astype(np.int32)
     # dst_x/dst_y are block centres. Codec blocks are aligned to their own size, so a block either spans
     # whole grid cells or lies inside one; in the latter case cells average their blocks weighted by area.
-    left_cell = (vectors["dst_x"] - (block_w >> 1)) // block_size
-    top_cell = (vectors["dst_y"] - (block_h >> 1)) // block_size
+    left_cell = _cell_of(vectors["dst_x"] - (block_w >> 1), block_size)
+    top_cell = _cell_of(vectors["dst_y"] - (block_h >> 1), block_size)
     n_cells = grid_h * grid_w
     # Both directions in one pass: past cells are [0, n_cells), future cells [n_cells, 2 n_cells).
     first_cell = top_cell * grid_w + left_cell
     first_cell[vectors["source"] > 0] += n_cells
-    cols_all, rows_all = -(-block_w // block_size), -(-block_h // block_size)
-    hangs_over = bool(left_cell.min() < 0 or top_cell.min() < 0 or (left_cell + cols_all).max() > grid_w
-                      or (top_cell + rows_all).max() > grid_h)
+    # Cells a block spans per axis, ceil(size / block_size): from the extremes alone when every block lies
+    # inside one cell (1 <= size <= block_size), the usual case on a 16 px grid, else per block.
+    min_w, max_w, min_h, max_h = int(block_w.min()), int(block_w.max()), int(block_h.min()), int(block_h.max())
+    within_cells = 1 <= min_w and max_w <= block_size and 1 <= min_h and max_h <= block_size
+    if within_cells:
+        cols_all = rows_all = np.ones(1, np.int32)  # every block spans exactly one cell
+        hangs_over = bool(left_cell.min() < 0 or top_cell.min() < 0 or left_cell.max() >= grid_w or top_cell.max() >= grid_h)
+    else:
+        cols_all, rows_all = -(-block_w // block_size), -(-block_h // block_size)
+        hangs_over = bool(left_cell.min() < 0 or top_cell.min() < 0 or (left_cell + cols_all).max() > grid_w
+                          or (top_cell + rows_all).max() > grid_h)
+    max_cols, max_rows = -(-max_w // block_size), -(-max_h // block_size)
     rasterised = None
     # Every block spans whole cells, at most 2 x 2 of them (16x16 macroblocks on an 8 px grid): paint per offset.
-    if int(block_w.min()) >= block_size and int(block_h.min()) >= block_size and int(cols_all.max()) * int(rows_all.max()) <= 4:
+    if min_w >= block_size and min_h >= block_size and max_cols * max_rows <= 4:
         rasterised = _paint_whole_cells(dx, dy, first_cell, left_cell, top_cell, cols_all, rows_all, grid_h, grid_w, hangs_over)
     # Every block lies inside one cell (partitions of 16x16 macroblocks on a 16 px grid): one weighted sum per cell.
-    dyadic = _powers_of_two(raw_scale)
-    if rasterised is None and dyadic and int(cols_all.max()) == 1 and int(rows_all.max()) == 1:
+    if rasterised is None and dyadic and within_cells:
         rasterised = _average_within_cells(dx, dy, block_w, block_h, first_cell, left_cell, top_cell, grid_h, grid_w, block_size, hangs_over)
     if rasterised is None:
         rasterised = _rasterise(dx, dy, block_w, block_h, first_cell, left_cell, top_cell, grid_h, grid_w, block_size, hangs_over)
@@ -154,10 +170,14 @@ def block_motion_from_vectors(
 
 def _powers_of_two(scales: np.ndarray) -> bool:
     """True when every motion_scale is a power of two (or 0): vectors are then dyadic fractions."""
-    low, high = int(scales.min()), int(scales.max())
-    if low == high:  # one scale per stream in practice (4 for H.264/HEVC, 2 for MPEG-2/4)
-        return not low & (low - 1)
     return not np.any(scales & (scales - 1))
+
+
+def _cell_of(position: np.ndarray, block_size: int) -> np.ndarray:
+    """``position // block_size`` (floor, negatives included) as int32: a shift when the block is a power of two."""
+    if not block_size & (block_size - 1):
+        return position >> (block_size.bit_length() - 1)
+    return position // block_size
 
 
 def _paint_whole_cells(
@@ -223,9 +243,12 @@ def _average_within_cells(
         cell, dx, dy, area = cell[inside], dx[inside], dy[inside], area[inside]
     area = area.astype(np.float32)
     weight = np.bincount(cell, weights=area, minlength=n_cells).astype(np.float32)
-    whole = area == np.float32(block_size * block_size)
-    if whole.any() and (weight[cell[whole]] != np.float32(block_size * block_size)).any():
-        return None  # a whole-cell block shares its cell (its cell weighs more than its own area)
+    # A whole-cell block sharing its cell makes that cell weigh more than a whole cell: look for one only then.
+    whole_cell = np.float32(block_size * block_size)
+    if weight.max() > whole_cell:
+        whole = area == whole_cell
+        if whole.any() and (weight[cell[whole]] != whole_cell).any():
+            return None  # a whole-cell block shares its cell (its cell weighs more than its own area)
     weighted_x = np.bincount(cell, weights=dx * area, minlength=n_cells).astype(np.float32)
     weighted_y = np.bincount(cell, weights=dy * area, minlength=n_cells).astype(np.float32)
     covered = weight > 0
