@@ -66,14 +66,27 @@ def patch_change(samples: ClipSamples, noise_floor: float) -> PatchChange:
         return cv2.resize(block_map.astype(np.float32), (geometry.content_width, geometry.content_height),
                           interpolation=cv2.INTER_LINEAR)
 
+    # One zero canvas for every map: each fills the picture's rectangle, the padding stays zero (``place``).
+    canvas = np.zeros((geometry.canvas_height, geometry.canvas_width), np.float32)
+    picture = canvas[geometry.content_y:geometry.content_y + geometry.content_height,
+                     geometry.content_x:geometry.content_x + geometry.content_width]
+
     def patch_mean(content_map: np.ndarray) -> np.ndarray:  # mean over each patch's picture pixels
-        canvas = geometry.place(content_map)
+        picture[...] = content_map
         return cv2.resize(canvas, (cols, rows), interpolation=cv2.INTER_AREA) / coverage
 
     texture, mean, mean_square = (np.zeros((samples.n_samples, rows, cols), np.float32) for _ in range(3))
     for t, rgb in enumerate(samples.rgb):
         luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        gradient = cv2.magnitude(cv2.Sobel(luma, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(luma, cv2.CV_32F, 0, 1, ksize=3)) / 8.0
+        # sqrt(gx^2 + gy^2) in numpy, not cv2.magnitude: OpenCV's vectorised magnitude rounds some elements
+        # differently depending on where the array lies in memory, so a clip could score (and, at a near tie,
+        # select) differently from one run to the next. Each numpy step here is correctly rounded float32.
+        gradient_x, gradient_y = cv2.Sobel(luma, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(luma, cv2.CV_32F, 0, 1, ksize=3)
+        gradient_x *= gradient_x
+        gradient_y *= gradient_y
+        gradient_x += gradient_y
+        gradient = np.sqrt(gradient_x, out=gradient_x)
+        gradient /= np.float32(8.0)
         texture[t], mean[t], mean_square[t] = patch_mean(gradient), patch_mean(luma), patch_mean(luma * luma)
     spread = np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
     starts = np.concatenate([[samples.info.frame_start - 1], samples.frame_indices[:-1]])
