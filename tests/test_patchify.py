@@ -121,6 +121,37 @@ def test_deterministic_across_runs():
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
 
 
+def test_patch_statistics_are_reproducible_to_the_bit_wherever_the_arrays_lie_in_memory():
+    """patch_change twice on the same samples, with allocations in between that move where numpy and OpenCV put
+    their arrays, gives the same bits (cv2.magnitude's vectorised rounding depended on the alignment)."""
+    from codecpatch.patchify._adaptive import patch_change
+
+    samples = next(iter_clip_samples(SAMPLES / "sprites_h264_b.mp4", PatchifyConfig()))
+    first = patch_change(samples, 2.0)
+    ballast = []
+    for size in np.random.default_rng(0).integers(1, 100_000, 120):
+        ballast.append(np.empty(int(size), np.uint8))  # moves where the next arrays land on the heap
+        again = patch_change(samples, 2.0)
+        for name in ("moved", "unexplained", "mean", "spread"):
+            assert getattr(again, name).tobytes() == getattr(first, name).tobytes(), (name, len(ballast))
+
+
+def test_percentile_below_is_numpys_percentile_comparison():
+    from codecpatch.patchify._patchify import percentile_below
+
+    rng = np.random.default_rng(7)
+    for trial in range(3000):
+        size = int(rng.integers(1, 300))
+        values = [rng.random(size) * 5, rng.integers(0, 4, size), rng.exponential(1, size) ** 3,
+                  np.r_[np.zeros(size), rng.random(2)]][trial % 4].astype(np.float32)
+        if trial % 50 == 0:
+            values[int(rng.integers(0, values.size))] = np.nan
+        exact = float(np.percentile(values, 99))
+        for threshold in (0.5, 2.0, exact, float(np.nextafter(np.float32(exact), np.float32(np.inf)))):
+            shaped = values.reshape(-1, 1) if trial % 2 else values
+            assert percentile_below(shaped, 99, threshold) == bool(np.percentile(values, 99) < threshold)
+
+
 def test_i_frames_kept_whole_on_request_and_counted():
     samples, patches, _ = one_clip("sprites_h264_p.mp4", selection="topk", keep_i_frames=True, budget=Budget(0.25))
     i_samples = [t for t, kind in enumerate(samples.picture_types) if kind == "I"]
