@@ -117,13 +117,15 @@ class ResidualEstimator:
         replicating the edge pixels.
         """
         layout = self._pixel_layout(values.shape, grid_shape)
-        as_float = layout.as_float
-        np.copyto(as_float, values, casting="unsafe")
-        if layout.padded is not None:
-            (bottom, right), padded = layout.padding, layout.padded
-            as_float = cv2.copyMakeBorder(as_float, 0, bottom, 0, right, cv2.BORDER_REPLICATE, dst=padded)
+        whole = layout.whole_cells
+        np.copyto(layout.picture, values, casting="unsafe")
+        h, w = values.shape
+        if whole.shape[0] > h:  # complete partial edge cells: replicate the last row, then the last column
+            whole[h:, :w] = whole[h - 1, :w]
+        if whole.shape[1] > w:
+            whole[:, w:] = whole[:, w - 1:w]
         # INTER_AREA with an integer ratio is an exact box mean, and much faster than a numpy reshape-mean.
-        return cv2.resize(as_float, layout.grid_size, interpolation=cv2.INTER_AREA)
+        return cv2.resize(whole, layout.grid_size, interpolation=cv2.INTER_AREA)
 
     def _pixel_layout(self, shape: tuple[int, ...], grid_shape: tuple[int, ...]) -> "_PixelLayout":
         key = (shape[0], shape[1], grid_shape[0], grid_shape[1])
@@ -142,9 +144,8 @@ class _PixelLayout:
         key: (h, w, gh, gw).
         grid_size: (gw, gh), as OpenCV takes sizes.
         predicted, difference: (h, w) uint8 scratch.
-        as_float: (h, w) float32 scratch.
-        padding, padded: the (rows, cols) that complete the partial edge cells, and a (gh * cell_h,
-            gw * cell_w) float32 scratch for the completed map; both None when the cells tile the map.
+        whole_cells: (gh * cell_h, gw * cell_w) float32 scratch, a map completed to whole cells;
+            ``picture``: its (h, w) top-left view.
     """
 
     def __init__(self, h: int, w: int, gh: int, gw: int) -> None:
@@ -153,10 +154,8 @@ class _PixelLayout:
         self.grid_size = (gw, gh)
         self.predicted = np.empty((h, w), np.uint8)
         self.difference = np.empty((h, w), np.uint8)
-        self.as_float = np.empty((h, w), np.float32)
-        tiles = (whole_h, whole_w) == (h, w)
-        self.padding = None if tiles else (whole_h - h, whole_w - w)
-        self.padded = None if tiles else np.empty((whole_h, whole_w), np.float32)
+        self.whole_cells = np.empty((whole_h, whole_w), np.float32)
+        self.picture = self.whole_cells[:h, :w]
         # sample_maps: cells are expanded to pixels one axis at a time (nearest upsampling by the integer cell
         # side, as OpenCV takes sizes: (width, height)), then cropped to the picture.
         self._x, self._y = np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)[:, None]
