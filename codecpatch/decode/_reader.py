@@ -57,6 +57,8 @@ class _DecodeState:
     count: int = 0
     previous_luma: np.ndarray | None = None
     previous_size: tuple[int, int] | None = None
+    grid: tuple[int, int] = (0, 0)  # the block grid of previous_size
+    factor: int = 1  # the analysis downscale of previous_size
     last_pts: int | None = None
     last_time: float = 0.0
     last_timed_index: int = 0
@@ -82,6 +84,7 @@ class VideoReader:
     """
 
     _rgb_scaler: VideoReformatter | None = None  # created on the first RGB conversion (see _rgb)
+    _vector_dtype: np.dtype | None = None  # PyAV's motion-vector dtype, from the first frame with vectors
 
     def __init__(self, source: str | os.PathLike, options: DecodeOptions | None = None, **overrides: Any) -> None:
         self.options = replace(options or DecodeOptions(), **overrides)
@@ -176,6 +179,11 @@ class VideoReader:
             options=dict(self.options.container_options),
         )
         self._stream = self._container.streams.video[0]
+        # Every frame decoded from this stream's packets carries the stream's time base (PyAV's demux stamps
+        # each packet, flush packets included, with it, and decoding hands it to the frame), so it is read
+        # once here: ``av_frame.time_base`` builds a Fraction for every frame.
+        time_base = self._stream.time_base
+        self._time_base = (time_base.numerator, time_base.denominator) if time_base else None
 
     def _reopen(self) -> None:
         self._container.close()
@@ -273,11 +281,12 @@ class VideoReader:
             self.report.sizes_seen.append((width, height))
             state.previous_luma = None  # nothing to predict from across a size change
             state.previous_size = (width, height)
+            state.grid = grid_shape_for(height, width, options.block_size)
+            state.factor = self._analysis_factor(width, height)
         if av_frame.is_corrupt:
             self.report.corrupt_frames += 1
 
-        grid = grid_shape_for(height, width, options.block_size)
-        factor = self._analysis_factor(width, height)
+        grid, factor = state.grid, state.factor
         need_luma = options.residual != "none" or self._use_flow
         luma = _luma(av_frame, factor) if need_luma else None
 
@@ -286,7 +295,13 @@ class VideoReader:
         motion_source: MotionSource = "none"
         if self._export_vectors:
             side_data = _motion_vector_side_data(av_frame)
-            vectors = side_data.to_ndarray() if side_data is not None else _EMPTY_VECTORS
+            if side_data is None:
+                vectors = _EMPTY_VECTORS
+            elif self._vector_dtype is None:
+                vectors = side_data.to_ndarray()
+                self._vector_dtype = vectors.dtype
+            else:  # what to_ndarray does, without building its dtype anew (~3 us a frame)
+                vectors = np.frombuffer(side_data, self._vector_dtype)
             if options.block_motion:
                 past_distance = state.count - state.last_anchor if state.last_anchor is not None else 1
                 block_motion = block_motion_from_vectors(vectors, height, width, options.block_size, past_distance, future_distance)
@@ -305,7 +320,9 @@ class VideoReader:
             stride = options.residual_stride
             cell = options.block_size // factor if stride > 1 else None  # stride 1: the original cells, rows unchanged
             if options.residual == "mc" and block_motion is not None:
-                field_in_analysis_pixels = block_motion.toward_previous() / factor
+                field_in_analysis_pixels = block_motion.toward_previous()  # only read: not copied at factor 1
+                if factor != 1:
+                    field_in_analysis_pixels = field_in_analysis_pixels / factor
                 residual = self._residuals.motion_compensated(luma, state.previous_luma, field_in_analysis_pixels, grid, stride, cell)
             else:
                 residual = self._residuals.frame_difference(luma, state.previous_luma, grid, stride, cell)
@@ -362,12 +379,12 @@ class VideoReader:
         """Seconds from the stream start. Falls back to counting frames once timestamps are missing or stop
         increasing (raw streams, IVF with all-zero pts)."""
         pts, index = av_frame.pts, state.count
-        time_base = av_frame.time_base
+        time_base = self._time_base  # the frame's (see _open), as (numerator, denominator) in lowest terms
         usable = pts is not None and time_base is not None and (state.last_pts is None or pts > state.last_pts)
         if usable and not state.frame_indexed:
             state.last_pts, state.last_timed_index = pts, index
             # float(pts * time_base) without building Fractions: int / int rounds correctly, so the same float
-            state.last_time = pts * time_base.numerator / time_base.denominator
+            state.last_time = pts * time_base[0] / time_base[1]
             return state.last_time
         if not state.frame_indexed:
             state.frame_indexed = True
