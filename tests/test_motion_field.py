@@ -74,6 +74,15 @@ def test_block_size_must_be_a_multiple_of_four():
         block_motion_from_vectors(np.zeros(0, MOTION_VECTOR_DTYPE), 16, 16, 6)
 
 
+def test_a_numpy_integer_block_size_rasterises_like_an_int():
+    macroblocks = vectors((-1, 16, 16, 8, 8, 4, 4, 4), (1, 8, 8, 20, 4, -8, 2, 2), (-1, 8, 8, 28, 12, 12, 0, 4))
+    for size in (8, 12, 16):
+        plain = block_motion_from_vectors(macroblocks, 32, 32, size)
+        numpy_int = block_motion_from_vectors(macroblocks, 32, 32, np.int64(size))
+        for name in ("to_past", "has_past", "to_future", "has_future"):
+            assert np.array_equal(getattr(plain, name), getattr(numpy_int, name)), (size, name)
+
+
 def test_vectorised_rasteriser_matches_a_naive_loop():
     rng = np.random.default_rng(0)
     rows = []

@@ -175,6 +175,7 @@ def _powers_of_two(scales: np.ndarray) -> bool:
 
 def _cell_of(position: np.ndarray, block_size: int) -> np.ndarray:
     """``position // block_size`` (floor, negatives included) as int32: a shift when the block is a power of two."""
+    block_size = int(block_size)  # a numpy integer has no bit_length
     if not block_size & (block_size - 1):
         return position >> (block_size.bit_length() - 1)
     return position // block_size

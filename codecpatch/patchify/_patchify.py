@@ -62,14 +62,15 @@ def percentile_below(values: np.ndarray, q: float, threshold: float) -> bool:
     through ``np.unique``), which a one-clip command pays in full.
     """
     flat = np.asarray(values).ravel()
-    if flat.size == 0:
-        return bool(np.percentile(flat, q) < threshold)  # numpy's own answer (and warning) for no values
+    if flat.size == 0 or flat.dtype.kind not in "iuf":
+        return bool(np.percentile(flat, q) < threshold)  # numpy's own answer (or error) for no values, bools, ...
     below = math.floor((flat.size - 1) * (q / 100))  # the order statistics numpy interpolates between
     above = min(below + 1, flat.size - 1)
     ordered = np.partition(flat, sorted({below, above, flat.size - 1}))
     lower, upper = ordered[below], ordered[above]
-    if np.isnan(ordered[-1]) or not (upper < threshold or lower >= threshold):
-        return bool(np.percentile(flat, q) < threshold)  # NaNs, or the threshold between the neighbours
+    settled = np.isfinite(lower) and np.isfinite(upper) and not np.isnan(ordered[-1])  # else numpy's lerp may give NaN
+    if not settled or not (upper < threshold or lower >= threshold):
+        return bool(np.percentile(flat, q) < threshold)  # infinities, NaNs, or the threshold between the neighbours
     return bool(upper < threshold)
 
 
