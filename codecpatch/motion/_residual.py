@@ -219,15 +219,15 @@ class _SampleLayout:
         self._index = np.ix_(ys, xs)
         grid_x, grid_y = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
         self._sample_grid = np.stack([grid_x, grid_y], axis=-1)  # (rows, cols, 2) float32 (x, y) of each sample
-        self._sample_at = np.empty((rows, cols, 2), np.float32)
         self.predicted = np.empty((rows, cols), np.uint8)
         self.difference = np.empty((rows, cols), np.uint8)
         self._regular = cell_h % stride == 0 and cell_w % stride == 0
         if self._regular:  # whole samples per block: sample i lies in block i // per
             per_h, per_w = cell_h // stride, cell_w // stride
             self._whole_blocks_size = (gw * per_w, gh * per_h)
-            self._per_sample = np.empty((gh * per_h, gw * per_w, 2), np.float32)  # the field at each sample
-            self._per_sample_cropped = self._per_sample[:rows, :cols]
+            # the field at each sample of whole blocks, then (in place, on the samples) the sampling map
+            self._per_sample = np.empty((gh * per_h, gw * per_w, 2), np.float32)
+            self._sample_at = self._per_sample[:rows, :cols]
             self._tiles = (gh * per_h, gw * per_w) == (rows, cols)
             self._area = np.float32(per_h * per_w)
             # The samples' differences as float32, zero-padded to whole blocks; only the (rows, cols) corner
@@ -237,6 +237,7 @@ class _SampleLayout:
             self._sums = np.empty((gh, gw), np.float32)
             counts = np.outer(np.clip(rows - np.arange(gh) * per_h, 0, per_h), np.clip(cols - np.arange(gw) * per_w, 0, per_w))
         else:  # samples fall unevenly into blocks
+            self._sample_at = np.empty((rows, cols, 2), np.float32)
             block_rows, block_cols = np.minimum(ys // cell_h, gh - 1), np.minimum(xs // cell_w, gw - 1)
             self._block_rows, self._block_cols = block_rows[:, None], block_cols[None, :]
             self._block = (block_rows[:, None] * gw + block_cols[None, :]).ravel()  # each sample's block, flat
@@ -257,15 +258,15 @@ class _SampleLayout:
         return luma[self._index]
 
     def sample_at(self, field: np.ndarray) -> np.ndarray:
-        """(rows, cols, 2) float32 scratch: where each sample is read in the previous frame, its (x, y) plus
-        its block's (dx, dy) in ``field`` ((gh, gw, 2))."""
-        if self._regular:  # integer-factor nearest upsampling of the field, cropped to the samples
+        """(rows, cols, 2) float32 scratch (rows may be strided): where each sample is read in the previous
+        frame, its (x, y) plus its block's (dx, dy) in ``field`` ((gh, gw, 2))."""
+        if self._regular:  # integer-factor nearest upsampling of the field (into the map's own buffer)
             cv2.resize(np.ascontiguousarray(field, np.float32), self._whole_blocks_size, dst=self._per_sample,
                        interpolation=cv2.INTER_NEAREST)
-            per_sample = self._per_sample_cropped
+            per_sample = self._sample_at
         else:
             per_sample = np.asarray(field, np.float32)[self._block_rows, self._block_cols]
-        return np.add(self._sample_grid, per_sample, out=self._sample_at)
+        return np.add(per_sample, self._sample_grid, out=self._sample_at)
 
     def block_means(self, difference: np.ndarray) -> np.ndarray:
         """(gh, gw) float32, a fresh array: the mean of the (rows, cols) ``difference`` over each block's
