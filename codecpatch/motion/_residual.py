@@ -81,9 +81,7 @@ class ResidualEstimator:
         gh, gw = grid_shape
         cell_h, cell_w = (cell, cell) if cell is not None else (-(-h // gh), -(-w // gw))
         stride = max(1, min(stride, cell_h, cell_w))  # at least one sample per block
-        layout = self._sampled
-        if layout is None or layout.key != (h, w, gh, gw, stride, cell_h, cell_w):
-            layout = self._sampled = _SampleLayout(h, w, gh, gw, stride, cell_h, cell_w)
+        layout = self._sample_layout(h, w, gh, gw, stride, cell_h, cell_w)
         current = layout.take(current_luma)
         if field is None:
             predicted = layout.take(previous_luma)
@@ -126,6 +124,13 @@ class ResidualEstimator:
             whole[:, w:] = whole[:, w - 1:w]
         # INTER_AREA with an integer ratio is an exact box mean, and much faster than a numpy reshape-mean.
         return cv2.resize(whole, layout.grid_size, interpolation=cv2.INTER_AREA)
+
+    def _sample_layout(self, *key: int) -> "_SampleLayout":
+        """The ``_SampleLayout`` of ``key`` = (h, w, gh, gw, stride, cell_h, cell_w), kept until the geometry changes."""
+        layout = self._sampled
+        if layout is None or layout.key != key:
+            layout = self._sampled = _SampleLayout(*key)
+        return layout
 
     def _pixel_layout(self, shape: tuple[int, ...], grid_shape: tuple[int, ...]) -> "_PixelLayout":
         key = (shape[0], shape[1], grid_shape[0], grid_shape[1])

@@ -68,8 +68,7 @@ def patch_change(samples: ClipSamples, noise_floor: float) -> PatchChange:
 
     # One zero canvas for every map: each fills the picture's rectangle, the padding stays zero (``place``).
     canvas = np.zeros((geometry.canvas_height, geometry.canvas_width), np.float32)
-    picture = canvas[geometry.content_y:geometry.content_y + geometry.content_height,
-                     geometry.content_x:geometry.content_x + geometry.content_width]
+    picture = canvas[geometry.content_slices]
 
     def patch_mean(content_map: np.ndarray) -> np.ndarray:  # mean over each patch's picture pixels
         picture[...] = content_map

@@ -44,10 +44,16 @@ class CanvasGeometry:
         """(x, y) canvas pixels per source pixel."""
         return self.content_width / self.source_width, self.content_height / self.source_height
 
+    @property
+    def content_slices(self) -> tuple[slice, slice]:
+        """(rows, cols) slices of the canvas that hold the frame's pixels: ``canvas[geometry.content_slices]``."""
+        return (slice(self.content_y, self.content_y + self.content_height),
+                slice(self.content_x, self.content_x + self.content_width))
+
     def content_mask(self) -> np.ndarray:
         """(canvas_h, canvas_w) bool, True on the frame's pixels, False on padding."""
         mask = np.zeros((self.canvas_height, self.canvas_width), bool)
-        mask[self.content_y : self.content_y + self.content_height, self.content_x : self.content_x + self.content_width] = True
+        mask[self.content_slices] = True
         return mask
 
     def patch_content_fraction(self) -> np.ndarray:
@@ -57,7 +63,7 @@ class CanvasGeometry:
     def place(self, content: np.ndarray, fill: float = 0) -> np.ndarray:
         """Put a (content_h, content_w, ...) array onto a canvas-sized array filled with ``fill``."""
         canvas = np.full((self.canvas_height, self.canvas_width, *content.shape[2:]), fill, content.dtype)
-        canvas[self.content_y : self.content_y + self.content_height, self.content_x : self.content_x + self.content_width] = content
+        canvas[self.content_slices] = content
         return canvas
 
     def map_to_canvas(self, block_map: np.ndarray, fill: float = 0.0) -> np.ndarray:

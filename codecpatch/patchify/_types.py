@@ -92,7 +92,7 @@ class ClipSamples:
         """(T, canvas_h, canvas_w, 3) uint8 sampled frames on the canvas (padding black)."""
         g = self.geometry
         frames = np.zeros((self.n_samples, g.canvas_height, g.canvas_width, 3), np.uint8)
-        frames[:, g.content_y : g.content_y + g.content_height, g.content_x : g.content_x + g.content_width] = self.rgb
+        frames[(slice(None), *g.content_slices)] = self.rgb
         return frames
 
 
