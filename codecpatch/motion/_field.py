@@ -117,7 +117,8 @@ def block_motion_from_vectors(
     if past_distance < 1 or future_distance < 1:
         raise ValueError(f"reference distances must be >= 1 frame, got {past_distance}, {future_distance}")
 
-    raw_scale = vectors["motion_scale"]
+    # A contiguous copy first: reductions over a strided field of the 40-byte records are several times slower.
+    raw_scale = np.ascontiguousarray(vectors["motion_scale"])
     low_scale, high_scale = int(raw_scale.min()), int(raw_scale.max())
     dx = vectors["motion_x"].astype(np.float32)
     dy = vectors["motion_y"].astype(np.float32)
@@ -139,7 +140,7 @@ def block_motion_from_vectors(
     n_cells = grid_h * grid_w
     # Both directions in one pass: past cells are [0, n_cells), future cells [n_cells, 2 n_cells).
     first_cell = top_cell * grid_w + left_cell
-    first_cell[vectors["source"] > 0] += n_cells
+    first_cell += (vectors["source"] > 0) * np.int32(n_cells)  # arithmetic, not a masked update: B-frames mask half
     # Cells a block spans per axis, ceil(size / block_size): from the extremes alone when every block lies
     # inside one cell (1 <= size <= block_size), the usual case on a 16 px grid, else per block.
     min_w, max_w, min_h, max_h = int(block_w.min()), int(block_w.max()), int(block_h.min()), int(block_h.max())
@@ -242,7 +243,11 @@ def _average_within_cells(
     if hangs_over:
         inside = (left_cell >= 0) & (left_cell < grid_w) & (top_cell >= 0) & (top_cell < grid_h)
         cell, dx, dy, area = cell[inside], dx[inside], dy[inside], area[inside]
-    area = area.astype(np.float32)
+    # np.bincount takes intp indices and float64 weights: converted once here rather than in each of its three
+    # calls. The weighted sums are the same: dx * area is exact in float32 already (a dyadic fraction times an
+    # integer area, < 2^24 in magnitude), so computing it in float64 gives the same number.
+    cell = cell.astype(np.intp)
+    area = area.astype(np.float64)
     weight = np.bincount(cell, weights=area, minlength=n_cells).astype(np.float32)
     # A whole-cell block sharing its cell makes that cell weigh more than a whole cell: look for one only then.
     whole_cell = np.float32(block_size * block_size)
@@ -250,12 +255,12 @@ def _average_within_cells(
         whole = area == whole_cell
         if whole.any() and (weight[cell[whole]] != whole_cell).any():
             return None  # a whole-cell block shares its cell (its cell weighs more than its own area)
-    weighted_x = np.bincount(cell, weights=dx * area, minlength=n_cells).astype(np.float32)
-    weighted_y = np.bincount(cell, weights=dy * area, minlength=n_cells).astype(np.float32)
+    weighted = np.empty((2, n_cells), np.float32)
+    weighted[0] = np.bincount(cell, weights=dx * area, minlength=n_cells)
+    weighted[1] = np.bincount(cell, weights=dy * area, minlength=n_cells)
     covered = weight > 0
     field = np.zeros((2, n_cells), np.float32)
-    np.divide(weighted_x, weight, out=field[0], where=covered)
-    np.divide(weighted_y, weight, out=field[1], where=covered)
+    np.divide(weighted, weight, out=field, where=covered)
     return field, covered
 
 
