@@ -74,10 +74,10 @@ def timed(command: list[str], env: dict | None = None) -> tuple[float, float]:
 
 def command(clip: Path, core: int, variant: str) -> list[str]:
     if variant == "default":  # exactly the user's command
-        code = "from codecpatch.cli import main; main()"
+        code = "import sys; from codecpatch.cli import run; sys.exit(run())"
     else:
         code = (f"import sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import flow_fallback; "
-                f"flow_fallback.use_variant({variant!r}); from codecpatch.cli import main; main()")
+                f"flow_fallback.use_variant({variant!r}); from codecpatch.cli import run; sys.exit(run())")
     return ["taskset", "-c", str(core), sys.executable, "-c", code, "patchify", "--no-fidelity", str(clip)]
 
 

@@ -44,10 +44,22 @@ def timed(command: list[str], env: dict | None = None, cwd: Path | None = None) 
     return seconds, usage.ru_maxrss / 1024.0
 
 
-def ours(clip: Path, core: int) -> list[str]:
-    """The command, run with PYTHONPATH and the working folder set to the code tree (``python -c`` puts the
-    working folder first on sys.path: run elsewhere, it would import whatever codecpatch lies there)."""
-    return ["taskset", "-c", str(core), sys.executable, "-c", "from codecpatch.cli import main; main()", "patchify", "--no-fidelity", str(clip)]
+def console_script(tree: Path) -> str:
+    """What the tree's installed ``codecpatch`` console script calls, as ``module:function`` (its pyproject's
+    ``[project.scripts]``): the same entry point the user's command runs (0.2.1 and older: ``codecpatch.cli:main``)."""
+    import tomllib
+
+    with open(tree / "pyproject.toml", "rb") as file:
+        return tomllib.load(file)["project"]["scripts"]["codecpatch"]
+
+
+def ours(clip: Path, core: int, tree: Path) -> list[str]:
+    """The command as the console script runs it, with PYTHONPATH and the working folder set to the code tree
+    (``python -c`` puts the working folder first on sys.path: run elsewhere, it would import whatever codecpatch
+    lies there)."""
+    module, function = console_script(tree).split(":")
+    return ["taskset", "-c", str(core), sys.executable, "-c", f"import sys; from {module} import {function}; sys.exit({function}())",
+            "patchify", "--no-fidelity", str(clip)]
 
 
 def main() -> None:
@@ -97,7 +109,7 @@ def main() -> None:
                             continue
                 else:
                     seconds, peak = (timed(ffmpeg(clip)) if name == "ffmpeg" else timed(floor(clip)) if name == "floor" else
-                                     timed(ours(clip.resolve(), args.core), envs[name], cwd=trees[name]))
+                                     timed(ours(clip.resolve(), args.core, trees[name]), envs[name], cwd=trees[name]))
                 times[name].append(seconds)
                 peaks[name].append(peak)
         timed_names = [name for name in times if name not in failed]

@@ -180,3 +180,16 @@ def test_the_command_line_and_the_python_api_give_the_same_rows(tmp_path):
     records = json.loads(encoded.stdout)
     assert [r["n_tokens"] for r in records] == [len(row.tokens) for row in api.rows]
     assert [r["n_patches"] for r in records] == [row.n_selected for row in api.rows]
+
+
+def test_the_console_script_exits_with_mains_status_and_skips_the_shutdown_collection():
+    """``run`` (the installed ``codecpatch`` script) is ``main`` plus a frozen collector at the end: the same
+    output and exit status, and Python's shutdown no longer walks every object the imports made."""
+    probe = ("import atexit, gc, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0)); "
+             "from codecpatch.cli import run; sys.exit(run())")
+    version = subprocess.run([sys.executable, "-c", probe, "--version"], capture_output=True, text=True, timeout=120)
+    assert version.returncode == 0, version.stderr
+    assert "codecpatch" in version.stdout and version.stdout.rstrip().endswith("frozen True")
+    bad = subprocess.run([sys.executable, "-c", probe, "inspect", "/no/such/video.mp4"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: /no/such/video.mp4")
+    assert bad.stdout.rstrip() == "frozen True"
