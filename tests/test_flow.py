@@ -96,6 +96,37 @@ def test_options_are_checked():
         DecodeOptions(flow_max_side=8)
     with pytest.raises(ValueError, match="max_side"):
         OpticalFlowEstimator("fast", 4)
+    with pytest.raises(ValueError, match="flow_every"):
+        DecodeOptions(flow_every=0)
+
+
+def test_flow_every_estimates_every_nth_frame_and_holds_it_between(monkeypatch):
+    """flow_every=3: DIS runs on frames 1 (the first with a predecessor), 3, 6, ...; the frames between carry the
+    last estimate unchanged (the same field, read-only), and the motion-compensated residual uses it."""
+    calls: list[int] = []
+    original = OpticalFlowEstimator.block_field
+
+    def counted(self, current, previous, grid, scale):
+        calls.append(len(calls))
+        return original(self, current, previous, grid, scale)
+
+    monkeypatch.setattr(OpticalFlowEstimator, "block_field", counted)
+    with VideoReader(SAMPLES / "sprites_hevc.mp4", keep_vectors=False) as reader:
+        every_frame = list(reader)
+    assert len(calls) == len(every_frame) - 1
+    calls.clear()
+    with VideoReader(SAMPLES / "sprites_hevc.mp4", keep_vectors=False, flow_every=3) as reader:
+        held = list(reader)
+    estimated = [f.index for f in held[1:] if f.index % 3 == 0 or f.index == 1]
+    assert len(calls) == len(estimated) and len(held) == len(every_frame)
+    for frame in held[1:]:
+        source = max(i for i in estimated if i <= frame.index)  # the estimate this frame carries
+        assert frame.motion_source == "flow"
+        np.testing.assert_array_equal(frame.block_motion.to_past, every_frame[source].block_motion.to_past)
+        assert not frame.block_motion.to_past.flags.writeable
+        if frame.index == source:
+            np.testing.assert_array_equal(frame.residual_energy, every_frame[frame.index].residual_energy)
+    assert any(not np.array_equal(h.motion_field, e.motion_field) for h, e in zip(held, every_frame))
 
 
 def test_reader_passes_the_flow_options(manifest):

@@ -65,6 +65,7 @@ class _DecodeState:
     frame_indexed: bool = False
     last_anchor: int | None = None  # index of the latest I/P frame: the past reference of what follows
     pending: list = field(default_factory=list)  # B-frames waiting for their future anchor
+    flow_field: np.ndarray | None = None  # the last optical-flow estimate (DecodeOptions.flow_every), read-only
 
 
 class VideoReader:
@@ -280,6 +281,7 @@ class VideoReader:
                 )
             self.report.sizes_seen.append((width, height))
             state.previous_luma = None  # nothing to predict from across a size change
+            state.flow_field = None
             state.previous_size = (width, height)
             state.grid = grid_shape_for(height, width, options.block_size)
             state.factor = self._analysis_factor(width, height)
@@ -308,7 +310,12 @@ class VideoReader:
             motion_source = "codec"
         elif self._flow is not None:
             if luma is not None and state.previous_luma is not None:
-                flow_field = self._flow.block_field(luma, state.previous_luma, grid, float(factor))
+                if state.flow_field is not None and state.count % options.flow_every:
+                    flow_field = state.flow_field  # between estimates: the last one again
+                else:
+                    flow_field = self._flow.block_field(luma, state.previous_luma, grid, float(factor))
+                    flow_field.flags.writeable = False  # shared by the frames that reuse it
+                    state.flow_field = flow_field
                 everywhere, nowhere = np.ones(grid, bool), np.zeros(grid, bool)
                 block_motion = BlockMotion(options.block_size, flow_field, everywhere, np.zeros_like(flow_field), nowhere)
                 motion_source = "flow"

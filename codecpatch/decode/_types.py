@@ -117,6 +117,9 @@ class DecodeOptions:
             "fast" at up to -1 dB. Only frames whose motion comes from flow are affected; patchification sets it
             from ``PatchifyConfig.flow_max_side`` (80 since 0.2, a recipe setting in the runs' fingerprint);
             ``benchmarks/flow_fallback.py`` measures the speed and fidelity of each setting.
+        flow_every: the optical flow runs on every n-th frame (decoded frame index a multiple of n, and the first
+            frame that has a predecessor of its size); the frames between take the last estimate again
+            (constant velocity). 1 (default): every frame.
     """
 
     motion: MotionMode = "auto"
@@ -141,6 +144,7 @@ class DecodeOptions:
     on_packet: Callable[[Any], None] | None = None
     flow_preset: FlowPreset = "fast"
     flow_max_side: int | None = None
+    flow_every: int = 1
 
     def __post_init__(self) -> None:
         _check_choice("motion", self.motion, MotionMode)
@@ -154,6 +158,8 @@ class DecodeOptions:
         _check_choice("flow_preset", self.flow_preset, FlowPreset)
         if self.flow_max_side is not None and self.flow_max_side < MIN_FLOW_SIDE:
             raise ValueError(f"flow_max_side must be >= {MIN_FLOW_SIDE} (or None), got {self.flow_max_side}")
+        if self.flow_every < 1:
+            raise ValueError(f"flow_every must be >= 1, got {self.flow_every}")
         if self.residual_stride not in RESIDUAL_STRIDES:
             raise ValueError(f"residual_stride must be 1, 2 or 4, got {self.residual_stride}")
         if self.analysis_max_side < 16:
