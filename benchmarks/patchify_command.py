@@ -47,7 +47,10 @@ def timed(command: list[str], env: dict | None = None, cwd: Path | None = None) 
 def console_script(tree: Path) -> str:
     """What the tree's installed ``codecpatch`` console script calls, as ``module:function`` (its pyproject's
     ``[project.scripts]``): the same entry point the user's command runs (0.2.1 and older: ``codecpatch.cli:main``)."""
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11: the backport the package itself depends on there
+        import tomli as tomllib
 
     with open(tree / "pyproject.toml", "rb") as file:
         return tomllib.load(file)["project"]["scripts"]["codecpatch"]
