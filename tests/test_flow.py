@@ -74,6 +74,7 @@ def test_a_still_pattern_has_no_motion():
         ((180, 320), (45, 80), 80, 2),  # 16-pixel blocks: two halvings reach the grid
         ((180, 320), (90, 160), 320, 0),  # already small enough
         ((30, 40), (8, 10), 16, 0),  # never below 16 pixels on the shorter side
+        ((106, 320), (7, 20), 80, 1),  # nor below DIS_MIN_SIDE (32): 80x26 could crash DIS, 160x53 is kept
     ],
 )
 def test_flow_halvings(shape, grid, max_side, expected):
@@ -164,3 +165,55 @@ def test_patchify_settings_reach_the_decoder():
         PatchifyConfig(flow_max_side=8)
     with pytest.raises(ValueError, match="residual_stride"):
         PatchifyConfig(residual_stride=3)
+
+
+def test_a_luma_too_small_for_dis_gets_no_flow_instead_of_a_crash(tmp_path):
+    """DIS raises on some small images and dies of a segmentation fault on others (16x82, 24x80, 28x200 at 0.2.1's
+    settings): a luma under DIS_MIN_SIDE on a side gets a zero field, and is never halved below it. Run in a child
+    process, so that a regression fails this test instead of killing the test run."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np\n"
+        "from codecpatch.motion import OpticalFlowEstimator, grid_shape_for\n"
+        "from codecpatch.motion._flow import DIS_MIN_SIDE\n"
+        "rng = np.random.default_rng(0)\n"
+        "for preset in ('ultrafast', 'fast', 'medium'):\n"
+        "    for max_side in (None, 80):\n"
+        "        for h, w in ((16, 82), (82, 16), (24, 80), (28, 200), (10, 40), (8, 8), (4, 300)):\n"
+        "            a = rng.integers(0, 255, (h, w), dtype=np.uint8)\n"
+        "            field = OpticalFlowEstimator(preset, max_side).block_field(a, np.roll(a, 2, axis=1), grid_shape_for(h, w, 8), 1.0)\n"
+        "            assert field.shape == (*grid_shape_for(h, w, 8), 2) and not field.any(), (h, w)\n"
+        "        a = rng.integers(0, 255, (DIS_MIN_SIDE, 300), dtype=np.uint8)\n"
+        "        assert OpticalFlowEstimator(preset, max_side).block_field(a, np.roll(a, 2, axis=1), (4, 38), 1.0).any()\n"
+        "print('ok')\n"
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0 and child.stdout.strip() == "ok", (child.returncode, child.stderr[-2000:])
+    assert OpticalFlowEstimator.estimates((32, 32)) and not OpticalFlowEstimator.estimates((31, 400))
+
+
+def test_a_video_too_small_for_the_flow_decodes_with_zero_motion_and_says_so(tmp_path):
+    """A 96x24 VP9 clip (no codec vectors, too small for DIS): every frame decodes, its motion is zero, the
+    residual still sees the change, and the report says why there is no motion."""
+    import av
+
+    path = tmp_path / "strip_96x24.webm"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx-vp9", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 24, "yuv420p"
+        for index in range(8):
+            picture = np.zeros((24, 96, 3), np.uint8)
+            picture[4:20, 8 * index:8 * index + 16] = 255  # a white square moving 8 px a frame
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with VideoReader(path, keep_vectors=False) as reader:
+        frames = list(reader)
+        report = reader.report
+    assert len(frames) == 8 and {f.motion_source for f in frames[1:]} == {"flow"}
+    assert all(not f.motion_field.any() for f in frames)
+    assert all(f.residual_energy.max() > 10 for f in frames[1:])
+    assert any("96x24 are too small for optical flow" in w for w in report.warnings)

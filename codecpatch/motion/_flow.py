@@ -21,8 +21,15 @@ import numpy as np
 
 FlowPreset = Literal["ultrafast", "fast", "medium"]
 
-#: The flow luma is never halved below this many pixels on its shorter side (DIS matches 8x8 patches).
+#: The least ``max_side`` accepted (DIS matches 8x8 patches).
 MIN_FLOW_SIDE = 16
+
+#: OpenCV's DIS is safe only on images at least this many pixels on their shorter side: below 12 px on the
+#: longer side it raises, and on some images under 32 px on the shorter side and several times longer (16x82,
+#: 24x80, 28x200, ...) it reads past its buffers and the process dies of a segmentation fault. Measured over
+#: every size from 4 to 330 px, every preset and flow size (OpenCV 5.1). The flow luma is never halved below
+#: this, and a luma already smaller gets no flow at all (``OpticalFlowEstimator.estimates``).
+DIS_MIN_SIDE = 32
 
 
 def flow_halvings(shape: tuple[int, int], grid_shape: tuple[int, int], max_side: int | None) -> int:
@@ -30,13 +37,13 @@ def flow_halvings(shape: tuple[int, int], grid_shape: tuple[int, int], max_side:
 
     Never so often that a flow pixel would cover more than one cell of the (gh, gw) grid (a halved side
     may fall one pixel short of the grid: the partial cell at the bottom/right edge), nor below
-    MIN_FLOW_SIDE pixels on the shorter side. ``max_side=None``: no halving.
+    DIS_MIN_SIDE pixels on the shorter side (16 before 0.2.2). ``max_side=None``: no halving.
     """
     if max_side is None:
         return 0
     (h, w), (gh, gw) = shape, grid_shape
     halvings = 0
-    while max(h, w) > max_side and h // 2 >= max(gh - 1, MIN_FLOW_SIDE) and w // 2 >= max(gw - 1, MIN_FLOW_SIDE):
+    while max(h, w) > max_side and h // 2 >= max(gh - 1, DIS_MIN_SIDE) and w // 2 >= max(gw - 1, DIS_MIN_SIDE):
         h, w = h // 2, w // 2
         halvings += 1
     return halvings
@@ -92,16 +99,25 @@ class OpticalFlowEstimator:
         self._dis = cv2.DISOpticalFlow_create(self._PRESETS[preset])
         self._preset_finest_scale = self._dis.getFinestScale()
 
+    @staticmethod
+    def estimates(shape: tuple[int, int]) -> bool:
+        """Whether a (h, w) luma gets a flow estimate: both sides at least DIS_MIN_SIDE pixels (a smaller one
+        gets a zero field from ``block_field``; DIS could crash the process on it)."""
+        return min(shape) >= DIS_MIN_SIDE
+
     def block_field(
         self, current_luma: np.ndarray, previous_luma: np.ndarray, grid_shape: tuple[int, int], pixel_scale: float
     ) -> np.ndarray:
-        """(gh, gw, 2) float32 displacement into the previous frame, in full-resolution pixels.
+        """(gh, gw, 2) float32 displacement into the previous frame, in full-resolution pixels; zeros for a luma
+        too small for the flow (``estimates``).
 
         Args:
             current_luma, previous_luma: (h, w) uint8 luma at analysis resolution (same shape).
             grid_shape: (gh, gw) of the output block grid.
             pixel_scale: full-resolution pixels per analysis pixel (e.g. 2.0 when luma was halved).
         """
+        if not self.estimates(current_luma.shape):
+            return np.zeros((*grid_shape, 2), np.float32)  # too small for DIS (see DIS_MIN_SIDE): no motion
         halvings = flow_halvings(current_luma.shape, grid_shape, self.max_side)
         current, previous = halve(current_luma, halvings), halve(previous_luma, halvings)
         if self.max_side is not None:
