@@ -9,7 +9,7 @@ import pytest
 
 from codecpatch.decode import DecodeOptions, VideoReader
 from codecpatch.motion import OpticalFlowEstimator, block_mean, grid_shape_for
-from codecpatch.motion._flow import flow_halvings, halve, pool_to_grid
+from codecpatch.motion._flow import dis_coarsest_scale, flow_halvings, halve, pool_to_grid
 
 from .conftest import SAMPLES
 
@@ -74,7 +74,6 @@ def test_a_still_pattern_has_no_motion():
         ((180, 320), (45, 80), 80, 2),  # 16-pixel blocks: two halvings reach the grid
         ((180, 320), (90, 160), 320, 0),  # already small enough
         ((30, 40), (8, 10), 16, 0),  # never below 16 pixels on the shorter side
-        ((106, 320), (7, 20), 80, 1),  # nor below DIS_MIN_SIDE (32): 80x26 could crash DIS, 160x53 is kept
     ],
 )
 def test_flow_halvings(shape, grid, max_side, expected):
@@ -169,29 +168,42 @@ def test_patchify_settings_reach_the_decoder():
 
 def test_a_luma_too_small_for_dis_gets_no_flow_instead_of_a_crash(tmp_path):
     """DIS raises on some small images and dies of a segmentation fault on others (16x82, 24x80, 28x200 at 0.2.1's
-    settings): a luma under DIS_MIN_SIDE on a side gets a zero field, and is never halved below it. Run in a child
-    process, so that a regression fails this test instead of killing the test run."""
+    settings), all of them images whose pyramid would stop above the finest scale (``dis_coarsest_scale``): those get
+    a zero field. Run in a child process, so that a regression fails this test instead of killing the test run."""
     import subprocess
     import sys
 
     script = (
         "import numpy as np\n"
         "from codecpatch.motion import OpticalFlowEstimator, grid_shape_for\n"
-        "from codecpatch.motion._flow import DIS_MIN_SIDE\n"
         "rng = np.random.default_rng(0)\n"
         "for preset in ('ultrafast', 'fast', 'medium'):\n"
         "    for max_side in (None, 80):\n"
         "        for h, w in ((16, 82), (82, 16), (24, 80), (28, 200), (10, 40), (8, 8), (4, 300)):\n"
         "            a = rng.integers(0, 255, (h, w), dtype=np.uint8)\n"
-        "            field = OpticalFlowEstimator(preset, max_side).block_field(a, np.roll(a, 2, axis=1), grid_shape_for(h, w, 8), 1.0)\n"
-        "            assert field.shape == (*grid_shape_for(h, w, 8), 2) and not field.any(), (h, w)\n"
-        "        a = rng.integers(0, 255, (DIS_MIN_SIDE, 300), dtype=np.uint8)\n"
+        "            estimator, grid = OpticalFlowEstimator(preset, max_side), grid_shape_for(h, w, 8)\n"
+        "            field = estimator.block_field(a, np.roll(a, 2, axis=1), grid, 1.0)\n"
+        "            assert field.shape == (*grid, 2), (h, w)\n"
+        "            if not estimator.estimates((h, w), grid):\n"
+        "                assert not field.any(), (preset, max_side, h, w)\n"
+        "            elif preset != 'medium':\n"
+        "                raise AssertionError(('0.2.1 crashed or raised here', preset, max_side, h, w))\n"
+        "        a = rng.integers(0, 255, (32, 300), dtype=np.uint8)\n"
         "        assert OpticalFlowEstimator(preset, max_side).block_field(a, np.roll(a, 2, axis=1), (4, 38), 1.0).any()\n"
         "print('ok')\n"
     )
     child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert child.returncode == 0 and child.stdout.strip() == "ok", (child.returncode, child.stderr[-2000:])
-    assert OpticalFlowEstimator.estimates((32, 32)) and not OpticalFlowEstimator.estimates((31, 400))
+    estimator = OpticalFlowEstimator("fast", 80)
+    assert estimator.estimates((180, 320), (45, 80)) and estimator.estimates((120, 213), (15, 27))  # 720p, 426x240
+    assert not estimator.estimates((16, 82), (1, 6)) and not estimator.estimates((8, 8), (1, 1))
+
+
+@pytest.mark.parametrize("shape, expected", [((8, 8), -1), ((4, 300), -1), ((16, 82), 1), ((45, 80), 1), ((60, 106), 2),
+                                             ((90, 160), 2), ((180, 320), 3), ((0, 5), -1)])
+def test_dis_coarsest_scale_as_dis_computes_it(shape, expected):
+    # min(round(log2(long / 32)), floor(log2(short / 8))) with C's truncation toward zero
+    assert dis_coarsest_scale(shape, 8) == expected
 
 
 def test_a_video_too_small_for_the_flow_decodes_with_zero_motion_and_says_so(tmp_path):
@@ -217,3 +229,6 @@ def test_a_video_too_small_for_the_flow_decodes_with_zero_motion_and_says_so(tmp
     assert all(not f.motion_field.any() for f in frames)
     assert all(f.residual_energy.max() > 10 for f in frames[1:])
     assert any("96x24 are too small for optical flow" in w for w in report.warnings)
+    with VideoReader(SAMPLES / "sprites_hevc.mp4", keep_vectors=False) as reader:  # big enough: no such warning
+        list(reader)
+        assert not any("optical flow" in w for w in reader.report.warnings)

@@ -22,7 +22,6 @@ from ..motion import (
     block_motion_from_vectors,
     grid_shape_for,
 )
-from ..motion._flow import DIS_MIN_SIDE
 from ._plan import PacketPlan, count_packets, packet_key
 from ._source import is_url, open_container
 from ._types import (ASSUMED_FPS, CODECS_WITH_VECTORS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport,
@@ -286,10 +285,9 @@ class VideoReader:
             state.previous_size = (width, height)
             state.grid = grid_shape_for(height, width, options.block_size)
             state.factor = self._analysis_factor(width, height)
-            if self._flow is not None and not self._flow.estimates((height // state.factor, width // state.factor)):
+            if self._flow is not None and not self._flow.estimates((height // state.factor, width // state.factor), state.grid):
                 self.report.warnings.append(
-                    f"frames of {width}x{height} are too small for optical flow (a side under {DIS_MIN_SIDE} analysis"
-                    f" pixels): their motion is zero from frame {state.count}"
+                    f"frames of {width}x{height} are too small for optical flow: their motion is zero from frame {state.count}"
                 )
         if av_frame.is_corrupt:
             self.report.corrupt_frames += 1

@@ -14,6 +14,7 @@ scale allows). ``benchmarks/flow_fallback.py`` measures what each preset and siz
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import cv2
@@ -24,12 +25,6 @@ FlowPreset = Literal["ultrafast", "fast", "medium"]
 #: The least ``max_side`` accepted (DIS matches 8x8 patches).
 MIN_FLOW_SIDE = 16
 
-#: OpenCV's DIS is safe only on images at least this many pixels on their shorter side: below 12 px on the
-#: longer side it raises, and on some images under 32 px on the shorter side and several times longer (16x82,
-#: 24x80, 28x200, ...) it reads past its buffers and the process dies of a segmentation fault. Measured over
-#: every size from 4 to 330 px, every preset and flow size (OpenCV 5.1). The flow luma is never halved below
-#: this, and a luma already smaller gets no flow at all (``OpticalFlowEstimator.estimates``).
-DIS_MIN_SIDE = 32
 
 
 def flow_halvings(shape: tuple[int, int], grid_shape: tuple[int, int], max_side: int | None) -> int:
@@ -37,16 +32,34 @@ def flow_halvings(shape: tuple[int, int], grid_shape: tuple[int, int], max_side:
 
     Never so often that a flow pixel would cover more than one cell of the (gh, gw) grid (a halved side
     may fall one pixel short of the grid: the partial cell at the bottom/right edge), nor below
-    DIS_MIN_SIDE pixels on the shorter side (16 before 0.2.2). ``max_side=None``: no halving.
+    MIN_FLOW_SIDE pixels on the shorter side. ``max_side=None``: no halving.
     """
     if max_side is None:
         return 0
     (h, w), (gh, gw) = shape, grid_shape
     halvings = 0
-    while max(h, w) > max_side and h // 2 >= max(gh - 1, DIS_MIN_SIDE) and w // 2 >= max(gw - 1, DIS_MIN_SIDE):
+    while max(h, w) > max_side and h // 2 >= max(gh - 1, MIN_FLOW_SIDE) and w // 2 >= max(gw - 1, MIN_FLOW_SIDE):
         h, w = h // 2, w // 2
         halvings += 1
     return halvings
+
+
+def dis_coarsest_scale(shape: tuple[int, int], patch_size: int) -> int:
+    """The coarsest pyramid level OpenCV's DIS builds for a (h, w) image with ``patch_size`` patches: the level
+    where a quarter of the longer side is one patch (rounded), but not so deep that the shorter side falls below
+    one patch (as DIS's ``calc`` computes it, C truncation included).
+
+    When it falls below the finest scale, DIS picks its own patch size and scales instead, and on some of those
+    images (a side under ~32 px and the other several times longer) it reads past its buffers: a segmentation
+    fault that takes the whole process down (measured over every size from 4 to 330 px, every preset; OpenCV
+    5.1). Below 0 it raises. The flow is only run where this is at least the finest scale.
+    """
+    h, w = shape
+    if min(h, w) <= 0:
+        return -1
+    by_long_side = int(math.log(max(h, w) / (4.0 * patch_size)) / math.log(2.0) + 0.5)
+    by_short_side = int(math.log(min(h, w) / patch_size) / math.log(2.0))
+    return min(by_long_side, by_short_side)
 
 
 def halve(luma: np.ndarray, times: int) -> np.ndarray:
@@ -99,11 +112,19 @@ class OpticalFlowEstimator:
         self._dis = cv2.DISOpticalFlow_create(self._PRESETS[preset])
         self._preset_finest_scale = self._dis.getFinestScale()
 
-    @staticmethod
-    def estimates(shape: tuple[int, int]) -> bool:
-        """Whether a (h, w) luma gets a flow estimate: both sides at least DIS_MIN_SIDE pixels (a smaller one
-        gets a zero field from ``block_field``; DIS could crash the process on it)."""
-        return min(shape) >= DIS_MIN_SIDE
+    def estimates(self, shape: tuple[int, int], grid_shape: tuple[int, int]) -> bool:
+        """Whether ``block_field`` estimates flow on a (h, w) analysis luma with a (gh, gw) grid; when not, it
+        returns zeros (no motion). See ``dis_coarsest_scale``: DIS would pick its pyramid by itself, and on some
+        such images (16x82, 24x80, 28x200 pixels, ...) it reads past its buffers and kills the process."""
+        halvings = flow_halvings(shape, grid_shape, self.max_side)
+        flow_shape = (shape[0] >> halvings, shape[1] >> halvings)
+        return dis_coarsest_scale(flow_shape, self._dis.getPatchSize()) >= self._finest_scale(halvings)
+
+    def _finest_scale(self, halvings: int) -> int:
+        """The finest scale DIS runs at on a luma halved ``halvings`` times (see ``block_field``)."""
+        if self.max_side is None:
+            return self._dis.getFinestScale()
+        return max(self._preset_finest_scale - halvings, 0)
 
     def block_field(
         self, current_luma: np.ndarray, previous_luma: np.ndarray, grid_shape: tuple[int, int], pixel_scale: float
@@ -116,14 +137,14 @@ class OpticalFlowEstimator:
             grid_shape: (gh, gw) of the output block grid.
             pixel_scale: full-resolution pixels per analysis pixel (e.g. 2.0 when luma was halved).
         """
-        if not self.estimates(current_luma.shape):
-            return np.zeros((*grid_shape, 2), np.float32)  # too small for DIS (see DIS_MIN_SIDE): no motion
+        if not self.estimates(current_luma.shape, grid_shape):
+            return np.zeros((*grid_shape, 2), np.float32)  # too small for DIS's own pyramid: no motion
         halvings = flow_halvings(current_luma.shape, grid_shape, self.max_side)
         current, previous = halve(current_luma, halvings), halve(previous_luma, halvings)
         if self.max_side is not None:
-            # Set before every call: DIS lowers its own finest scale on small images (and keeps it), so a value
-            # cached here could disagree with the instance's. Without max_side it is left as DIS keeps it.
-            self._dis.setFinestScale(max(self._preset_finest_scale - halvings, 0))
+            # Set before every call (DIS would lower its own finest scale on small images and keep it, but
+            # ``estimates`` keeps those images away from it now; the call stays as it was).
+            self._dis.setFinestScale(self._finest_scale(halvings))
         # calc(I0=current, I1=previous) gives f with current(x) ~= previous(x + f(x)): the codec's src - dst.
         flow = self._dis.calc(current, previous, None)
         return (pool_to_grid(flow, grid_shape) * (pixel_scale * 2**halvings)).astype(np.float32)
