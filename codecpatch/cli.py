@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 import sys
 from dataclasses import asdict
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from . import __version__
-from .decode import DecodeOptions, VideoReader, transcode_for_vectors
+from .decode import DecodeOptions, VideoReader
 from .errors import VideoError
 from ._flags import FLAG_NAMES, overrides as _given_overrides, recipe_flags
 
@@ -33,12 +32,19 @@ def _fail(message: str) -> NoReturn:
     sys.exit(_EXIT_BAD_INPUT)
 
 
+def _echo_json(value) -> None:
+    """Print ``value`` as one JSON document on stdout."""
+    import json  # here: only --json prints JSON, and importing json costs every start-up ~1.2 ms
+
+    click.echo(json.dumps(value))
+
+
 def _printed_as_json(video: str, records: list[dict], as_json: bool) -> bool:
     """Fail when no clip came out; with ``--json`` print one object per clip (an array for several)."""
     if not records:
         _fail(f"{video}: no frame could be decoded")
     if as_json:
-        click.echo(json.dumps(records[0] if len(records) == 1 else records))
+        _echo_json(records[0] if len(records) == 1 else records)
     return as_json
 
 
@@ -100,7 +106,7 @@ def inspect(video: str, as_json: bool, motion: str, residual: str, block_size: s
     except VideoError as error:
         _fail(str(error))
     if as_json:
-        click.echo(json.dumps({"summary": summary.to_dict(), "frames": [asdict(r) for r in records]}))
+        _echo_json({"summary": summary.to_dict(), "frames": [asdict(r) for r in records]})
     else:
         click.echo(format_summary(summary))
 
@@ -146,6 +152,8 @@ def format_summary(summary: StreamSummary) -> str:
 @click.option("--max-side", type=int, default=None, help="Scale so the longer side is at most this many pixels.")
 def transcode(video: str, output: str, gop: int, crf: int, fps: int, max_side: int | None) -> None:
     """Re-encode VIDEO as P-only, one-reference, fixed-GOP H.264 (exact codec vectors for any input)."""
+    from .decode import transcode_for_vectors  # the encoding side is loaded where it runs (codecpatch.decode)
+
     try:
         result = transcode_for_vectors(video, output, gop=gop, crf=crf, fps=fps, max_side=max_side)
     except VideoError as error:
@@ -605,7 +613,7 @@ def fidelity_command(videos: tuple[str, ...], encoder: str, frames: int, max_sid
               "settings": {"frames": frames, "max_side": max_side, "patch": model.config.patch, "clip_seconds": clip_seconds,
                            **asdict(settings)}}
     if as_json:
-        click.echo(json.dumps(result))
+        _echo_json(result)
     else:
         click.echo(f"{_plural(len(result['clips']), 'clip')}; dense reference {1000 * result['dense_seconds']:.0f} ms per clip")
         click.echo(format_table(result["methods"]))
@@ -633,7 +641,7 @@ def shards_verify(location: str, no_rebuild: bool, as_json: bool) -> None:
     except (FileNotFoundError, ValueError) as error:
         _fail(str(error))
     if as_json:
-        click.echo(json.dumps({**asdict(report), "ok": report.ok}))
+        _echo_json({**asdict(report), "ok": report.ok})
     else:
         click.echo("\n".join(report.lines()))
     if not report.ok:
