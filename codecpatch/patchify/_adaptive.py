@@ -105,23 +105,31 @@ def drift_matrix(change: PatchChange) -> np.ndarray:
     sample s (zero for u <= s): the change of its mean luma, plus the change accumulated from displacement
     and unexplained residual over the samples in between, which saturates at twice the larger of the two
     samples' luma spreads (content shifted by more than its texture scale is as wrong as it gets).
-    ``change`` holds (T, N) arrays (``PatchChange.flat``); luma levels."""
-    cumulative = np.cumsum(change.moved + change.unexplained, axis=0).T  # (N, T)
-    accumulated = cumulative[:, None, :] - cumulative[:, :, None]
-    spread = change.spread.T
-    ceiling = 2.0 * np.maximum(spread[:, :, None], spread[:, None, :])
-    mean = change.mean.T
-    drift = np.abs(mean[:, None, :] - mean[:, :, None]) + np.minimum(accumulated, ceiling)
-    later = np.triu(np.ones(drift.shape[1:], bool), k=1)
-    return np.where(later[None], np.maximum(drift, 0.0), 0.0).astype(np.float32)
+    ``change`` holds (T, N) float32 arrays (``PatchChange.flat``; other dtypes are taken as float32); luma levels."""
+    moved, unexplained, mean, spread = (np.asarray(array, np.float32) for array in
+                                        (change.moved, change.unexplained, change.mean, change.spread))
+    cumulative = np.cumsum(moved + unexplained, axis=0).T  # (N, T)
+    # Two (N, T, T) buffers, every step in place: each is the float32 operation the formula names, and a
+    # clip of 64 samples spares eight more 3 MB temporaries (the page faults of fresh memory, every clip).
+    drift = np.subtract(cumulative[:, None, :], cumulative[:, :, None])  # accumulated change from s to u
+    ceiling = np.maximum(spread.T[:, :, None], spread.T[:, None, :])
+    ceiling *= np.float32(2.0)
+    np.minimum(drift, ceiling, out=drift)
+    mean_change = np.subtract(mean.T[:, None, :], mean.T[:, :, None], out=ceiling)
+    drift += np.abs(mean_change, out=mean_change)
+    np.maximum(drift, np.float32(0.0), out=drift)
+    drift[:, ~np.triu(np.ones(drift.shape[1:], bool), k=1)] = 0.0
+    return drift
 
 
-def refresh_gains(error_sums: np.ndarray, kept: np.ndarray) -> np.ndarray:
+def refresh_gains(error_sums: np.ndarray, kept: np.ndarray, patches: np.ndarray | None = None) -> np.ndarray:
     """Squared drift saved over the following samples by keeping a patch at each sample.
 
     Args:
-        error_sums: ([M,] T, T) ``[s, u]`` = sum over samples s..u of the squared drift when last kept at s.
+        error_sums: ([P,] T, T) ``[s, u]`` = sum over samples s..u of the squared drift when last kept at s.
         kept: ([M,] T) bool, the samples at which the patch is already kept (sample 0 always is).
+        patches: (M,) int, the rows of ``error_sums`` that ``kept``'s rows are, or None: the first M. Read in
+            place, where ``error_sums[patches]`` would copy M x T x T floats.
     Returns:
         ([M,] T) float: a sample t between kept samples s < t < n saves
         sum_{u=t}^{n-1} drift(s, u)^2 - drift(t, u)^2; already kept samples gain -inf.
@@ -129,12 +137,12 @@ def refresh_gains(error_sums: np.ndarray, kept: np.ndarray) -> np.ndarray:
     if kept.ndim == 1:
         return refresh_gains(error_sums[None], kept[None])[0]
     count, n_samples = kept.shape
-    times = np.broadcast_to(np.arange(n_samples), kept.shape)
+    times = np.arange(n_samples)
     previous = np.maximum.accumulate(np.where(kept, times, 0), axis=1)
     next_kept = np.minimum.accumulate(np.where(kept, times, n_samples)[:, ::-1], axis=1)[:, ::-1]
     last = np.concatenate([next_kept[:, 1:], np.full((count, 1), n_samples)], axis=1) - 1
     before = np.maximum(times - 1, 0)
-    rows = np.arange(count)[:, None]
+    rows = (np.arange(count) if patches is None else np.asarray(patches))[:, None]
     started = times > 0
     held = error_sums[rows, previous, last] - np.where(started, error_sums[rows, previous, before], 0.0)
     fresh = error_sums[rows, times, last] - np.where(started, error_sums[rows, times, before], 0.0)
@@ -178,7 +186,8 @@ def adaptive_selection(change: PatchChange, coverage: np.ndarray, budget: int,
         return kept, []
     cells = np.flatnonzero(content.ravel())
     drift = drift_matrix(change.flat(cells))
-    error_sums = np.cumsum(drift.astype(np.float64) ** 2, axis=2)  # (N, T, T)
+    error_sums = np.square(drift, dtype=np.float64)  # (N, T, T): each drift squared in float64
+    np.cumsum(error_sums, axis=2, out=error_sums)
     chosen = np.zeros((len(cells), n_samples), bool)
     chosen[:, 0] = True
     weight = coverage.ravel()[cells].astype(np.float64)
@@ -198,7 +207,7 @@ def adaptive_selection(change: PatchChange, coverage: np.ndarray, budget: int,
         chosen[batch, best_time[batch]] = True
         area += float(weight[batch].sum())
         remaining -= batch.size
-        gains_batch = refresh_gains(error_sums[batch], chosen[batch]) * weight[batch, None]
+        gains_batch = refresh_gains(error_sums, chosen[batch], batch) * weight[batch, None]
         best_time[batch] = np.argmax(gains_batch, axis=1)
         best_gain[batch] = gains_batch[np.arange(batch.size), best_time[batch]]
     kept.reshape(n_samples, -1)[:, cells] = chosen.T
