@@ -122,6 +122,24 @@ def drift_matrix(change: PatchChange) -> np.ndarray:
     return drift
 
 
+def squared_drift_sums(change: PatchChange, patches_at_once: int = 32) -> np.ndarray:
+    """(N, T, T) float64 ``[n, s, u]``: the sum over samples v <= u of drift_matrix(change)[n, s, v]^2, each
+    drift squared in float64 (zero for u <= s). ``change`` holds (T, N) arrays (``PatchChange.flat``).
+
+    Built ``patches_at_once`` patches at a time (every patch's drift is its own), so a part's drift is squared
+    and summed while it is still in cache instead of passing three times over 3-6 MB arrays.
+    """
+    n_samples, n_patches = change.moved.shape
+    sums = np.empty((n_patches, n_samples, n_samples), np.float64)
+    for start in range(0, n_patches, patches_at_once):
+        part = slice(start, start + patches_at_once)
+        drift = drift_matrix(PatchChange(change.moved[:, part], change.unexplained[:, part], change.mean[:, part],
+                                         change.spread[:, part]))
+        np.square(drift, out=sums[part], dtype=np.float64)
+        np.cumsum(sums[part], axis=2, out=sums[part])
+    return sums
+
+
 def refresh_gains(error_sums: np.ndarray, kept: np.ndarray, patches: np.ndarray | None = None) -> np.ndarray:
     """Squared drift saved over the following samples by keeping a patch at each sample.
 
@@ -142,10 +160,14 @@ def refresh_gains(error_sums: np.ndarray, kept: np.ndarray, patches: np.ndarray 
     next_kept = np.minimum.accumulate(np.where(kept, times, n_samples)[:, ::-1], axis=1)[:, ::-1]
     last = np.concatenate([next_kept[:, 1:], np.full((count, 1), n_samples)], axis=1) - 1
     before = np.maximum(times - 1, 0)
-    rows = (np.arange(count) if patches is None else np.asarray(patches))[:, None]
+    rows = np.arange(count) if patches is None else np.asarray(patches)
+    # Flat indices into error_sums: one take per lookup, cheaper than indexing with three index arrays.
+    flat = error_sums.reshape(-1)
+    row_start = (rows * (n_samples * n_samples))[:, None]
+    held_from, fresh_from = row_start + previous * n_samples, row_start + times * n_samples
     started = times > 0
-    held = error_sums[rows, previous, last] - np.where(started, error_sums[rows, previous, before], 0.0)
-    fresh = error_sums[rows, times, last] - np.where(started, error_sums[rows, times, before], 0.0)
+    held = flat.take(held_from + last) - np.where(started, flat.take(held_from + before), 0.0)
+    fresh = flat.take(fresh_from + last) - np.where(started, flat.take(fresh_from + before), 0.0)
     return np.where(kept, -np.inf, held - fresh)
 
 
@@ -185,9 +207,7 @@ def adaptive_selection(change: PatchChange, coverage: np.ndarray, budget: int,
         kept[0].ravel()[order] = True
         return kept, []
     cells = np.flatnonzero(content.ravel())
-    drift = drift_matrix(change.flat(cells))
-    error_sums = np.square(drift, dtype=np.float64)  # (N, T, T): each drift squared in float64
-    np.cumsum(error_sums, axis=2, out=error_sums)
+    error_sums = squared_drift_sums(change.flat(cells))  # (N, T, T)
     chosen = np.zeros((len(cells), n_samples), bool)
     chosen[:, 0] = True
     weight = coverage.ravel()[cells].astype(np.float64)
