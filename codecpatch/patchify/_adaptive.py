@@ -89,14 +89,17 @@ def patch_change(samples: ClipSamples, noise_floor: float) -> PatchChange:
         texture[t], mean[t], mean_square[t] = patch_mean(gradient), patch_mean(luma), patch_mean(luma * luma)
     spread = np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
     starts = np.concatenate([[samples.info.frame_start - 1], samples.frame_indices[:-1]])
-    gaps = np.maximum(samples.frame_indices - starts, 1).astype(np.float32)
+    gaps = np.maximum(samples.frame_indices - starts, 1).astype(np.float32)[:, None, None]
+    # Every sample's block maps at once (elementwise, the same float32 steps as one sample at a time); row 0 unused.
+    field = samples.field_from_previous
+    displacement = np.minimum(np.hypot(field[..., 0], field[..., 1]) * scale, patch)
+    excess = np.maximum(samples.residual_accumulated / gaps - noise_floor, 0.0) * gaps
+    held_texture = np.maximum(texture[:-1], texture[1:])  # [t - 1]: the larger of samples t - 1 and t
     moved = np.zeros(texture.shape, np.float32)
     unexplained = np.zeros(texture.shape, np.float32)
     for t in range(1, samples.n_samples):
-        displacement = np.hypot(samples.field_from_previous[t][..., 0], samples.field_from_previous[t][..., 1]) * scale
-        excess = np.maximum(samples.residual_accumulated[t] / gaps[t] - noise_floor, 0.0) * gaps[t]
-        moved[t] = patch_mean(on_picture(np.minimum(displacement, patch))) * np.maximum(texture[t - 1], texture[t])
-        unexplained[t] = patch_mean(on_picture(excess))
+        moved[t] = patch_mean(on_picture(displacement[t])) * held_texture[t - 1]
+        unexplained[t] = patch_mean(on_picture(excess[t]))
     return PatchChange(moved, unexplained, mean.astype(np.float32), spread.astype(np.float32))
 
 
