@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ._geometry import CanvasGeometry
 from ._types import ClipSamples
 
 @dataclass(frozen=True)
@@ -54,6 +55,13 @@ class PatchChange:
         return PatchChange(pick(self.moved), pick(self.unexplained), pick(self.mean), pick(self.spread))
 
 
+def picture_patches(geometry: CanvasGeometry) -> tuple[slice, slice]:
+    """(rows, cols) slices of the patch grid that cover the picture: every patch outside them is all padding."""
+    patch = geometry.patch
+    return (slice(geometry.content_y // patch, -(-(geometry.content_y + geometry.content_height) // patch)),
+            slice(geometry.content_x // patch, -(-(geometry.content_x + geometry.content_width) // patch)))
+
+
 def patch_change(samples: ClipSamples, noise_floor: float) -> PatchChange:
     """The PatchChange of a clip; ``noise_floor``: per-frame residual (luma levels) taken as coding noise."""
     geometry = samples.geometry
@@ -67,12 +75,20 @@ def patch_change(samples: ClipSamples, noise_floor: float) -> PatchChange:
                           interpolation=cv2.INTER_LINEAR)
 
     # One zero canvas for every map: each fills the picture's rectangle, the padding stays zero (``place``).
-    canvas = np.zeros((geometry.canvas_height, geometry.canvas_width), np.float32)
-    picture = canvas[geometry.content_slices]
+    # The canvas spans only the patches that hold picture: INTER_AREA by a whole patch sums each patch's own
+    # pixels, so cropping at patch boundaries changes no mean, and a letterbox's rows of padding patches (a
+    # third of the canvas at 16:9) keep the zero mean the full canvas gives them without being shrunk.
+    held_rows, held_cols = picture_patches(geometry)
+    canvas = np.zeros(((held_rows.stop - held_rows.start) * patch, (held_cols.stop - held_cols.start) * patch), np.float32)
+    top, left = geometry.content_y - held_rows.start * patch, geometry.content_x - held_cols.start * patch
+    picture = canvas[top:top + geometry.content_height, left:left + geometry.content_width]
+    means = np.zeros((rows, cols), np.float32)
+    held_means = means[held_rows, held_cols]
 
     def patch_mean(content_map: np.ndarray) -> np.ndarray:  # mean over each patch's picture pixels
         picture[...] = content_map
-        return cv2.resize(canvas, (cols, rows), interpolation=cv2.INTER_AREA) / coverage
+        held_means[...] = cv2.resize(canvas, held_means.shape[::-1], interpolation=cv2.INTER_AREA)
+        return means / coverage
 
     texture, mean, mean_square = (np.zeros((samples.n_samples, rows, cols), np.float32) for _ in range(3))
     for t, rgb in enumerate(samples.rgb):
