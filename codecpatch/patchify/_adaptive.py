@@ -124,39 +124,49 @@ def drift_matrix(change: PatchChange) -> np.ndarray:
     sample s (zero for u <= s): the change of its mean luma, plus the change accumulated from displacement
     and unexplained residual over the samples in between, which saturates at twice the larger of the two
     samples' luma spreads (content shifted by more than its texture scale is as wrong as it gets).
-    ``change`` holds (T, N) float32 arrays (``PatchChange.flat``; other dtypes are taken as float32); luma levels."""
+    ``change`` holds (T, N) float32 arrays (``PatchChange.flat``; other dtypes are taken as float32); luma levels.
+    A transposed view of a (T, T, N) ``[u, s, n]`` array (``drift_rows``)."""
+    return drift_rows(change, slice(None)).transpose(2, 1, 0)
+
+
+def drift_rows(change: PatchChange, ends: slice) -> np.ndarray:
+    """(U, T, N) float32 ``[u, s, n]``: drift_matrix's ``[n, s, u]`` for the samples u in ``ends`` (a slice of
+    range(T) with step 1), laid out with the patches innermost: every step is then one float32 operation over
+    contiguous rows of patches (the (N, T, T) layout broadcast along its inner axis, several times slower)."""
     moved, unexplained, mean, spread = (np.asarray(array, np.float32) for array in
                                         (change.moved, change.unexplained, change.mean, change.spread))
-    cumulative = np.cumsum(moved + unexplained, axis=0).T  # (N, T)
-    # Two (N, T, T) buffers, every step in place: each is the float32 operation the formula names, and a
-    # clip of 64 samples spares eight more 3 MB temporaries (the page faults of fresh memory, every clip).
-    drift = np.subtract(cumulative[:, None, :], cumulative[:, :, None])  # accumulated change from s to u
-    ceiling = np.maximum(spread.T[:, :, None], spread.T[:, None, :])
+    first, stop, _ = ends.indices(moved.shape[0])
+    cumulative = np.cumsum(moved + unexplained, axis=0)  # (T, N)
+    drift = np.subtract(cumulative[ends, None, :], cumulative[None, :, :])  # accumulated change from s to u
+    ceiling = np.maximum(spread[None, :, :], spread[ends, None, :])
     ceiling *= np.float32(2.0)
     np.minimum(drift, ceiling, out=drift)
-    mean_change = np.subtract(mean.T[:, None, :], mean.T[:, :, None], out=ceiling)
+    mean_change = np.subtract(mean[ends, None, :], mean[None, :, :], out=ceiling)
     drift += np.abs(mean_change, out=mean_change)
     np.maximum(drift, np.float32(0.0), out=drift)
-    drift[:, ~np.triu(np.ones(drift.shape[1:], bool), k=1)] = 0.0
+    for row, end in enumerate(range(first, stop)):
+        drift[row, end:] = 0.0  # s >= u: nothing to hold yet
     return drift
 
 
-def squared_drift_sums(change: PatchChange, patches_at_once: int = 32) -> np.ndarray:
+def squared_drift_sums(change: PatchChange, ends_at_once: int = 16) -> np.ndarray:
     """(N, T, T) float64 ``[n, s, u]``: the sum over samples v <= u of drift_matrix(change)[n, s, v]^2, each
     drift squared in float64 (zero for u <= s). ``change`` holds (T, N) arrays (``PatchChange.flat``).
 
-    Built ``patches_at_once`` patches at a time (every patch's drift is its own), so a part's drift is squared
-    and summed while it is still in cache instead of passing three times over 3-6 MB arrays.
+    A transposed view of a (T, T, N) ``[u, s, n]`` array: the drift is built and squared ``ends_at_once``
+    samples u at a time (``drift_rows``, a part that stays in cache), and the running sum over u is then one
+    add of contiguous rows per sample, only where s < u (the rest is zero), where ``np.cumsum`` over the
+    (N, T, T) layout walks each 64-long row on its own. The same float64 additions in the same order, so the
+    same bits.
     """
     n_samples, n_patches = change.moved.shape
-    sums = np.empty((n_patches, n_samples, n_samples), np.float64)
-    for start in range(0, n_patches, patches_at_once):
-        part = slice(start, start + patches_at_once)
-        drift = drift_matrix(PatchChange(change.moved[:, part], change.unexplained[:, part], change.mean[:, part],
-                                         change.spread[:, part]))
-        np.square(drift, out=sums[part], dtype=np.float64)
-        np.cumsum(sums[part], axis=2, out=sums[part])
-    return sums
+    by_end = np.empty((n_samples, n_samples, n_patches), np.float64)  # [u, s, n]
+    for start in range(0, n_samples, ends_at_once):
+        ends = slice(start, min(start + ends_at_once, n_samples))
+        np.square(drift_rows(change, ends), out=by_end[ends], dtype=np.float64)
+    for end in range(1, n_samples):
+        by_end[end, :end] += by_end[end - 1, :end]
+    return by_end.transpose(2, 1, 0)
 
 
 def refresh_gains(error_sums: np.ndarray, kept: np.ndarray, patches: np.ndarray | None = None) -> np.ndarray:
@@ -179,14 +189,10 @@ def refresh_gains(error_sums: np.ndarray, kept: np.ndarray, patches: np.ndarray 
     next_kept = np.minimum.accumulate(np.where(kept, times, n_samples)[:, ::-1], axis=1)[:, ::-1]
     last = np.concatenate([next_kept[:, 1:], np.full((count, 1), n_samples)], axis=1) - 1
     before = np.maximum(times - 1, 0)
-    rows = np.arange(count) if patches is None else np.asarray(patches)
-    # Flat indices into error_sums: one take per lookup, cheaper than indexing with three index arrays.
-    flat = error_sums.reshape(-1)
-    row_start = (rows * (n_samples * n_samples))[:, None]
-    held_from, fresh_from = row_start + previous * n_samples, row_start + times * n_samples
+    rows = (np.arange(count) if patches is None else np.asarray(patches))[:, None]
     started = times > 0
-    held = flat.take(held_from + last) - np.where(started, flat.take(held_from + before), 0.0)
-    fresh = flat.take(fresh_from + last) - np.where(started, flat.take(fresh_from + before), 0.0)
+    held = error_sums[rows, previous, last] - np.where(started, error_sums[rows, previous, before], 0.0)
+    fresh = error_sums[rows, times, last] - np.where(started, error_sums[rows, times, before], 0.0)
     return np.where(kept, -np.inf, held - fresh)
 
 
