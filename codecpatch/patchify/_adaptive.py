@@ -70,10 +70,6 @@ def patch_change(samples: ClipSamples, noise_floor: float) -> PatchChange:
     rows, cols = geometry.grid
     coverage = np.maximum(geometry.patch_content_fraction(), 1e-6)
 
-    def on_picture(block_map: np.ndarray) -> np.ndarray:  # a block map resampled to the picture's pixels
-        return cv2.resize(block_map.astype(np.float32), (geometry.content_width, geometry.content_height),
-                          interpolation=cv2.INTER_LINEAR)
-
     # One zero canvas for every map: each fills the picture's rectangle, the padding stays zero (``place``).
     # The canvas spans only the patches that hold picture: INTER_AREA by a whole patch sums each patch's own
     # pixels, so cropping at patch boundaries changes no mean, and a letterbox's rows of padding patches (a
@@ -85,24 +81,34 @@ def patch_change(samples: ClipSamples, noise_floor: float) -> PatchChange:
     means = np.zeros((rows, cols), np.float32)
     held_means = means[held_rows, held_cols]
 
-    def patch_mean(content_map: np.ndarray) -> np.ndarray:  # mean over each patch's picture pixels
-        picture[...] = content_map
+    def patch_mean() -> np.ndarray:  # mean over each patch's picture pixels of the map ``picture`` holds now
         held_means[...] = cv2.resize(canvas, held_means.shape[::-1], interpolation=cv2.INTER_AREA)
         return means / coverage
 
+    def resample_onto_picture(block_map: np.ndarray) -> None:  # a block map resampled to the picture's pixels
+        written = cv2.resize(block_map.astype(np.float32), (geometry.content_width, geometry.content_height), dst=picture,
+                             interpolation=cv2.INTER_LINEAR)
+        if written is not picture:  # OpenCV wrote elsewhere (it does not here: it fills a view in place)
+            picture[...] = written
+
+    # Every map is written straight onto the canvas's picture (no copy of each map onto it).
     texture, mean, mean_square = (np.zeros((samples.n_samples, rows, cols), np.float32) for _ in range(3))
     for t, rgb in enumerate(samples.rgb):
-        luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        np.copyto(picture, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))  # luma, as float32
+        luma = picture
         # sqrt(gx^2 + gy^2) in numpy, not cv2.magnitude: OpenCV's vectorised magnitude rounds some elements
         # differently depending on where the array lies in memory, so a clip could score (and, at a near tie,
         # select) differently from one run to the next. Each numpy step here is correctly rounded float32.
         gradient_x, gradient_y = cv2.Sobel(luma, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(luma, cv2.CV_32F, 0, 1, ksize=3)
+        mean[t] = patch_mean()
+        np.multiply(luma, luma, out=picture)
+        mean_square[t] = patch_mean()
         gradient_x *= gradient_x
         gradient_y *= gradient_y
         gradient_x += gradient_y
         gradient = np.sqrt(gradient_x, out=gradient_x)
-        gradient /= np.float32(8.0)
-        texture[t], mean[t], mean_square[t] = patch_mean(gradient), patch_mean(luma), patch_mean(luma * luma)
+        np.divide(gradient, np.float32(8.0), out=picture)
+        texture[t] = patch_mean()
     spread = np.sqrt(np.maximum(mean_square - mean * mean, 0.0))
     starts = np.concatenate([[samples.info.frame_start - 1], samples.frame_indices[:-1]])
     gaps = np.maximum(samples.frame_indices - starts, 1).astype(np.float32)[:, None, None]
@@ -114,8 +120,10 @@ def patch_change(samples: ClipSamples, noise_floor: float) -> PatchChange:
     moved = np.zeros(texture.shape, np.float32)
     unexplained = np.zeros(texture.shape, np.float32)
     for t in range(1, samples.n_samples):
-        moved[t] = patch_mean(on_picture(displacement[t])) * held_texture[t - 1]
-        unexplained[t] = patch_mean(on_picture(excess[t]))
+        resample_onto_picture(displacement[t])
+        moved[t] = patch_mean() * held_texture[t - 1]
+        resample_onto_picture(excess[t])
+        unexplained[t] = patch_mean()
     return PatchChange(moved, unexplained, mean.astype(np.float32), spread.astype(np.float32))
 
 
