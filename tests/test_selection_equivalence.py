@@ -114,3 +114,14 @@ def test_refresh_gains_of_some_patches_equal_those_of_their_copied_rows():
     kept = rng.random((9, 12)) < 0.3
     kept[:, 0] = True
     assert refresh_gains(error_sums, kept, patches).tobytes() == refresh_gains(error_sums[patches], kept).tobytes()
+
+
+def test_flat_memory_reads_any_layout():
+    from codecpatch.patchify._adaptive import flat_memory
+
+    base = np.arange(4 * 5 * 6, dtype=np.float64).reshape(4, 5, 6)
+    for array in (base, base.transpose(2, 1, 0), base.transpose(1, 0, 2), base[:, 1:4, ::2], base[::-1], base[None, 2]):
+        flat, steps = flat_memory(array)
+        index = np.indices(array.shape).reshape(array.ndim, -1)
+        assert np.array_equal(flat.take((index * np.array(steps)[:, None]).sum(axis=0)), array.ravel())
+    assert np.shares_memory(flat_memory(base.transpose(2, 1, 0))[0], base)
