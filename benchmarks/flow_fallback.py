@@ -77,10 +77,10 @@ def timed(command: list[str], env: dict | None = None) -> tuple[float, float]:
 
 def command(clip: Path, core: int, variant: str) -> list[str]:
     if variant == "default":  # exactly the user's command
-        code = "import sys; from codecpatch.cli import run; sys.exit(run())"
+        code = "import sys; from codecpatch.cli import console_main; sys.exit(console_main())"
     else:
         code = (f"import sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); import flow_fallback; "
-                f"flow_fallback.use_variant({variant!r}); from codecpatch.cli import run; sys.exit(run())")
+                f"flow_fallback.use_variant({variant!r}); from codecpatch.cli import console_main; sys.exit(console_main())")
     return ["taskset", "-c", str(core), sys.executable, "-c", code, "patchify", "--no-fidelity", str(clip)]
 
 
@@ -163,7 +163,8 @@ def flow_cost(clip: Path, variants: list[str], repeats: int) -> dict:
         if fields.get("motion") == "none":
             continue
         estimator = OpticalFlowEstimator(fields["flow_preset"], fields["flow_max_side"])
-        estimated = [(i, j) for i, j in pairs if i % fields["flow_every"] == 0]  # the others reuse an estimate
+        # As the reader: every n-th frame, and the first of each run of same-size frames; the others reuse one.
+        estimated = [(i, j) for i, j in pairs if i % fields["flow_every"] == 0 or (i - 1, i - 2) not in pairs]
         runs = []
         for _ in range(repeats):
             started = time.perf_counter()

@@ -52,8 +52,11 @@ def console_script(tree: Path) -> str:
     except ModuleNotFoundError:  # Python < 3.11: the backport the package itself depends on there
         import tomli as tomllib
 
-    with open(tree / "pyproject.toml", "rb") as file:
-        return tomllib.load(file)["project"]["scripts"]["codecpatch"]
+    try:
+        with open(tree / "pyproject.toml", "rb") as file:
+            return tomllib.load(file)["project"]["scripts"]["codecpatch"]
+    except FileNotFoundError:  # a bare copy of the package: the entry point every release before 0.2.2 had
+        return "codecpatch.cli:main"
 
 
 def ours(clip: Path, core: int, tree: Path) -> list[str]:

@@ -647,7 +647,8 @@ def shards_verify(location: str, no_rebuild: bool, as_json: bool) -> None:
     if not report.ok:
         sys.exit(1)
 
-def run() -> None:
+
+def console_main() -> None:
     """The ``codecpatch`` console script: ``main`` as a process of its own, which ends when it returns.
 
     Python's shutdown runs a full garbage collection over every object alive, most of them made by the
@@ -663,4 +664,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    run()
+    console_main()

@@ -183,10 +183,10 @@ def test_the_command_line_and_the_python_api_give_the_same_rows(tmp_path):
 
 
 def test_the_console_script_exits_with_mains_status_and_skips_the_shutdown_collection():
-    """``run`` (the installed ``codecpatch`` script) is ``main`` plus a frozen collector at the end: the same
+    """``console_main`` (the installed ``codecpatch`` script) is ``main`` plus a frozen collector at the end: the same
     output and exit status, and Python's shutdown no longer walks every object the imports made."""
     probe = ("import atexit, gc, sys; atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0)); "
-             "from codecpatch.cli import run; sys.exit(run())")
+             "from codecpatch.cli import console_main; sys.exit(console_main())")
     version = subprocess.run([sys.executable, "-c", probe, "--version"], capture_output=True, text=True, timeout=120)
     assert version.returncode == 0, version.stderr
     assert "codecpatch" in version.stdout and version.stdout.rstrip().endswith("frozen True")

@@ -14,6 +14,10 @@ from ._types import ASSUMED_FPS, CODECS_WITH_VECTORS, NO_LIMITS, CodecFrame, Dec
 _ENCODERS = {"TranscodeResult": "_transcode", "transcode_for_vectors": "_transcode", "write_rgb_video": "_write"}
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_ENCODERS))
+
+
 def __getattr__(name: str):
     home = _ENCODERS.get(name)
     if home is None:

@@ -65,7 +65,7 @@ class _DecodeState:
     frame_indexed: bool = False
     last_anchor: int | None = None  # index of the latest I/P frame: the past reference of what follows
     pending: list = field(default_factory=list)  # B-frames waiting for their future anchor
-    flow_field: np.ndarray | None = None  # the last optical-flow estimate (DecodeOptions.flow_every), read-only
+    flow_field: np.ndarray | None = None  # the last optical-flow estimate (DecodeOptions.flow_every)
 
 
 class VideoReader:
@@ -318,7 +318,8 @@ class VideoReader:
                     flow_field = state.flow_field  # between estimates: the last one again
                 else:
                     flow_field = self._flow.block_field(luma, state.previous_luma, grid, float(factor))
-                    flow_field.flags.writeable = False  # shared by the frames that reuse it
+                    if options.flow_every > 1:
+                        flow_field.flags.writeable = False  # shared by the frames that reuse it
                     state.flow_field = flow_field
                 everywhere, nowhere = np.ones(grid, bool), np.zeros(grid, bool)
                 block_motion = BlockMotion(options.block_size, flow_field, everywhere, np.zeros_like(flow_field), nowhere)

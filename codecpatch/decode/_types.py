@@ -158,8 +158,8 @@ class DecodeOptions:
         _check_choice("flow_preset", self.flow_preset, FlowPreset)
         if self.flow_max_side is not None and self.flow_max_side < MIN_FLOW_SIDE:
             raise ValueError(f"flow_max_side must be >= {MIN_FLOW_SIDE} (or None), got {self.flow_max_side}")
-        if self.flow_every < 1:
-            raise ValueError(f"flow_every must be >= 1, got {self.flow_every}")
+        if isinstance(self.flow_every, bool) or not isinstance(self.flow_every, int) or self.flow_every < 1:
+            raise ValueError(f"flow_every must be an integer >= 1, got {self.flow_every!r}")
         if self.residual_stride not in RESIDUAL_STRIDES:
             raise ValueError(f"residual_stride must be 1, 2 or 4, got {self.residual_stride}")
         if self.analysis_max_side < 16:

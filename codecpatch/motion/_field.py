@@ -244,8 +244,9 @@ def _average_within_cells(
         inside = (left_cell >= 0) & (left_cell < grid_w) & (top_cell >= 0) & (top_cell < grid_h)
         cell, dx, dy, area = cell[inside], dx[inside], dy[inside], area[inside]
     # np.bincount takes intp indices and float64 weights: converted once here rather than in each of its three
-    # calls. The weighted sums are the same: dx * area is exact in float32 already (a dyadic fraction times an
-    # integer area, < 2^24 in magnitude), so computing it in float64 gives the same number.
+    # calls. The weighted sums are the same: dx * area is a dyadic fraction times an integer area, exact in float32
+    # whenever |motion * w * h| < 2^24, i.e. for every block of a real stream (decoders export int16 vectors and
+    # these blocks are at most 16x16: < 2^15 * 2^8), so computing it in float64 gives the same number.
     cell = cell.astype(np.intp)
     area = area.astype(np.float64)
     weight = np.bincount(cell, weights=area, minlength=n_cells).astype(np.float32)

@@ -22,9 +22,9 @@ import numpy as np
 
 FlowPreset = Literal["ultrafast", "fast", "medium"]
 
-#: The least ``max_side`` accepted (DIS matches 8x8 patches).
+#: The least ``max_side`` accepted, and the shorter side the flow luma is never halved below (DIS matches 8x8
+#: patches).
 MIN_FLOW_SIDE = 16
-
 
 
 def flow_halvings(shape: tuple[int, int], grid_shape: tuple[int, int], max_side: int | None) -> int:
@@ -45,20 +45,22 @@ def flow_halvings(shape: tuple[int, int], grid_shape: tuple[int, int], max_side:
 
 
 def dis_coarsest_scale(shape: tuple[int, int], patch_size: int) -> int:
-    """The coarsest pyramid level OpenCV's DIS builds for a (h, w) image with ``patch_size`` patches: the level
-    where a quarter of the longer side is one patch (rounded), but not so deep that the shorter side falls below
-    one patch (as DIS's ``calc`` computes it, C truncation included).
+    """The coarsest pyramid level OpenCV's DIS builds for a (h, w) image with ``patch_size`` patches, as its
+    ``calc`` computes it: the level where a quarter of the longer side is one patch (rounded), but not so deep
+    that the shorter side falls below one patch (an integer division there, and C's truncation toward zero).
+    Negative when the shorter side is under one patch, or the longer under two: DIS refuses such an image.
 
-    When it falls below the finest scale, DIS picks its own patch size and scales instead, and on some of those
-    images (a side under ~32 px and the other several times longer) it reads past its buffers: a segmentation
-    fault that takes the whole process down (measured over every size from 4 to 330 px, every preset; OpenCV
-    5.1). Below 0 it raises. The flow is only run where this is at least the finest scale.
+    When this falls below the finest scale DIS is set to, DIS picks its own patch size and scales instead, and
+    on some of those images (16x82, 24x80, 28x200 pixels, ... with the "fast" and "ultrafast" presets) it reads
+    past its buffers: a segmentation fault that takes the whole process down (measured over every size from 4
+    to 330 px, every preset; OpenCV 5.1). ``OpticalFlowEstimator`` therefore never sets a finest scale above it.
     """
     h, w = shape
-    if min(h, w) <= 0:
+    patches_across = min(h, w) // patch_size
+    if patches_across < 1 or max(h, w) <= 0:
         return -1
     by_long_side = int(math.log(max(h, w) / (4.0 * patch_size)) / math.log(2.0) + 0.5)
-    by_short_side = int(math.log(min(h, w) / patch_size) / math.log(2.0))
+    by_short_side = int(math.log(patches_across) / math.log(2.0))
     return min(by_long_side, by_short_side)
 
 
@@ -113,24 +115,24 @@ class OpticalFlowEstimator:
         self._preset_finest_scale = self._dis.getFinestScale()
 
     def estimates(self, shape: tuple[int, int], grid_shape: tuple[int, int]) -> bool:
-        """Whether ``block_field`` estimates flow on a (h, w) analysis luma with a (gh, gw) grid; when not, it
-        returns zeros (no motion). See ``dis_coarsest_scale``: DIS would pick its pyramid by itself, and on some
-        such images (16x82, 24x80, 28x200 pixels, ...) it reads past its buffers and kills the process."""
+        """Whether ``block_field`` estimates flow on a (h, w) analysis luma with a (gh, gw) grid: False only for an
+        image DIS refuses (``dis_coarsest_scale`` below 0: a side under one 8-px patch, or the longer side under
+        ~12 px), which gets a zero field (no motion)."""
         halvings = flow_halvings(shape, grid_shape, self.max_side)
-        flow_shape = (shape[0] >> halvings, shape[1] >> halvings)
-        return dis_coarsest_scale(flow_shape, self._dis.getPatchSize()) >= self._finest_scale(halvings)
+        return dis_coarsest_scale((shape[0] >> halvings, shape[1] >> halvings), self._dis.getPatchSize()) >= 0
 
-    def _finest_scale(self, halvings: int) -> int:
-        """The finest scale DIS runs at on a luma halved ``halvings`` times (see ``block_field``)."""
-        if self.max_side is None:
-            return self._dis.getFinestScale()
-        return max(self._preset_finest_scale - halvings, 0)
+    def _finest_scale(self, flow_shape: tuple[int, int], halvings: int) -> int:
+        """The finest scale DIS runs at on a ``flow_shape`` luma halved ``halvings`` times: the preset's, lowered
+        by the halvings (when ``max_side`` is set), and never below the coarsest scale DIS builds for the image
+        (``dis_coarsest_scale``; at common sizes it is far above, and the preset's scale is kept)."""
+        finest = max(self._preset_finest_scale - halvings, 0) if self.max_side is not None else self._preset_finest_scale
+        return min(finest, dis_coarsest_scale(flow_shape, self._dis.getPatchSize()))
 
     def block_field(
         self, current_luma: np.ndarray, previous_luma: np.ndarray, grid_shape: tuple[int, int], pixel_scale: float
     ) -> np.ndarray:
-        """(gh, gw, 2) float32 displacement into the previous frame, in full-resolution pixels; zeros for a luma
-        too small for the flow (``estimates``).
+        """(gh, gw, 2) float32 displacement into the previous frame, in full-resolution pixels; zeros for an image
+        DIS refuses (``estimates``).
 
         Args:
             current_luma, previous_luma: (h, w) uint8 luma at analysis resolution (same shape).
@@ -138,13 +140,12 @@ class OpticalFlowEstimator:
             pixel_scale: full-resolution pixels per analysis pixel (e.g. 2.0 when luma was halved).
         """
         if not self.estimates(current_luma.shape, grid_shape):
-            return np.zeros((*grid_shape, 2), np.float32)  # too small for DIS's own pyramid: no motion
+            return np.zeros((*grid_shape, 2), np.float32)  # an image DIS refuses: no motion
         halvings = flow_halvings(current_luma.shape, grid_shape, self.max_side)
         current, previous = halve(current_luma, halvings), halve(previous_luma, halvings)
-        if self.max_side is not None:
-            # Set before every call (DIS would lower its own finest scale on small images and keep it, but
-            # ``estimates`` keeps those images away from it now; the call stays as it was).
-            self._dis.setFinestScale(self._finest_scale(halvings))
+        # Set before every call, never above the image's coarsest scale: DIS would otherwise pick its own scales
+        # (and keep them for the next image), which crashes the process on some small images.
+        self._dis.setFinestScale(self._finest_scale(current.shape, halvings))
         # calc(I0=current, I1=previous) gives f with current(x) ~= previous(x + f(x)): the codec's src - dst.
         flow = self._dis.calc(current, previous, None)
         return (pool_to_grid(flow, grid_shape) * (pixel_scale * 2**halvings)).astype(np.float32)
