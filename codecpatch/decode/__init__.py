@@ -4,10 +4,16 @@
 vectors, a block motion field, a residual-energy map and (on request) RGB pixels.
 """
 
+from typing import TYPE_CHECKING
+
 from ._plan import PacketPlan, plan_packets
 from ._reader import VideoReader, probe, read_frames
 from ._source import is_url, redact, redact_text
 from ._types import ASSUMED_FPS, CODECS_WITH_VECTORS, NO_LIMITS, CodecFrame, DecodeLimits, DecodeOptions, DecodeReport, StreamInfo, plausible_fps
+
+if TYPE_CHECKING:  # what __getattr__ serves, for type checkers and editors
+    from ._transcode import TranscodeResult, transcode_for_vectors
+    from ._write import write_rgb_video
 
 #: The encoding side (re-encoding for vectors, writing RGB frames), imported on first use: decoding needs neither,
 #: and importing them cost every command's start-up ~0.8 ms.

@@ -231,9 +231,11 @@ def _average_within_cells(
     the area-weighted mean of its blocks, three weighted counts over all vectors at once instead of a pass per
     partition size.
 
-    Bit for bit what ``_rasterise`` gives: a vector is a dyadic fraction (``motion / motion_scale``, a power
-    of two) times an integer area, so every partial sum is exact in float32 and float64 alike and the order of
-    the additions cannot change it (for |motion| below ~2^20, i.e. any real stream: decoders stay in int16); a whole-cell block that shares its cell with another (a damaged stream,
+    Bit for bit what ``_rasterise`` gives for blocks with power-of-two sides (every codec's partitions): a vector
+    is a dyadic fraction (``motion / motion_scale``, a power of two) times a power-of-two area, so every partial
+    sum is exact in float32 and float64 alike and the order of the additions cannot change it (for |motion|
+    below ~2^20, i.e. any real stream: decoders stay in int16; with other block sides ``_rasterise``'s float32
+    partial sums can round, and the two may differ in the last bit); a whole-cell block that shares its cell with another (a damaged stream,
     where ``_rasterise``'s order of writes decides) returns None, as does a scale that is not a power of two.
     Returns ((2, 2 gh gw) float32 x/y, (2 gh gw,) bool covered).
     """
