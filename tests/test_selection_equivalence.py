@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from codecpatch.patchify._adaptive import (PatchChange, drift_matrix, patch_change, picture_patches, refresh_gains,
+from codecpatch.patchify._adaptive import (PatchChange, drift_matrix, patch_change, refresh_gains,
                                            squared_drift_sums)
 from codecpatch.patchify._geometry import exact_geometry, native_geometry, square_geometry
 from codecpatch.patchify._types import ClipInfo, ClipSamples
@@ -80,7 +80,7 @@ def test_patch_change_equals_the_plain_per_sample_formula(name):
 
 def test_picture_patches_cover_exactly_the_patches_that_hold_picture():
     for geometry in GEOMETRIES.values():
-        rows, cols = picture_patches(geometry)
+        rows, cols = geometry.picture_patch_slices
         held = np.zeros(geometry.grid, bool)
         held[rows, cols] = True
         np.testing.assert_array_equal(held, geometry.patch_content_fraction() > 0)

@@ -30,7 +30,9 @@ def __getattr__(name: str):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from importlib import import_module
 
-    return getattr(import_module(f"{__name__}.{home}"), name)
+    value = getattr(import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # the next lookup is a plain attribute (as in codecpatch.pipeline)
+    return value
 
 
 __all__ = [

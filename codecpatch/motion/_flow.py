@@ -113,20 +113,26 @@ class OpticalFlowEstimator:
         self.preset, self.max_side = preset, max_side
         self._dis = cv2.DISOpticalFlow_create(self._PRESETS[preset])
         self._preset_finest_scale = self._dis.getFinestScale()
+        self._plans: dict[tuple, tuple[int, int] | None] = {}  # (luma shape, grid) -> _plan's answer
 
     def estimates(self, shape: tuple[int, int], grid_shape: tuple[int, int]) -> bool:
         """Whether ``block_field`` estimates flow on a (h, w) analysis luma with a (gh, gw) grid: False only for an
         image DIS refuses (``dis_coarsest_scale`` below 0: a side under one 8-px patch, or the longer side under
         ~12 px), which gets a zero field (no motion)."""
-        halvings = flow_halvings(shape, grid_shape, self.max_side)
-        return dis_coarsest_scale((shape[0] >> halvings, shape[1] >> halvings), self._dis.getPatchSize()) >= 0
+        return self._plan(shape, grid_shape) is not None
 
-    def _finest_scale(self, flow_shape: tuple[int, int], halvings: int) -> int:
-        """The finest scale DIS runs at on a ``flow_shape`` luma halved ``halvings`` times: the preset's, lowered
-        by the halvings (when ``max_side`` is set), and never below the coarsest scale DIS builds for the image
+    def _plan(self, shape: tuple[int, int], grid_shape: tuple[int, int]) -> tuple[int, int] | None:
+        """(halvings, finest scale) of the flow on a (h, w) luma with a (gh, gw) grid, or None for an image DIS
+        refuses; worked out once per geometry. The finest scale is the preset's, lowered by the halvings (when
+        ``max_side`` is set), and never below the coarsest scale DIS builds for the halved image
         (``dis_coarsest_scale``; at common sizes it is far above, and the preset's scale is kept)."""
-        finest = max(self._preset_finest_scale - halvings, 0) if self.max_side is not None else self._preset_finest_scale
-        return min(finest, dis_coarsest_scale(flow_shape, self._dis.getPatchSize()))
+        key = (tuple(shape), tuple(grid_shape))
+        if key not in self._plans:
+            halvings = flow_halvings(shape, grid_shape, self.max_side)
+            coarsest = dis_coarsest_scale((shape[0] >> halvings, shape[1] >> halvings), self._dis.getPatchSize())
+            finest = max(self._preset_finest_scale - halvings, 0) if self.max_side is not None else self._preset_finest_scale
+            self._plans[key] = (halvings, min(finest, coarsest)) if coarsest >= 0 else None
+        return self._plans[key]
 
     def block_field(
         self, current_luma: np.ndarray, previous_luma: np.ndarray, grid_shape: tuple[int, int], pixel_scale: float
@@ -139,13 +145,14 @@ class OpticalFlowEstimator:
             grid_shape: (gh, gw) of the output block grid.
             pixel_scale: full-resolution pixels per analysis pixel (e.g. 2.0 when luma was halved).
         """
-        if not self.estimates(current_luma.shape, grid_shape):
+        plan = self._plan(current_luma.shape, grid_shape)
+        if plan is None:
             return np.zeros((*grid_shape, 2), np.float32)  # an image DIS refuses: no motion
-        halvings = flow_halvings(current_luma.shape, grid_shape, self.max_side)
+        halvings, finest = plan
         current, previous = halve(current_luma, halvings), halve(previous_luma, halvings)
         # Set before every call, never above the image's coarsest scale: DIS would otherwise pick its own scales
         # (and keep them for the next image), which crashes the process on some small images.
-        self._dis.setFinestScale(self._finest_scale(current.shape, halvings))
+        self._dis.setFinestScale(finest)
         # calc(I0=current, I1=previous) gives f with current(x) ~= previous(x + f(x)): the codec's src - dst.
         flow = self._dis.calc(current, previous, None)
         return (pool_to_grid(flow, grid_shape) * (pixel_scale * 2**halvings)).astype(np.float32)

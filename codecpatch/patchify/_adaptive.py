@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ._geometry import CanvasGeometry
 from ._types import ClipSamples
 
 @dataclass(frozen=True)
@@ -55,13 +54,6 @@ class PatchChange:
         return PatchChange(pick(self.moved), pick(self.unexplained), pick(self.mean), pick(self.spread))
 
 
-def picture_patches(geometry: CanvasGeometry) -> tuple[slice, slice]:
-    """(rows, cols) slices of the patch grid that cover the picture: every patch outside them is all padding."""
-    patch = geometry.patch
-    return (slice(geometry.content_y // patch, -(-(geometry.content_y + geometry.content_height) // patch)),
-            slice(geometry.content_x // patch, -(-(geometry.content_x + geometry.content_width) // patch)))
-
-
 def patch_change(samples: ClipSamples, noise_floor: float) -> PatchChange:
     """The PatchChange of a clip; ``noise_floor``: per-frame residual (luma levels) taken as coding noise."""
     geometry = samples.geometry
@@ -74,7 +66,7 @@ def patch_change(samples: ClipSamples, noise_floor: float) -> PatchChange:
     # The canvas spans only the patches that hold picture: INTER_AREA by a whole patch sums each patch's own
     # pixels, so cropping at patch boundaries changes no mean, and a letterbox's rows of padding patches (a
     # third of the canvas at 16:9) keep the zero mean the full canvas gives them without being shrunk.
-    held_rows, held_cols = picture_patches(geometry)
+    held_rows, held_cols = geometry.picture_patch_slices
     canvas = np.zeros(((held_rows.stop - held_rows.start) * patch, (held_cols.stop - held_cols.start) * patch), np.float32)
     top, left = geometry.content_y - held_rows.start * patch, geometry.content_x - held_cols.start * patch
     picture = canvas[top:top + geometry.content_height, left:left + geometry.content_width]

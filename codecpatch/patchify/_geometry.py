@@ -50,6 +50,13 @@ class CanvasGeometry:
         return (slice(self.content_y, self.content_y + self.content_height),
                 slice(self.content_x, self.content_x + self.content_width))
 
+    @property
+    def picture_patch_slices(self) -> tuple[slice, slice]:
+        """(rows, cols) slices of the patch grid that cover the picture: every patch outside them is all padding."""
+        patch = self.patch
+        return (slice(self.content_y // patch, -(-(self.content_y + self.content_height) // patch)),
+                slice(self.content_x // patch, -(-(self.content_x + self.content_width) // patch)))
+
     def content_mask(self) -> np.ndarray:
         """(canvas_h, canvas_w) bool, True on the frame's pixels, False on padding."""
         mask = np.zeros((self.canvas_height, self.canvas_width), bool)
