@@ -66,6 +66,7 @@ class _DecodeState:
     last_anchor: int | None = None  # index of the latest I/P frame: the past reference of what follows
     pending: list = field(default_factory=list)  # B-frames waiting for their future anchor
     flow_field: np.ndarray | None = None  # the last optical-flow estimate (DecodeOptions.flow_every)
+    flow_refused: bool = False  # the optical flow refuses frames of previous_size (too small): zero motion
 
 
 class VideoReader:
@@ -285,7 +286,8 @@ class VideoReader:
             state.previous_size = (width, height)
             state.grid = grid_shape_for(height, width, options.block_size)
             state.factor = self._analysis_factor(width, height)
-            if self._flow is not None and not self._flow.estimates((height // state.factor, width // state.factor), state.grid):
+            state.flow_refused = self._flow is not None and not self._flow.estimates((height // state.factor, width // state.factor), state.grid)
+            if state.flow_refused:
                 self.report.warnings.append(
                     f"frames of {width}x{height} are too small for optical flow: their motion is zero from frame {state.count}"
                 )
@@ -313,7 +315,7 @@ class VideoReader:
                 block_motion = block_motion_from_vectors(vectors, height, width, options.block_size, past_distance, future_distance)
             motion_source = "codec"
         elif self._flow is not None:
-            if luma is not None and state.previous_luma is not None:
+            if luma is not None and state.previous_luma is not None and not state.flow_refused:
                 if state.flow_field is not None and state.count % options.flow_every:
                     flow_field = state.flow_field  # between estimates: the last one again
                 else:
