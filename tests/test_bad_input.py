@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -23,7 +25,7 @@ from codecpatch.errors import (
     VideoOpenError,
 )
 
-from .conftest import SAMPLES
+from .conftest import REPO, SAMPLES
 
 CLIP = SAMPLES / "sprites_h264_p.mp4"
 
@@ -271,6 +273,41 @@ def test_rows_of_a_corrupt_file_do_not_depend_on_where_it_ran(tmp_path, shared_v
         assert len(here.rows) == len(there.rows) > 0
         for a, b in zip(here.rows, there.rows):
             assert np.array_equal(a.tokens, b.tokens) and a.frame_types == b.frame_types
+
+
+_DAMAGED_SAMPLES_DIGEST = """
+import hashlib, os, sys
+os.sched_setaffinity(0, {cpus})  # before FFmpeg counts the CPUs
+from codecpatch.patchify import PatchifyConfig, iter_clip_samples
+digest = hashlib.sha1()
+for samples in iter_clip_samples(sys.argv[1], PatchifyConfig(frames=8), **{settings}):
+    for array in (samples.rgb, samples.motion_instant, samples.residual_instant, samples.frame_indices):
+        digest.update(array.tobytes())
+print(digest.hexdigest())
+"""
+
+
+def _damaged_samples_digest(path, cpus: set[int], **settings) -> str:
+    """sha1 of the samples ``iter_clip_samples`` gives for ``path`` in a child process that sees only ``cpus``."""
+    code = _DAMAGED_SAMPLES_DIGEST.format(cpus=cpus, settings=settings)
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_a_damaged_file_gives_the_same_samples_whatever_cpus_the_machine_has(tmp_path):
+    """FFmpeg conceals a damaged frame differently with decoder threading off (1 thread) and on, and its own
+    choice of thread count (0) is one per CPU: the library's default (1 thread, as `codecpatch patchify` and
+    the default recipe) gives the same samples in a process that sees one CPU and in one that sees two."""
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs a process that can be held to one CPU and to two (Linux, >= 2 CPUs)")
+    damaged = tmp_path / "damaged.mp4"
+    corrupt_copy(SAMPLES / "sprites_h264_b.mp4", damaged, seed=0, hits=8)
+    one_cpu, two_cpus = set(sorted(os.sched_getaffinity(0))[:1]), set(sorted(os.sched_getaffinity(0))[:2])
+    assert _damaged_samples_digest(damaged, one_cpu) == _damaged_samples_digest(damaged, two_cpus)
+    # The damage is one the threads change: FFmpeg's choice differs between the two machines.
+    assert _damaged_samples_digest(damaged, one_cpu, decoder_threads=0) != _damaged_samples_digest(damaged, two_cpus, decoder_threads=0)
 
 
 def test_input_walk_lists_every_entry_it_does_not_process(tmp_path):

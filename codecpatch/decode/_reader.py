@@ -417,9 +417,8 @@ class VideoReader:
             context.options = {"flags2": "+export_mvs"}
         thread_type = self.options.thread_type
         if thread_type == "auto":
-            # Frame threading drops or alters exported H.264 B-frame vectors from run to run, and conceals
-            # damaged frames differently for each thread count: slice threading decodes the same frames
-            # whatever the count (so rows do not depend on the worker layout).
+            # Frame threading drops or alters exported H.264 B-frame vectors from run to run; slice threading
+            # decodes clean input the same for any count (damaged input: see DecodeOptions.threads).
             thread_type = "slice"
         if thread_type == "none" or self.options.threads == 1:
             context.thread_count = 1

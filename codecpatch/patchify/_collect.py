@@ -46,12 +46,14 @@ def content_size(width: int, height: int, config: PatchifyConfig) -> tuple[int, 
 
 def iter_clip_samples(
     source: str | os.PathLike, config: PatchifyConfig, *, timeout: float = 10.0, frame_indices: Sequence[int] | None = None,
-    decoder_threads: int = 0, limits: DecodeLimits = NO_LIMITS, report: DecodeReport | None = None,
+    decoder_threads: int = 1, limits: DecodeLimits = NO_LIMITS, report: DecodeReport | None = None,
 ) -> Iterator[ClipSamples]:
     """Decode ``source`` once and yield one ClipSamples per clip, in order.
 
     ``frame_indices`` (codec mode) replaces the uniform sampling with explicit decoded frame indices and
     makes the whole video one clip (e.g. to score another tool's frame choice on the same frames).
+    ``decoder_threads``: FFmpeg's decoder threads, 1 as `codecpatch patchify` and the default recipe decode (a
+    damaged file's frames depend on it: ``DecodeOptions.threads``; 0 = one per CPU, which the machine decides).
 
     Raises the decode layer's VideoError subclasses for unreadable input (LimitExceededError for a source
     over ``limits``, checked before decoding). Undecodable packets are skipped (and reported in the samples'
