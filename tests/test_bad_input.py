@@ -275,39 +275,80 @@ def test_rows_of_a_corrupt_file_do_not_depend_on_where_it_ran(tmp_path, shared_v
             assert np.array_equal(a.tokens, b.tokens) and a.frame_types == b.frame_types
 
 
-_DAMAGED_SAMPLES_DIGEST = """
+_DIGEST_ON_CPUS = """
 import hashlib, os, sys
 os.sched_setaffinity(0, {cpus})  # before FFmpeg counts the CPUs
-from codecpatch.patchify import PatchifyConfig, iter_clip_samples
 digest = hashlib.sha1()
+{body}
+print(digest.hexdigest())
+"""
+_SAMPLES_DIGEST = """
+from codecpatch.patchify import PatchifyConfig, iter_clip_samples
 for samples in iter_clip_samples(sys.argv[1], PatchifyConfig(frames=8), **{settings}):
     for array in (samples.rgb, samples.motion_instant, samples.residual_instant, samples.frame_indices):
         digest.update(array.tobytes())
-print(digest.hexdigest())
+"""
+_TRANSCODE_DIGEST = """
+from codecpatch.decode import read_frames, transcode_for_vectors
+result = transcode_for_vectors(sys.argv[1], sys.argv[2])
+for frame in read_frames(result.path, rgb=True, residual="none"):
+    digest.update(frame.rgb.tobytes())
 """
 
 
-def _damaged_samples_digest(path, cpus: set[int], **settings) -> str:
-    """sha1 of the samples ``iter_clip_samples`` gives for ``path`` in a child process that sees only ``cpus``."""
-    code = _DAMAGED_SAMPLES_DIGEST.format(cpus=cpus, settings=settings)
-    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+def _digest_on_cpus(body: str, cpus: set[int], *args) -> str:
+    """sha1 that ``body`` (code updating ``digest``, reading ``sys.argv``) computes in a child process that sees
+    only ``cpus``."""
+    done = subprocess.run([sys.executable, "-c", _DIGEST_ON_CPUS.format(cpus=cpus, body=body), *map(str, args)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+def _one_and_two_cpus() -> tuple[set[int], set[int]]:
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs a process that can be held to one CPU and to two (Linux, >= 2 CPUs)")
+    cpus = sorted(os.sched_getaffinity(0))
+    return set(cpus[:1]), set(cpus[:2])
 
 
 def test_a_damaged_file_gives_the_same_samples_whatever_cpus_the_machine_has(tmp_path):
     """FFmpeg conceals a damaged frame differently with decoder threading off (1 thread) and on, and its own
     choice of thread count (0) is one per CPU: the library's default (1 thread, as `codecpatch patchify` and
     the default recipe) gives the same samples in a process that sees one CPU and in one that sees two."""
-    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("needs a process that can be held to one CPU and to two (Linux, >= 2 CPUs)")
+    one_cpu, two_cpus = _one_and_two_cpus()
     damaged = tmp_path / "damaged.mp4"
     corrupt_copy(SAMPLES / "sprites_h264_b.mp4", damaged, seed=0, hits=8)
-    one_cpu, two_cpus = set(sorted(os.sched_getaffinity(0))[:1]), set(sorted(os.sched_getaffinity(0))[:2])
-    assert _damaged_samples_digest(damaged, one_cpu) == _damaged_samples_digest(damaged, two_cpus)
+    default = _SAMPLES_DIGEST.format(settings={})
+    assert _digest_on_cpus(default, one_cpu, damaged) == _digest_on_cpus(default, two_cpus, damaged)
     # The damage is one the threads change: FFmpeg's choice differs between the two machines.
-    assert _damaged_samples_digest(damaged, one_cpu, decoder_threads=0) != _damaged_samples_digest(damaged, two_cpus, decoder_threads=0)
+    ffmpegs_choice = _SAMPLES_DIGEST.format(settings={"decoder_threads": 0})
+    assert _digest_on_cpus(ffmpegs_choice, one_cpu, damaged) != _digest_on_cpus(ffmpegs_choice, two_cpus, damaged)
+
+
+def test_a_damaged_file_transcodes_the_same_whatever_cpus_the_machine_has(tmp_path):
+    """`codecpatch transcode` decodes with one thread too (it had FFmpeg's choice): the same frames out on one CPU
+    and on two."""
+    one_cpu, two_cpus = _one_and_two_cpus()
+    damaged = tmp_path / "damaged.mp4"
+    corrupt_copy(SAMPLES / "sprites_h264_p.mp4", damaged, seed=1, hits=1)
+    out = tmp_path / "out.mp4"
+    assert _digest_on_cpus(_TRANSCODE_DIGEST, one_cpu, damaged, out) == _digest_on_cpus(_TRANSCODE_DIGEST, two_cpus, damaged, out)
+
+
+def test_a_transcode_that_fails_names_the_file_and_leaves_no_partial_output(tmp_path):
+    from codecpatch.decode import transcode_for_vectors
+
+    damaged, out = tmp_path / "damaged.mp4", tmp_path / "out.mp4"
+    corrupt_copy(SAMPLES / "sprites_hevc.mp4", damaged, seed=0, hits=8)  # an HEVC packet FFmpeg refuses part-way
+    with pytest.raises(CorruptVideoError) as caught:
+        transcode_for_vectors(damaged, out)
+    assert str(damaged) in str(caught.value) and caught.value.frames_decoded > 0
+    assert not out.exists()
+    out.write_bytes(b"kept")  # a source that does not open leaves the destination as it was
+    with pytest.raises(VideoNotFoundError):
+        transcode_for_vectors(tmp_path / "missing.mp4", out)
+    assert out.read_bytes() == b"kept"
 
 
 def test_input_walk_lists_every_entry_it_does_not_process(tmp_path):

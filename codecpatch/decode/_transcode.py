@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 
+from ..errors import CorruptVideoError, EmptyVideoError
 from ._source import open_container
 
 
@@ -46,17 +47,42 @@ def transcode_for_vectors(
 
     Frames are taken in decoded order and re-timed at ``fps`` (headers lie; decoded frames do not). A
     mid-stream size change is scaled to the first frame's size (rounded down to even, and to ``max_side``).
+    The source is decoded with one thread, as every decode in the library (``DecodeOptions.threads``: the
+    frames FFmpeg conceals in a damaged file depend on it).
+
+    Raises:
+        the VideoOpenError subclasses of ``open_container`` for a source that cannot be opened (``destination``
+        is then left as it was); EmptyVideoError when no frame decodes, CorruptVideoError when decoding fails
+        part-way. After a failure no partial ``destination`` is left behind.
     """
     if gop < 1:
         raise ValueError(f"gop must be >= 1, got {gop}")
     destination = Path(destination)
+    with open_container(source, input_format=None, open_timeout=timeout, read_timeout=timeout, options={}) as source_container:
+        in_stream = source_container.streams.video[0]
+        in_stream.codec_context.thread_count = 1
+        try:
+            return _encode_decoded(source, source_container, in_stream, destination, gop, crf, preset, fps, max_side)
+        except BaseException:
+            destination.unlink(missing_ok=True)
+            raise
+
+
+def _encode_decoded(source, source_container, in_stream, destination: Path, gop: int, crf: int, preset: str, fps: int,
+                    max_side: int | None) -> TranscodeResult:
+    """Decode ``in_stream`` and encode every frame into ``destination`` (see ``transcode_for_vectors``)."""
     x264_params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:ref=1:threads=1"
     frames = 0
-    with open_container(source, input_format=None, open_timeout=timeout, read_timeout=timeout, options={}) as source_container, \
-            av.open(str(destination), mode="w") as output:
-        in_stream = source_container.streams.video[0]
+    with av.open(str(destination), mode="w") as output:
         out_stream = None
-        for frame in source_container.decode(in_stream):
+        decoded = source_container.decode(in_stream)
+        while True:
+            try:  # only the decode's failures are the source's (the encoder's and the muxer's are not)
+                frame = next(decoded)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as error:
+                raise CorruptVideoError(str(source), f"decoding failed ({error.strerror or error})", frames) from error
             if out_stream is None:
                 width, height = _even_size(frame.width, frame.height, max_side)
                 out_stream = output.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": preset, "x264-params": x264_params})
@@ -69,7 +95,7 @@ def transcode_for_vectors(
                 output.mux(packet)
             frames += 1
         if out_stream is None:
-            raise ValueError(f"{source}: no frame could be decoded, nothing to transcode")
+            raise EmptyVideoError(str(source), "no frame could be decoded, nothing to transcode")
         for packet in out_stream.encode(None):
             output.mux(packet)
     return TranscodeResult(destination, frames, out_stream.width, out_stream.height)

@@ -102,8 +102,8 @@ class DecodeOptions:
             concealed differently with threading off (1) and on (H.264, HEVC: the same for any count >= 2; a
             damaged VP9 clip decoded 76 frames with 1 thread and all 500 with 2; MPEG-2: 2 and 4 threads
             differ), so 0 makes the frames of a damaged file depend on the machine: every default in the
-            library (here, ``iter_clip_samples``, the recipes' ``decode_cpus`` and ``stream.decoder_threads``)
-            is 1.
+            library (here, ``iter_clip_samples``, the recipes' ``decode_cpus`` and ``stream.decoder_threads``,
+            ``transcode_for_vectors``) is 1.
         limits: DecodeLimits refusing sources too large to decode (default: none).
         open_timeout, read_timeout: seconds before opening / a blocking read gives up (network sources).
         on_error: "raise" raises CorruptVideoError at the first undecodable packet; "skip" drops the packet,

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from ._recipe import Recipe
 
-#: Settings that do not change any row: scheduling, shard sizes and timing, and the live-source plumbing.
+#: Settings that do not change any row: scheduling, shard sizes and timing, and the live-source plumbing. One
+#: exception, kept out on purpose: the decoder's thread count (``execution.decode_cpus``, ``stream.decoder_threads``)
+#: changes how FFmpeg conceals a *damaged* file's frames (``DecodeOptions.threads``; clean files decode the same),
+#: and refusing a resume for it would tie a folder to the machine that started it (README: "Same rows wherever a
+#: video runs").
 _NOT_IN_ROWS_PREFIXES = ("execution.",)
 _NOT_IN_ROWS = {"output.shard_mb", "output.commit_seconds", "output.s3_endpoint", "stream.queue", "stream.when_behind", "stream.realtime",
                 "stream.rotate_seconds", "stream.open_timeout", "stream.read_timeout", "stream.probesize",
