@@ -156,8 +156,10 @@ def transcode(video: str, output: str, gop: int, crf: int, fps: int, max_side: i
 
     try:
         result = transcode_for_vectors(video, output, gop=gop, crf=crf, fps=fps, max_side=max_side)
-    except VideoError as error:
+    except (VideoError, ValueError) as error:  # a bad source, or an output it cannot write
         _fail(str(error))
+    except OSError as error:  # writing the output failed (permissions, a full disk, ...)
+        _fail(f"{output}: cannot write ({error.strerror or error})")
     click.echo(f"wrote {result.path}: {result.frames} frames, {result.width}x{result.height}, GOP {gop}, P-only, ref=1")
 
 

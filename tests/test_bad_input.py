@@ -336,7 +336,7 @@ def test_a_damaged_file_transcodes_the_same_whatever_cpus_the_machine_has(tmp_pa
     assert _digest_on_cpus(_TRANSCODE_DIGEST, one_cpu, damaged, out) == _digest_on_cpus(_TRANSCODE_DIGEST, two_cpus, damaged, out)
 
 
-def test_a_transcode_that_fails_names_the_file_and_leaves_no_partial_output(tmp_path):
+def test_a_transcode_that_fails_names_the_file_and_leaves_the_destination_as_it_was(tmp_path):
     from codecpatch.decode import transcode_for_vectors
 
     damaged, out = tmp_path / "damaged.mp4", tmp_path / "out.mp4"
@@ -344,11 +344,38 @@ def test_a_transcode_that_fails_names_the_file_and_leaves_no_partial_output(tmp_
     with pytest.raises(CorruptVideoError) as caught:
         transcode_for_vectors(damaged, out)
     assert str(damaged) in str(caught.value) and caught.value.frames_decoded > 0
-    assert not out.exists()
-    out.write_bytes(b"kept")  # a source that does not open leaves the destination as it was
-    with pytest.raises(VideoNotFoundError):
-        transcode_for_vectors(tmp_path / "missing.mp4", out)
-    assert out.read_bytes() == b"kept"
+    assert os.listdir(tmp_path) == ["damaged.mp4"]  # no output, no temporary file
+    out.write_bytes(b"kept")  # an earlier output survives a failed transcode, and a source that does not open
+    for source, error in ((damaged, CorruptVideoError), (tmp_path / "missing.mp4", VideoNotFoundError)):
+        with pytest.raises(error):
+            transcode_for_vectors(source, out)
+        assert out.read_bytes() == b"kept" and sorted(os.listdir(tmp_path)) == ["damaged.mp4", "out.mp4"]
+
+
+@pytest.mark.parametrize("destination, words", [
+    ("a_file/out.mp4", "does not exist or is not a folder"), ("a_folder", "is a folder"),
+    ("out.txt", "no container format writes '.txt' files"), ("source.mp4", "is the source itself"),
+])
+def test_a_transcode_refuses_a_destination_it_cannot_write_before_decoding(tmp_path, destination, words):
+    from codecpatch.decode import transcode_for_vectors
+
+    (tmp_path / "a_file").write_bytes(b"x")
+    (tmp_path / "a_folder").mkdir()
+    source = tmp_path / "source.mp4"
+    source.write_bytes((SAMPLES / "sprites_h264_p.mp4").read_bytes())
+    with pytest.raises(ValueError, match=words) as caught:
+        transcode_for_vectors(source, tmp_path / destination)
+    assert str(tmp_path / destination) in str(caught.value)
+    assert source.read_bytes() == (SAMPLES / "sprites_h264_p.mp4").read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "a_folder", "source.mp4"]
+
+
+def test_a_damaged_file_whose_metadata_is_not_utf8_is_invalid_data(tmp_path):
+    """PyAV reads container metadata as UTF-8 while opening: damaged bytes there raised UnicodeDecodeError (a
+    traceback in every command, an unnamed error kind in batch runs)."""
+    damaged = tmp_path / "damaged.mp4"
+    corrupt_copy(SAMPLES / "sprites_hevc.mp4", damaged, seed=2, hits=200)
+    expect_error(damaged, InvalidVideoError, "unreadable metadata")
 
 
 def test_input_walk_lists_every_entry_it_does_not_process(tmp_path):

@@ -114,6 +114,8 @@ def open_container(
         raise InvalidVideoError(source_str, f"{reason} ({error.strerror})") from error
     except av.error.FileNotFoundError as error:
         raise VideoNotFoundError(source_str, f"not found ({error.strerror})") from error
+    except UnicodeDecodeError as error:  # PyAV reads the container's metadata as UTF-8: damaged bytes there
+        raise InvalidVideoError(source_str, f"not a recognised video file or stream (unreadable metadata: {error.reason})") from error
     except (av.error.FFmpegError, OSError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         if "timed out" in str(reason).lower():

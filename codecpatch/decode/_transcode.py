@@ -5,6 +5,7 @@ vectors point exactly one frame back, and codecs without exported vectors (HEVC,
 
 from __future__ import annotations
 
+import functools
 import os
 from fractions import Fraction
 from dataclasses import dataclass
@@ -51,21 +52,52 @@ def transcode_for_vectors(
     frames FFmpeg conceals in a damaged file depend on it).
 
     Raises:
-        the VideoOpenError subclasses of ``open_container`` for a source that cannot be opened (``destination``
-        is then left as it was); EmptyVideoError when no frame decodes, CorruptVideoError when decoding fails
-        part-way. After a failure no partial ``destination`` is left behind.
+        ValueError for a ``destination`` that cannot be written (its folder missing, a folder itself, an
+        extension no container format has, or the source itself), before anything is decoded; the
+        VideoOpenError subclasses of ``open_container`` for a source that cannot be opened; EmptyVideoError when
+        no frame decodes, CorruptVideoError when decoding fails part-way. The output is written to a temporary
+        file beside ``destination`` and renamed onto it only when complete: after any failure ``destination``
+        is as it was (absent, or the file that was there).
     """
     if gop < 1:
         raise ValueError(f"gop must be >= 1, got {gop}")
     destination = Path(destination)
+    _check_destination(source, destination)
+    partial = destination.with_name(f".{destination.stem}.partial-{os.getpid()}{destination.suffix}")
     with open_container(source, input_format=None, open_timeout=timeout, read_timeout=timeout, options={}) as source_container:
         in_stream = source_container.streams.video[0]
         in_stream.codec_context.thread_count = 1
         try:
-            return _encode_decoded(source, source_container, in_stream, destination, gop, crf, preset, fps, max_side)
-        except BaseException:
-            destination.unlink(missing_ok=True)
-            raise
+            result = _encode_decoded(source, source_container, in_stream, partial, gop, crf, preset, fps, max_side)
+            os.replace(partial, destination)
+        finally:
+            partial.unlink(missing_ok=True)
+    return TranscodeResult(destination, result.frames, result.width, result.height)
+
+
+def _check_destination(source: str | os.PathLike, destination: Path) -> None:
+    """Raise ValueError (naming ``destination``) when it cannot take the output."""
+    if not destination.parent.is_dir():
+        raise ValueError(f"{destination}: its folder {destination.parent} does not exist or is not a folder")
+    if destination.is_dir():
+        raise ValueError(f"{destination}: is a folder, not a file name")
+    if destination.suffix.lstrip(".").lower() not in _writable_extensions():
+        raise ValueError(f"{destination}: no container format writes '{destination.suffix or '(no extension)'}' files")
+    source_path = Path(os.fspath(source))
+    if destination.exists() and source_path.exists() and destination.resolve() == source_path.resolve():
+        raise ValueError(f"{destination}: is the source itself; write the transcode elsewhere")
+
+
+@functools.cache
+def _writable_extensions() -> frozenset[str]:
+    """File extensions FFmpeg guesses an output container format from (what ``av.open(path, "w")`` accepts)."""
+    extensions: set[str] = set()
+    for name in av.formats_available:
+        try:
+            extensions |= set(av.format.ContainerFormat(name, "w").extensions)
+        except ValueError:  # an input-only format
+            continue
+    return frozenset(extensions)
 
 
 def _encode_decoded(source, source_container, in_stream, destination: Path, gop: int, crf: int, preset: str, fps: int,
