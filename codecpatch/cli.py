@@ -380,6 +380,8 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
         stats = run(recipe, inputs, output, progress=flags["progress"], overwrite=flags["overwrite"], limit=flags["limit"])
     except (RecipeMismatchError, FolderInUseError) as error:
         _fail(str(error))
+    except OSError as error:  # the output folder cannot be made or written (a file on its path, no permission, ...)
+        _fail(f"{output}: cannot write the output ({error.strerror or error})")
     except Interrupted as interrupt:
         click.echo(f"{interrupt.signal_name}: stopped; everything that finished is committed to {output} "
                    "(rerun the same command to resume)", err=True)

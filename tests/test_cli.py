@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -48,6 +49,18 @@ def test_inspect_bad_file_exits_2_naming_it(tmp_path):
     assert result.returncode == 2
     assert str(bad) in result.stderr and "not a recognised video" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_output_that_cannot_be_written_exits_2_naming_it(tmp_path):
+    """A file where the output folder (batch) or the output's folder (transcode) should be: one line naming the
+    output, no traceback, nothing written."""
+    blocker = tmp_path / "a_file"
+    blocker.write_bytes(b"x")
+    for args in (("batch", "--input", str(SAMPLES / "pan_h264_p.mp4"), "--output", str(blocker / "out"), "--workers", "0"),
+                 ("transcode", str(SAMPLES / "pan_h264_p.mp4"), str(blocker / "out.mp4"))):
+        result = codecpatch(*args)
+        assert result.returncode == 2 and str(blocker / "out") in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert os.listdir(tmp_path) == ["a_file"]
 
 
 def test_transcode_command(tmp_path):
