@@ -109,6 +109,10 @@ def inspect(video: str, as_json: bool, motion: str, residual: str, block_size: s
         _echo_json({"summary": summary.to_dict(), "frames": [asdict(r) for r in records]})
     else:
         click.echo(format_summary(summary))
+    if not records:  # the summary says what was found; a source without a single frame is still bad input
+        from .decode import redact
+
+        _fail(f"{redact(video)}: no frame could be decoded ({reader.report.packets_skipped} undecodable packets skipped)")
 
 
 def format_summary(summary: StreamSummary) -> str:

@@ -63,6 +63,14 @@ def test_an_output_that_cannot_be_written_exits_2_naming_it(tmp_path):
     assert os.listdir(tmp_path) == ["a_file"]
 
 
+def test_inspect_of_a_file_without_a_decodable_frame_prints_its_summary_and_exits_2(tmp_path):
+    bad = tmp_path / "garbage.png"  # FFmpeg's image demuxer opens it; no packet decodes
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    result = codecpatch("inspect", str(bad))
+    assert result.returncode == 2 and "frames        0 decoded" in result.stdout, (result.stdout, result.stderr)
+    assert f"{bad}: no frame could be decoded" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_transcode_command(tmp_path):
     out = tmp_path / "p_only.mp4"
     result = codecpatch("transcode", str(SAMPLES / "sprites_h264_b.mp4"), str(out), "--gop", "10")
