@@ -115,6 +115,16 @@ def inspect(video: str, as_json: bool, motion: str, residual: str, block_size: s
         _fail(f"{redact(video)}: no frame could be decoded ({reader.report.packets_skipped} undecodable packets skipped)")
 
 
+def _write_error(out: str, error: Exception) -> str:
+    """The message for an output that could not be written: it names the file (an OSError's own text may not)."""
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        return f"{out}: cannot write (its folder {folder} does not exist or is not a folder)"
+    if isinstance(error, OSError) and error.strerror:
+        return f"{out}: cannot write ({error.strerror})"
+    return str(error) if out in str(error) else f"{out}: {error}"
+
+
 def format_summary(summary: StreamSummary) -> str:
     """Human-readable multi-line summary."""
     gops = summary.gop_lengths
@@ -523,6 +533,8 @@ def viz(video: str, out: str, recipe_path: str | None, columns: int, max_tiles: 
     """Draw the selection: kept patches bright, dropped ones dimmed, motion arrows, budget and PSNR (first clip)."""
     from .viz import save_picture
 
+    if os.path.exists(out) and os.path.exists(video) and os.path.samefile(out, video):
+        _fail(f"{out}: is VIDEO itself; write the picture elsewhere")
     pipeline = _clip_pipeline(recipe_path, params)
     try:
         samples = next(iter(pipeline.clips(video)), None)
@@ -535,7 +547,7 @@ def viz(video: str, out: str, recipe_path: str | None, columns: int, max_tiles: 
     try:
         path = save_picture(samples, patches, psnr, out, columns=columns, max_tiles=max_tiles)
     except (ValueError, OSError) as error:
-        raise click.UsageError(str(error)) from error
+        raise click.UsageError(_write_error(out, error)) from error
     click.echo(f"wrote {path} (clip 0: {patches.n_kept} tokens kept, {100 * patches.area_fraction:.1f}% of the picture's area)")
 
 
@@ -565,7 +577,7 @@ def show(shards: str, sample_id: str | None, index: int | None, out: str, column
     try:
         path = save_tiles(tiles, title, out, columns=columns, max_tiles=max_tiles)
     except (ValueError, OSError) as error:
-        _fail(str(error))
+        _fail(_write_error(out, error))
     click.echo(f"wrote {path} ({row.sample_id}: {len(row.pixels)} patches on {len(row.slots)} sampled frames)")
 
 

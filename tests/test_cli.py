@@ -52,15 +52,22 @@ def test_inspect_bad_file_exits_2_naming_it(tmp_path):
 
 
 def test_an_output_that_cannot_be_written_exits_2_naming_it(tmp_path):
-    """A file where the output folder (batch) or the output's folder (transcode) should be: one line naming the
-    output, no traceback, nothing written."""
+    """A file where the output folder (batch) or the output's folder (transcode, viz) should be: one line naming
+    the output, no traceback, nothing written; viz refuses to draw over its own video."""
     blocker = tmp_path / "a_file"
     blocker.write_bytes(b"x")
     for args in (("batch", "--input", str(SAMPLES / "pan_h264_p.mp4"), "--output", str(blocker / "out"), "--workers", "0"),
-                 ("transcode", str(SAMPLES / "pan_h264_p.mp4"), str(blocker / "out.mp4"))):
+                 ("transcode", str(SAMPLES / "pan_h264_p.mp4"), str(blocker / "out.mp4")),
+                 ("viz", str(SAMPLES / "pan_h264_p.mp4"), "--out", str(blocker / "out.png")),
+                 ("viz", str(SAMPLES / "pan_h264_p.mp4"), "--out", str(blocker / "out.mp4"))):
         result = codecpatch(*args)
         assert result.returncode == 2 and str(blocker / "out") in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert os.listdir(tmp_path) == ["a_file"]
+    video = tmp_path / "video.mp4"
+    video.write_bytes((SAMPLES / "pan_h264_p.mp4").read_bytes())
+    result = codecpatch("viz", str(video), "--out", str(video))
+    assert result.returncode == 2 and "is VIDEO itself" in result.stderr
+    assert video.read_bytes() == (SAMPLES / "pan_h264_p.mp4").read_bytes()
 
 
 def test_inspect_of_a_file_without_a_decodable_frame_prints_its_summary_and_exits_2(tmp_path):
