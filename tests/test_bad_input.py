@@ -378,6 +378,25 @@ def test_a_damaged_file_whose_metadata_is_not_utf8_is_invalid_data(tmp_path):
     expect_error(damaged, InvalidVideoError, "unreadable metadata")
 
 
+def test_frames_the_decoder_concealed_are_a_warning_of_every_clip(tmp_path):
+    """A damaged MPEG-4 file decodes every packet, 18 of its frames filled in by the decoder: no error, so
+    without this warning `codecpatch patchify` and `encode` said nothing (batch rows say it in `complete`). Each
+    clip counts its own: a clip is yielded before the decode ends."""
+    from codecpatch.patchify import PatchifyConfig, iter_clip_samples
+
+    damaged = tmp_path / "damaged.mp4"
+    corrupt_copy(SAMPLES / "sprites_mpeg4.mp4", damaged, seed=0, hits=25)
+    with VideoReader(damaged, on_error="skip", residual="none") as reader:
+        list(reader)
+    concealed = reader.report.corrupt_frames
+    assert concealed > 0 and reader.report.packets_skipped == 0
+    clips = list(iter_clip_samples(damaged, PatchifyConfig(frames=8, clip_frames=25)))  # each clip says its own
+    counts = [int(w.split()[1]) for c in clips for w in c.warnings if "concealed by the decoder" in w]
+    assert len(clips) == 2 and len(counts) == 2 and sum(counts) == concealed
+    clean = list(iter_clip_samples(SAMPLES / "sprites_mpeg4.mp4", PatchifyConfig(frames=8)))
+    assert not any("concealed" in w for c in clean for w in c.warnings)
+
+
 def test_input_walk_lists_every_entry_it_does_not_process(tmp_path):
     from codecpatch.pipeline import scan_inputs
 

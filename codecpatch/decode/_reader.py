@@ -291,7 +291,8 @@ class VideoReader:
                 self.report.warnings.append(
                     f"frames of {width}x{height} are too small for optical flow: their motion is zero from frame {state.count}"
                 )
-        if av_frame.is_corrupt:
+        concealed = bool(av_frame.is_corrupt)
+        if concealed:
             self.report.corrupt_frames += 1
 
         grid, factor = state.grid, state.factor
@@ -361,6 +362,7 @@ class VideoReader:
             block_motion=block_motion,
             residual_energy=residual,
             rgb=rgb,
+            concealed=concealed,
         )
         state.previous_luma = luma
         if frame.pict_type != "B":

@@ -221,6 +221,8 @@ class CodecFrame:
         residual_energy: (gh, gw) float32 mean absolute luma residual (0..255) against the previous frame,
             or None for the first frame of a run of equal-sized frames or when residual is off.
         rgb: (H, W, 3) uint8 RGB when asked for, else None.
+        concealed: the decoder flagged the frame corrupt: damaged data it filled in (``DecodeReport.corrupt_frames``
+            counts these frames).
     """
 
     index: int
@@ -236,6 +238,7 @@ class CodecFrame:
     block_motion: BlockMotion | None
     residual_energy: np.ndarray | None
     rgb: np.ndarray | None
+    concealed: bool = False
 
     @property
     def motion_field(self) -> np.ndarray | None:

@@ -146,6 +146,7 @@ class _ClipState:
     first_time: float
     last_time: float = 0.0
     frames: int = 0
+    concealed: int = 0  # frames the decoder filled in (damaged data)
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) at the start and after each change
     samples: list[_Sample] = field(default_factory=list)
     chunk_choice: dict[int, _Sample] = field(default_factory=dict)  # chunk -> chosen frame (chunk mode)
@@ -225,6 +226,7 @@ class _Collector:
             geometry = canvas_geometry(frame.width, frame.height, self.config)
             clip = self._clip = _ClipState(start, end, geometry, grid_shape_for(frame.height, frame.width, self.config.block_size), frame.time)
         clip.frames += 1
+        clip.concealed += frame.concealed
         clip.last_time = frame.time
         if not clip.sizes or clip.sizes[-1] != (frame.width, frame.height):
             clip.sizes.append((frame.width, frame.height))
@@ -315,6 +317,8 @@ class _Collector:
         planned = len(self._sample_set) if self.config.mode == "codec" else (len(self._chunks) - 1 if self._chunks is not None else 1)
         if len(samples) < planned:
             warnings.append(f"clip {self._clip_number}: {len(samples)} of {planned} planned samples decoded (the stream ended early)")
+        if clip.concealed:  # no decode error, but not the source's picture: said clip by clip, as the clips are yielded
+            warnings.append(f"decode: {clip.concealed} of the clip's {clip.frames} frames concealed by the decoder (damaged data)")
         if not samples:
             return
         info = ClipInfo(self.source, self.first_clip_index + self._clip_number, clip.start, clip.start + clip.frames, clip.first_time, clip.last_time,
