@@ -520,6 +520,10 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
                f"{_plural(max(0, summary['sessions'] - 1), 'reconnect')}; {latency} -> {output} ({summary['ended'] or 'stopped'})")
     if stats.gave_up:
         sys.exit(_EXIT_GAVE_UP)
+    if summary["frames"] == 0 and summary["ended"] == "source ended":  # not one frame before the source's end
+        from .decode import redact
+
+        _fail(f"{redact(source)}: no frame could be decoded")
 
 
 @main.command()

@@ -219,6 +219,28 @@ def test_an_unreadable_file_source_fails_with_its_name(tmp_path):
         run_stream(tmp_path / "missing.mp4", recipe(), tmp_path / "out", progress=False)
 
 
+def test_a_window_with_frames_the_decoder_concealed_is_incomplete(tmp_path):
+    """A damaged file as the source: the windows holding frames the decoder filled in say so (complete False,
+    counted in windows_incomplete), the others stay complete."""
+    from .test_bad_input import corrupt_copy
+
+    damaged = tmp_path / "damaged.mp4"
+    corrupt_copy(SAMPLES / "sprites_mpeg4.mp4", damaged, seed=0, hits=25)
+    stats = run_stream(damaged, recipe(realtime=False), tmp_path / "out", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "out" / "_stream_windows.jsonl").read_text().splitlines()]
+    complete = {r["window"]: r["complete"] for r in records if "complete" in r}  # one entry per window (then its commit)
+    assert stats.windows_written == len(complete) > 1
+    assert stats.windows_incomplete == sum(not c for c in complete.values()) > 0
+
+
+def test_a_file_source_without_a_decodable_frame_exits_2_naming_it(tmp_path):
+    bad = tmp_path / "garbage.png"  # FFmpeg's image demuxer opens it; no packet decodes
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    result = subprocess.run([sys.executable, "-m", "codecpatch.cli", "stream", str(bad), "--output", str(tmp_path / "out"),
+                             "--no-realtime", "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and f"{bad}: no frame could be decoded" in result.stderr, result.stderr
+
+
 # -- loopback network senders --------------------------------------------------------------------------------
 
 

@@ -36,7 +36,8 @@ class FrameWindow:
         frames: the frames, in presentation order.
         session: connection number the frames came from.
         last_decoded_at: ``time.monotonic()`` when its last frame was decoded (latency starts here).
-        complete: False when a disconnect, the end of the source or a stop cut it short.
+        complete: False when a disconnect, the end of the source or a stop cut it short, or the decoder concealed
+            one of its frames (damaged data: ``CodecFrame.concealed``).
         codec, fps: of the connection the frames came from (fps None when the stream gives no usable rate).
         clock: UTC times of its first and last frames and where they come from ("capture" / "receive_pts" /
             "receive").
@@ -290,6 +291,7 @@ class StreamSession:
                 for frame in frames:
                     clocks.pop(frame.index, None)
                     estimated.discard(frame.index)
+                complete = complete and not any(frame.concealed for frame in frames)
                 self._enqueue(FrameWindow(self._next_window, tuple(frames), connection["session"], decoded_at, complete,
                                           connection["codec"], connection["fps"], clock, times_estimated))
                 self._next_window += 1
