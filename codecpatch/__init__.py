@@ -4,7 +4,7 @@ The decode names below are imported on first use, so importing a pure part (e.g.
 for ``patchify_samples``) does not load PyAV.
 """
 
-__version__ = "0.2.2"
+__version__ = "0.2.3"
 
 _DECODE = ("CodecFrame", "DecodeOptions", "DecodeReport", "StreamInfo", "VideoReader", "read_frames")
 
