@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from . import __version__
-from .decode import DecodeOptions, VideoReader
+from .decode import DecodeOptions, VideoReader, redact
 from .errors import VideoError
 from ._flags import FLAG_NAMES, overrides as _given_overrides, recipe_flags
 
@@ -110,9 +110,12 @@ def inspect(video: str, as_json: bool, motion: str, residual: str, block_size: s
     else:
         click.echo(format_summary(summary))
     if not records:  # the summary says what was found; a source without a single frame is still bad input
-        from .decode import redact
-
         _fail(f"{redact(video)}: no frame could be decoded ({reader.report.packets_skipped} undecodable packets skipped)")
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Both paths exist and are one file (a link or another spelling of the same path included)."""
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
 def _write_error(out: str, error: Exception) -> str:
@@ -173,7 +176,7 @@ def transcode(video: str, output: str, gop: int, crf: int, fps: int, max_side: i
     except (VideoError, ValueError) as error:  # a bad source, or an output it cannot write
         _fail(str(error))
     except OSError as error:  # writing the output failed (permissions, a full disk, ...)
-        _fail(f"{output}: cannot write ({error.strerror or error})")
+        _fail(_write_error(output, error))
     click.echo(f"wrote {result.path}: {result.frames} frames, {result.width}x{result.height}, GOP {gop}, P-only, ref=1")
 
 
@@ -395,7 +398,7 @@ def _run_pipeline(recipe_path: str | None, input_spec: str, output: str, overrid
     except (RecipeMismatchError, FolderInUseError) as error:
         _fail(str(error))
     except OSError as error:  # the output folder cannot be made or written (a file on its path, no permission, ...)
-        _fail(f"{output}: cannot write the output ({error.strerror or error})")
+        _fail(_write_error(output, error))
     except Interrupted as interrupt:
         click.echo(f"{interrupt.signal_name}: stopped; everything that finished is committed to {output} "
                    "(rerun the same command to resume)", err=True)
@@ -521,8 +524,6 @@ def stream(source: str, output: str, recipe_path: str | None, stream_id: str | N
     if stats.gave_up:
         sys.exit(_EXIT_GAVE_UP)
     if summary["frames"] == 0 and summary["ended"] == "source ended":  # not one frame before the source's end
-        from .decode import redact
-
         _fail(f"{redact(source)}: no frame could be decoded")
 
 
@@ -537,7 +538,7 @@ def viz(video: str, out: str, recipe_path: str | None, columns: int, max_tiles: 
     """Draw the selection: kept patches bright, dropped ones dimmed, motion arrows, budget and PSNR (first clip)."""
     from .viz import save_picture
 
-    if os.path.exists(out) and os.path.exists(video) and os.path.samefile(out, video):
+    if _same_file(out, video):
         _fail(f"{out}: is VIDEO itself; write the picture elsewhere")
     pipeline = _clip_pipeline(recipe_path, params)
     try:

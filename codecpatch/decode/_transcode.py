@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import os
 from fractions import Fraction
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -68,11 +68,11 @@ def transcode_for_vectors(
         in_stream = source_container.streams.video[0]
         in_stream.codec_context.thread_count = 1
         try:
-            result = _encode_decoded(source, source_container, in_stream, partial, gop, crf, preset, fps, max_side)
+            written = _encode_decoded(source, source_container, in_stream, partial, gop, crf, preset, fps, max_side)
             os.replace(partial, destination)
         finally:
             partial.unlink(missing_ok=True)
-    return TranscodeResult(destination, result.frames, result.width, result.height)
+    return replace(written, path=destination)
 
 
 def _check_destination(source: str | os.PathLike, destination: Path) -> None:
@@ -83,8 +83,7 @@ def _check_destination(source: str | os.PathLike, destination: Path) -> None:
         raise ValueError(f"{destination}: is a folder, not a file name")
     if destination.suffix.lstrip(".").lower() not in _writable_extensions():
         raise ValueError(f"{destination}: no container format writes '{destination.suffix or '(no extension)'}' files")
-    source_path = Path(os.fspath(source))
-    if destination.exists() and source_path.exists() and destination.resolve() == source_path.resolve():
+    if destination.exists() and os.path.exists(source) and os.path.samefile(destination, source):
         raise ValueError(f"{destination}: is the source itself; write the transcode elsewhere")
 
 
